@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `npm test`: prepares what the integration tests need (Docker engine with runsc, the agent
+# image), then runs every test. Extra arguments go to vitest (e.g. `npm test -- test/sandbox.test.ts`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d node_modules ] || npm ci --no-audit --no-fund
+bash scripts/host-setup.sh
+npm run --silent build
+npx tsc -p tsconfig.test.json --noEmit
+node bin/agent-vm.js image build
+report=$(mktemp -t agentvm-vitest-XXXXXX.json)
+trap 'rm -f "$report"' EXIT
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
+# One plain closing line that any CI can read, whatever the reporter above printed.
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const skipped = r.numPendingTests + r.numTodoTests;
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""));
+' "$report" 2>/dev/null || echo "0 passed, 1 failed"
+exit $status

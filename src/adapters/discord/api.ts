@@ -1,0 +1,164 @@
+/**
+ * The Discord REST calls the adapter makes, through @discordjs/rest (which queues per route and
+ * waits out 429s by `Retry-After`), pointed at `apiUrl` so tests and proxies can stand in.
+ * Errors become `AgentVmError('discord_api_error')`, retryable for 429, 5xx and network failures.
+ *
+ * Interaction webhooks are called without the bot token (the interaction token is the
+ * credential); a second REST instance carries the bot token, so a 401 on one never clears the
+ * other's token.
+ */
+import { DiscordAPIError, HTTPError, RateLimitError, REST, type RawFile } from '@discordjs/rest';
+import { AgentVmError } from '../../errors.js';
+import type { OutboundFile } from '../types.js';
+
+/** The JSON part of a message we send. `allowed_mentions` is always set by the adapter. */
+export interface MessageBody {
+  content?: string;
+  flags?: number;
+  allowed_mentions?: { parse: string[]; users?: string[]; replied_user?: boolean };
+  message_reference?: { message_id: string; fail_if_not_exists?: boolean };
+}
+
+export interface ApplicationCommandBody {
+  name: string;
+  description: string;
+  type?: number;
+  options?: unknown[];
+  [key: string]: unknown;
+}
+
+export interface DiscordApiOptions {
+  apiUrl: string;
+  botToken?: string;
+  /** Per request, ms. Default 15 s. */
+  timeoutMs?: number;
+  /** Retries of 5xx and network failures per request (429s are always waited out). Default 2. */
+  retries?: number;
+}
+
+/** Discord's own error code (e.g. 50027 invalid webhook token, 10003 unknown channel), when there is one. */
+export function discordErrorOf(err: unknown): { status: number; code: number | string | undefined } | null {
+  const cause = err instanceof AgentVmError ? err.cause : err;
+  if (cause instanceof DiscordAPIError) return { status: cause.status, code: cause.code };
+  if (cause instanceof HTTPError) return { status: cause.status, code: undefined };
+  return null;
+}
+
+export function toDiscordError(err: unknown, what: string): AgentVmError {
+  if (err instanceof AgentVmError) return err;
+  if (err instanceof DiscordAPIError) {
+    const retryable = err.status === 429 || err.status >= 500;
+    return new AgentVmError('discord_api_error', `Discord ${what} failed: ${err.status} ${err.message} (code ${String(err.code)})`, {
+      status: 502,
+      retryable,
+      cause: err,
+    });
+  }
+  if (err instanceof HTTPError) {
+    return new AgentVmError('discord_api_error', `Discord ${what} failed: ${err.status} ${err.message}`, {
+      status: 502,
+      retryable: err.status === 429 || err.status >= 500,
+      cause: err,
+    });
+  }
+  if (err instanceof RateLimitError) {
+    return new AgentVmError('discord_api_error', `Discord ${what} rate limited`, { status: 502, retryable: true, cause: err });
+  }
+  // Network errors, timeouts (AbortError): the request may or may not have landed; retrying is the lesser harm.
+  const message = err instanceof Error ? err.message : String(err);
+  return new AgentVmError('discord_api_error', `Discord ${what} failed: ${message}`, { status: 502, retryable: true, cause: err });
+}
+
+function rawFiles(files: OutboundFile[]): RawFile[] {
+  return files.map((f, i) => ({ name: f.name, data: f.data, key: `files[${i}]` }));
+}
+
+/** Adds the `attachments` array Discord needs to pair `files[n]` with their names. */
+function withAttachments(body: MessageBody, files: OutboundFile[]): Record<string, unknown> {
+  return files.length === 0 ? { ...body } : { ...body, attachments: files.map((f, i) => ({ id: i, filename: f.name })) };
+}
+
+export interface DiscordApi {
+  readonly hasBotToken: boolean;
+  editOriginal(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
+  followUp(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
+  createMessage(channelId: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
+  triggerTyping(channelId: string): Promise<void>;
+  putCommands(applicationId: string, guildId: string | undefined, commands: ApplicationCommandBody[]): Promise<unknown>;
+  close(): void;
+}
+
+export function normalizeApiUrl(apiUrl: string): string {
+  return apiUrl.replace(/\/+$/, '');
+}
+
+export function createDiscordApi(opts: DiscordApiOptions): DiscordApi {
+  const base = {
+    api: normalizeApiUrl(opts.apiUrl),
+    version: '10',
+    timeout: opts.timeoutMs ?? 15_000,
+    retries: opts.retries ?? 2,
+  };
+  const webhooks = new REST(base);
+  const bot = opts.botToken ? new REST(base).setToken(opts.botToken) : null;
+
+  function needBot(what: string): REST {
+    if (!bot) {
+      throw new AgentVmError('discord_not_configured', `Discord ${what} needs DISCORD_BOT_TOKEN`, { status: 500, retryable: false });
+    }
+    return bot;
+  }
+
+  async function call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      throw toDiscordError(err, what);
+    }
+  }
+
+  return {
+    hasBotToken: bot !== null,
+
+    async editOriginal(applicationId, token, body, files = []) {
+      await call('edit of the interaction response', () =>
+        webhooks.patch(`/webhooks/${applicationId}/${token}/messages/@original`, {
+          auth: false,
+          body: withAttachments(body, files),
+          files: rawFiles(files),
+        }),
+      );
+    },
+
+    async followUp(applicationId, token, body, files = []) {
+      await call('interaction follow-up', () =>
+        webhooks.post(`/webhooks/${applicationId}/${token}`, { auth: false, body: withAttachments(body, files), files: rawFiles(files) }),
+      );
+    },
+
+    async createMessage(channelId, body, files = []) {
+      const rest = needBot('posting to a channel');
+      await call('channel message', () =>
+        rest.post(`/channels/${channelId}/messages`, { body: withAttachments(body, files), files: rawFiles(files) }),
+      );
+    },
+
+    async triggerTyping(channelId) {
+      const rest = needBot('typing');
+      await call('typing indicator', () => rest.post(`/channels/${channelId}/typing`));
+    },
+
+    async putCommands(applicationId, guildId, commands) {
+      const rest = needBot('registering commands');
+      const route = guildId ? `/applications/${applicationId}/guilds/${guildId}/commands` : `/applications/${applicationId}/commands`;
+      return call('command registration', () => rest.put(route as `/${string}`, { body: commands }));
+    },
+
+    close() {
+      for (const r of [webhooks, bot]) {
+        r?.clearHashSweeper();
+        r?.clearHandlerSweeper();
+      }
+    },
+  };
+}

@@ -1,0 +1,185 @@
+/**
+ * The Discord channel adapter: slash commands over HTTP interactions (`POST /discord/interactions`,
+ * Ed25519-verified), @mentions and DMs over the gateway when a bot token is set, answers and
+ * files back through the interaction webhook or the channel.
+ *
+ * Deliberately left out: which profile answers (the intake's router decides from `address`),
+ * message components, and editing or deleting answers after the fact.
+ */
+import { Hono } from 'hono';
+import { describeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { ChannelAdapter, InboundEvent, Intake, IntakeResult } from '../types.js';
+import { createDiscordApi } from './api.js';
+import { createDeliverer } from './deliver.js';
+import { fetchAttachments } from './fetch.js';
+import { startGatewayClient, type GatewayClient } from './gateway-client.js';
+import { commandToEvent, EPHEMERAL, interactionSchema, InteractionType, ResponseType, type Interaction } from './parse.js';
+import { DEFAULT_MAX_UPLOAD_BYTES } from './render.js';
+import { createInteractionVerifier } from './verify.js';
+
+export { registerCommands, commandsForBindings, commandBody, DEFAULT_COMMAND, type CommandSpec, type RegisterCommandsOptions } from './commands.js';
+export { createInteractionVerifier } from './verify.js';
+export { INTERACTION_TOKEN_SAFE_MS } from './deliver.js';
+
+export interface DiscordAdapterOptions {
+  /** The application's Ed25519 public key, 64 hex characters (DISCORD_PUBLIC_KEY). */
+  publicKey: string;
+  applicationId: string;
+  /** Enables @mentions/DMs (the gateway) and channel posts after the interaction token expires. */
+  botToken?: string;
+  /** REST base, e.g. https://discord.com/api (no version); the gateway URL is looked up through it. */
+  apiUrl: string;
+  intake: Intake;
+  logger: Logger;
+  /** Clock for the interaction token's 15-minute life. */
+  now?: () => number;
+  /** At most one progress edit per event per interval. Default 1500 ms. */
+  progressIntervalMs?: number;
+  /** Per-message upload cap (the whole request). Default 25 MiB, Discord's cap for unboosted guilds. */
+  maxUploadBytes?: number;
+  /** Discord wants an answer within 3 s; past this the adapter defers without the intake's verdict. Default 2500 ms. */
+  ackDeadlineMs?: number;
+}
+
+export interface DiscordAdapter extends ChannelAdapter {
+  readonly platform: 'discord';
+  readonly routes: Hono;
+  /** The gateway client once `start()` connected it (tests use `idle()`). */
+  readonly gateway: GatewayClient | null;
+  start(): Promise<void>;
+  fetchContext: NonNullable<ChannelAdapter['fetchContext']>;
+  close(): Promise<void>;
+}
+
+const MAX_BODY_BYTES = 1024 * 1024;
+const NO_MENTIONS = { parse: [] as string[] };
+
+function ephemeral(content: string) {
+  return { type: ResponseType.Message, data: { content, flags: EPHEMERAL, allowed_mentions: NO_MENTIONS } };
+}
+
+export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapter {
+  const now = opts.now ?? Date.now;
+  const logger = opts.logger;
+  const verifier = createInteractionVerifier(opts.publicKey);
+  const api = createDiscordApi({ apiUrl: opts.apiUrl, ...(opts.botToken ? { botToken: opts.botToken } : {}) });
+  const deliverer = createDeliverer({
+    api,
+    logger,
+    now,
+    progressIntervalMs: opts.progressIntervalMs ?? 1500,
+    maxUploadBytes: opts.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES,
+  });
+  const ackDeadlineMs = opts.ackDeadlineMs ?? 2500;
+  let gateway: GatewayClient | null = null;
+  let closed = false;
+
+  /** The intake's verdict, or 'late' when it did not come in time to answer Discord. */
+  async function acceptInTime(event: InboundEvent, interaction: Interaction): Promise<IntakeResult | 'late'> {
+    const verdict = opts.intake.accept(event);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), ackDeadlineMs);
+    });
+    const first = await Promise.race([verdict, late]).finally(() => clearTimeout(timer));
+    if (first === 'late') {
+      // Already deferred: a rejection can only be told by editing the (public) original.
+      void verdict
+        .then(async (r) => {
+          if (r.status !== 'rejected' || !interaction.token) return;
+          await api.editOriginal(interaction.application_id, interaction.token, { content: r.message, allowed_mentions: NO_MENTIONS });
+        })
+        .catch((err: unknown) => logger.error({ err: describeError(err), eventId: event.id }, 'discord: late intake failed'));
+    }
+    return first;
+  }
+
+  async function onCommand(interaction: Interaction) {
+    const event = commandToEvent(interaction, now());
+    if (!event) return ephemeral('agent-vm could not read this command.');
+    if (!event.text && !event.attachments) return ephemeral('Tell the agent what you need: add a `prompt`.');
+    let result: IntakeResult | 'late';
+    try {
+      result = await acceptInTime(event, interaction);
+    } catch (err) {
+      logger.error({ err: describeError(err), eventId: event.id }, 'discord: intake failed');
+      return ephemeral('agent-vm could not take this request right now. Please try again in a moment.');
+    }
+    const status = result === 'late' ? 'late' : result.status;
+    logger.info({ eventId: event.id, status, command: interaction.data?.name }, 'discord command taken in');
+    if (result !== 'late' && result.status === 'rejected') return ephemeral(result.message);
+    return { type: ResponseType.Deferred };
+  }
+
+  const routes = new Hono();
+  routes.post('/discord/interactions', async (c) => {
+    const declared = Number(c.req.header('content-length') ?? 0);
+    if (declared > MAX_BODY_BYTES) return c.json({ error: 'payload_too_large', message: 'request body too large' }, 413);
+    const raw = new Uint8Array(await c.req.arrayBuffer());
+    if (raw.byteLength > MAX_BODY_BYTES) return c.json({ error: 'payload_too_large', message: 'request body too large' }, 413);
+    if (!verifier(c.req.header('x-signature-ed25519'), c.req.header('x-signature-timestamp'), raw)) {
+      logger.warn('discord interaction with a missing or bad signature');
+      return c.json({ error: 'invalid_signature', message: 'bad request signature' }, 401);
+    }
+    let parsed;
+    try {
+      parsed = interactionSchema.safeParse(JSON.parse(Buffer.from(raw).toString('utf8')));
+    } catch {
+      return c.json({ error: 'bad_request', message: 'body is not JSON' }, 400);
+    }
+    if (!parsed.success) return c.json({ error: 'bad_request', message: 'not a Discord interaction' }, 400);
+    const interaction = parsed.data;
+    if (interaction.application_id !== opts.applicationId) {
+      logger.warn({ applicationId: interaction.application_id }, 'discord interaction for another application');
+      return c.json({ error: 'wrong_application', message: 'interaction is for another application' }, 400);
+    }
+    switch (interaction.type) {
+      case InteractionType.Ping:
+        return c.json({ type: ResponseType.Pong });
+      case InteractionType.ApplicationCommand:
+        // Only chat-input commands start turns; user and message context menus are not offered.
+        if (interaction.data?.type !== undefined && interaction.data.type !== 1) return c.json(ephemeral('This command type is not supported.'));
+        return c.json(await onCommand(interaction));
+      case InteractionType.Autocomplete:
+        return c.json({ type: ResponseType.AutocompleteResult, data: { choices: [] } });
+      default:
+        return c.json(ephemeral('This interaction is not supported.'));
+    }
+  });
+
+  return {
+    platform: 'discord',
+    routes,
+    get gateway() {
+      return gateway;
+    },
+
+    async start() {
+      if (gateway || closed) return;
+      if (!opts.botToken) {
+        logger.info('discord: no bot token; slash commands only (no @mentions, no channel posts after 15 minutes)');
+        return;
+      }
+      gateway = await startGatewayClient({ botToken: opts.botToken, apiUrl: opts.apiUrl, intake: opts.intake, api, logger });
+      logger.info('discord gateway connected');
+    },
+
+    send: (message) => deliverer.send(message),
+
+    fetchContext: (event, limits) => fetchAttachments(event, limits),
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      const g = gateway;
+      gateway = null;
+      try {
+        await g?.close();
+      } catch (err) {
+        logger.warn({ err: describeError(err) }, 'discord gateway close failed');
+      }
+      api.close();
+    },
+  };
+}

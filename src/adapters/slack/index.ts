@@ -1,0 +1,284 @@
+/**
+ * The Slack channel adapter: Events API over HTTP (`POST /slack/events`) and, with an app-level
+ * token, Socket Mode; both feed verify → parse → `Intake`. Replies, progress and files go back to
+ * the thread through the Web API at `apiUrl`.
+ *
+ * Acknowledgement rule: a verified request is answered within Slack's 3 seconds. It gets 200 once
+ * the event is stored (accepted, duplicate, rejected or ignored) and 5xx only when intake failed
+ * or did not answer in time, i.e. when the event may not be stored, so Slack's retry brings it back
+ * (intake dedupes by event id, so a retry never runs a second turn).
+ *
+ * Deliberately left out: slash commands, interactivity (buttons, modals) and OAuth installs for
+ * many workspaces; one bot token serves one workspace.
+ */
+import path from 'node:path';
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { RetryOptions } from '@slack/web-api';
+import { describeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { ChannelAdapter, InboundEvent, Intake, IntakeResult, OutboundFile, TurnContext } from '../types.js';
+import { createSlackApi } from './api.js';
+import { DEFAULT_MAX_MESSAGE_CHARS } from './mrkdwn.js';
+import { botUserIdFromEnvelope, isCandidate, parseEnvelope, readEnvelope, type SlackEnvelope } from './parse.js';
+import { createSender } from './send.js';
+import { startSocketMode, type SocketModeHandle } from './socket.js';
+import { verifySlackSignature } from './verify.js';
+
+export { signSlackRequest, verifySlackSignature } from './verify.js';
+export { decodeConversation, encodeConversation } from './parse.js';
+export { markdownToMrkdwn, splitMessage } from './mrkdwn.js';
+
+export interface SlackAdapterOptions {
+  /** Empty only for Socket Mode-only setups: then `POST /slack/events` refuses every request. */
+  signingSecret: string;
+  botToken: string;
+  /** `xapp-…`: when set, `start()` opens Socket Mode. */
+  appToken?: string;
+  /** Web API base, e.g. `https://slack.com/api/`. */
+  apiUrl: string;
+  intake: Intake;
+  logger: Logger;
+  /** Milliseconds since the epoch. Used for signature windows and progress throttling. */
+  now?: () => number;
+  /** The bot's user id; otherwise taken from the event envelope or, failing that, `auth.test`. */
+  botUserId?: string;
+  /** At most one progress API call per conversation per this many ms. Default 1500. */
+  progressIntervalMs?: number;
+  /** Longest single message; longer replies are split. Default 3900. */
+  maxMessageChars?: number;
+  /** How long the HTTP ack waits for intake before answering 503. Default 2500 (Slack allows 3000). */
+  ackDeadlineMs?: number;
+  /** WebClient retry policy (429 Retry-After is always honoured). */
+  retryConfig?: RetryOptions;
+}
+
+/** Every optional part of the seam is present. */
+export type SlackAdapter = Required<ChannelAdapter>;
+
+const MAX_BODY_BYTES = 1024 * 1024;
+const TIMEOUT = Symbol('timeout');
+
+export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
+  const now = opts.now ?? Date.now;
+  const logger = opts.logger.child({ adapter: 'slack' });
+  const ackDeadlineMs = opts.ackDeadlineMs ?? 2500;
+  const api = createSlackApi({
+    botToken: opts.botToken,
+    apiUrl: opts.apiUrl,
+    logger,
+    ...(opts.retryConfig ? { retryConfig: opts.retryConfig } : {}),
+  });
+  const sender = createSender({
+    api,
+    logger,
+    now,
+    progressIntervalMs: opts.progressIntervalMs ?? 1500,
+    maxMessageChars: opts.maxMessageChars ?? DEFAULT_MAX_MESSAGE_CHARS,
+  });
+
+  const background = new Set<Promise<void>>();
+  function later(what: string, fn: () => Promise<void>): void {
+    const p: Promise<void> = fn()
+      .catch((err: unknown) => logger.error({ err: describeError(err) }, `slack: ${what} failed`))
+      .finally(() => background.delete(p));
+    background.add(p);
+  }
+
+  let authTest: Promise<string | undefined> | undefined;
+  async function botUserIdFor(env: SlackEnvelope): Promise<string | undefined> {
+    if (opts.botUserId) return opts.botUserId;
+    const fromEnvelope = botUserIdFromEnvelope(env);
+    if (fromEnvelope) return fromEnvelope;
+    authTest ??= api.call('auth.test').then(
+      (r) => (typeof r.user_id === 'string' ? r.user_id : undefined),
+      (err: unknown) => {
+        authTest = undefined; // try again on the next event
+        logger.warn({ err: describeError(err) }, 'slack: auth.test failed; bot user id unknown');
+        return undefined;
+      },
+    );
+    return authTest;
+  }
+
+  function followUp(event: InboundEvent, result: IntakeResult, retryNum: number | undefined): void {
+    logger.info({ eventId: event.id, status: result.status, ...(retryNum !== undefined ? { retryNum } : {}) }, 'slack: event taken in');
+    if (result.status === 'rejected') {
+      later('rejection notice', () => sender.postInThread(event.conversation, result.message));
+    }
+  }
+
+  type Handled =
+    | { kind: 'challenge'; challenge: string }
+    | { kind: 'stored' }
+    | { kind: 'ignored'; reason: string }
+    | { kind: 'failed'; reason: string };
+
+  /** The one path both transports share: parse, hand to intake, decide how to acknowledge. */
+  async function handleEnvelope(payload: unknown, retryNum: number | undefined): Promise<Handled> {
+    const env = readEnvelope(payload);
+    if (!env) return { kind: 'ignored', reason: 'not an Events API envelope' };
+    const botUserId = isCandidate(env) ? await botUserIdFor(env) : undefined;
+    const parsed = parseEnvelope(env, {
+      ...(botUserId ? { botUserId } : {}),
+      receivedAt: new Date(now()).toISOString(),
+    });
+    if (parsed.kind === 'challenge') return parsed;
+    if (parsed.kind === 'ignore' || parsed.kind === 'invalid') {
+      if (parsed.kind === 'invalid') logger.warn({ reason: parsed.reason }, 'slack: malformed event ignored');
+      else logger.debug({ reason: parsed.reason }, 'slack: event ignored');
+      return { kind: 'ignored', reason: parsed.reason };
+    }
+    const event = parsed.event;
+    const accepting = opts.intake.accept(event);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<typeof TIMEOUT>((resolve) => {
+      timer = setTimeout(() => resolve(TIMEOUT), ackDeadlineMs);
+    });
+    try {
+      const result = await Promise.race([accepting, deadline]);
+      if (result === TIMEOUT) {
+        logger.warn({ eventId: event.id }, 'slack: intake did not answer in time; letting Slack retry');
+        later('late intake', async () => followUp(event, await accepting, retryNum));
+        return { kind: 'failed', reason: 'intake timed out' };
+      }
+      followUp(event, result, retryNum);
+      return { kind: 'stored' };
+    } catch (err) {
+      logger.error({ eventId: event.id, err: describeError(err) }, 'slack: intake failed; Slack will retry');
+      return { kind: 'failed', reason: 'intake failed' };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const routes = new Hono();
+  routes.post(
+    '/slack/events',
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) => c.json({ error: 'payload_too_large', message: 'request body too large' }, 413),
+    }),
+    async (c) => {
+      const body = await c.req.text();
+      const verdict = verifySlackSignature({
+        signingSecret: opts.signingSecret,
+        timestamp: c.req.header('x-slack-request-timestamp'),
+        signature: c.req.header('x-slack-signature'),
+        body,
+        nowMs: now(),
+      });
+      if (!verdict.ok) {
+        logger.warn({ reason: verdict.reason }, 'slack: request refused');
+        return c.json({ error: 'slack_signature_invalid', message: verdict.reason }, 401);
+      }
+      let payload: unknown;
+      try {
+        payload = JSON.parse(body);
+      } catch {
+        // Verified but not JSON (e.g. a slash command sent here): nothing for us, and no retry.
+        return c.json({ ok: true, ignored: 'not JSON' });
+      }
+      const retryHeader = c.req.header('x-slack-retry-num');
+      const retryNum = retryHeader !== undefined && /^\d+$/.test(retryHeader) ? Number(retryHeader) : undefined;
+      const handled = await handleEnvelope(payload, retryNum);
+      switch (handled.kind) {
+        case 'challenge':
+          return c.json({ challenge: handled.challenge });
+        case 'stored':
+          return c.json({ ok: true });
+        case 'ignored':
+          return c.json({ ok: true, ignored: handled.reason });
+        case 'failed':
+          return c.json({ error: 'intake_failed', message: handled.reason }, 503);
+      }
+    },
+  );
+
+  let socket: SocketModeHandle | undefined;
+  let starting: Promise<void> | undefined;
+  let closing: Promise<void> | undefined;
+
+  async function fetchContext(event: InboundEvent, limits: { maxFileBytes: number; maxFiles: number }): Promise<TurnContext> {
+    const files: OutboundFile[] = [];
+    const skipped: TurnContext['skipped'] = [];
+    const used = new Set<string>();
+    for (const a of event.platform === 'slack' ? event.attachments ?? [] : []) {
+      if (files.length >= limits.maxFiles) {
+        skipped.push({ name: a.name, reason: `too many files (limit ${limits.maxFiles})` });
+        continue;
+      }
+      if (a.size !== undefined && a.size > limits.maxFileBytes) {
+        skipped.push({ name: a.name, reason: `too large (${a.size} bytes, limit ${limits.maxFileBytes})` });
+        continue;
+      }
+      const got = await api.download(a.ref, { maxBytes: limits.maxFileBytes, ...(a.mimeType ? { mimeType: a.mimeType } : {}) });
+      if (!got.ok) {
+        logger.info({ eventId: event.id, reason: got.reason }, 'slack: attachment skipped');
+        skipped.push({ name: a.name, reason: got.reason });
+        continue;
+      }
+      files.push({ name: uniqueName(safeName(a.name), used), data: got.data });
+    }
+    return { files, skipped };
+  }
+
+  return {
+    platform: 'slack',
+    routes,
+    async start() {
+      if (closing) throw new Error('slack adapter is closed');
+      if (!opts.appToken) return; // HTTP only: the Events API posts to routes
+      starting ??= startSocketMode({
+        appToken: opts.appToken,
+        apiUrl: opts.apiUrl,
+        logger,
+        handle: async (payload, meta) => {
+          const handled = await handleEnvelope(payload, meta.retryNum);
+          return { ack: handled.kind !== 'failed' };
+        },
+      }).then(
+        (s) => {
+          socket = s;
+        },
+        (err: unknown) => {
+          starting = undefined;
+          throw err;
+        },
+      );
+      return starting;
+    },
+    send: (msg) => sender.send(msg),
+    fetchContext,
+    close() {
+      closing ??= (async () => {
+        await starting?.catch(() => {});
+        const steps: Promise<unknown>[] = [];
+        if (socket) steps.push(socket.stop());
+        // Rejection notices already queued get a moment to land; never hang shutdown on Slack.
+        steps.push(Promise.race([Promise.allSettled([...background]), new Promise((r) => setTimeout(r, 5000).unref())]));
+        const results = await Promise.allSettled(steps);
+        for (const r of results) {
+          if (r.status === 'rejected') logger.warn({ err: describeError(r.reason) }, 'slack: close step failed');
+        }
+      })();
+      return closing;
+    },
+  };
+}
+
+/** A file name safe to write into the agent's inbox: no directories, no control characters. */
+function safeName(name: string): string {
+  const base = path.posix.basename(name.replace(/\\/g, '/')).replace(/[\u0000-\u001f\u007f]/g, '').trim();
+  return base === '' || base === '.' || base === '..' ? 'file' : base;
+}
+
+function uniqueName(name: string, used: Set<string>): string {
+  let candidate = name;
+  for (let i = 2; used.has(candidate); i++) {
+    const ext = path.posix.extname(name);
+    candidate = `${name.slice(0, name.length - ext.length)} (${i})${ext}`;
+  }
+  used.add(candidate);
+  return candidate;
+}

@@ -1,0 +1,135 @@
+/**
+ * The adapter seam. A channel adapter turns a platform's inbound request into an `InboundEvent`
+ * (verify → parse), hands it to the gateway's `Intake`, and later sends `OutboundMessage`s back
+ * to the same thread. Adapters never import the gateway, the sandbox or another adapter; the
+ * gateway never parses platform ids (conversation and replyTo are opaque strings the adapter
+ * encodes and decodes).
+ *
+ * Deliberately left out: anything about profiles or agents. An adapter does not know which
+ * agent will answer; the router decides from `address`.
+ */
+import type { Hono } from 'hono';
+
+export type Platform = 'local' | 'slack' | 'discord' | 'clickup';
+
+/** Where an event came from, in the terms profile bindings use. */
+export type Address =
+  /** The local channel names the profile it talks to, like a direct message to one agent. */
+  | { platform: 'local'; profile: string; channel: string }
+  | { platform: 'slack'; team: string; channel: string }
+  | { platform: 'discord'; guild: string; channel: string; command?: string }
+  /** ClickUp routes by scope plus a trigger mention found in `InboundEvent.text`. */
+  | { platform: 'clickup'; team: string; space?: string; folder?: string; list?: string };
+
+/** A file attached to the inbound message; fetched by the adapter's `fetchContext`, never by the gateway. */
+export interface InboundAttachment {
+  /** Adapter-owned reference (a URL or an id). Opaque to the gateway. */
+  ref: string;
+  name: string;
+  size?: number;
+  mimeType?: string;
+}
+
+export interface InboundEvent {
+  /**
+   * Platform-unique and stable across redeliveries: `slack:<event_id>`, `discord:<interaction id>`,
+   * `clickup:<history item id>`, `local:<uuid>`. An id seen before never runs a second turn.
+   */
+  id: string;
+  platform: Platform;
+  address: Address;
+  /** The thread: turns of one conversation run one at a time, in order, in one ACP session. */
+  conversation: string;
+  /** Where replies go, when that differs from the conversation (e.g. an interaction token). */
+  replyTo?: string;
+  user: { id: string; name?: string };
+  /** The message with the bot mention removed. Never logged at info level. */
+  text: string;
+  attachments?: InboundAttachment[];
+  /** ISO 8601. */
+  receivedAt: string;
+}
+
+/** What the gateway did with an event; the adapter acknowledges the platform accordingly. */
+export type IntakeResult =
+  | { status: 'accepted'; profile: string }
+  /** Seen before (a platform retry): acknowledge and do nothing. */
+  | { status: 'duplicate'; profile: string | null }
+  /** No profile serves this address. `message` is what the user should be told; nothing was woken. */
+  | { status: 'rejected'; reason: 'unbound' | 'ambiguous' | 'profile_invalid'; message: string };
+
+/** The gateway's front door: stores the event (before the adapter acks) and queues its turn. */
+export interface Intake {
+  accept(event: InboundEvent): Promise<IntakeResult>;
+}
+
+export interface OutboundFile {
+  name: string;
+  data: Buffer;
+}
+
+/** A file the agent produced that was not sent, and why (too large, too many, unsafe name...). */
+export interface HeldBackFile {
+  name: string;
+  reason: string;
+}
+
+export type OutboundMessage =
+  /** The agent is working. Adapters may throttle, coalesce or drop these. */
+  | { kind: 'progress'; conversation: string; replyTo?: string; eventId: string; text: string }
+  /** The answer of one turn. Sent once per turn. */
+  | {
+      kind: 'reply';
+      conversation: string;
+      replyTo?: string;
+      eventId: string;
+      text: string;
+      files: OutboundFile[];
+      heldBack: HeldBackFile[];
+    }
+  /** Something the user must know: the turn failed, timed out, or was refused. */
+  | { kind: 'notice'; conversation: string; replyTo?: string; eventId: string; text: string };
+
+/** What the agent should see besides the message: fetched by the adapter right before the turn. */
+export interface TurnContext {
+  /** Prepended to the prompt, e.g. a ClickUp task's name and description. */
+  preamble?: string;
+  /** Written to /workspace/inbox/ before the turn. */
+  files: OutboundFile[];
+  /** Attachments not fetched (too large, download failed), told to the agent and the user. */
+  skipped: HeldBackFile[];
+}
+
+export interface ChannelAdapter {
+  readonly platform: Platform;
+  /** Inbound HTTP routes (e.g. `POST /slack/events`), mounted on the gateway's app. */
+  readonly routes?: Hono;
+  /** Starts long-lived inbound connections (Socket Mode, the Discord gateway). Optional. */
+  start?(): Promise<void>;
+  /** Delivers one message. Throws a retryable AgentVmError on transient platform failures. */
+  send(message: OutboundMessage): Promise<void>;
+  /** Downloads attachments and context for a turn. Optional: no context by default. */
+  fetchContext?(event: InboundEvent, limits: { maxFileBytes: number; maxFiles: number }): Promise<TurnContext>;
+  /** Idempotent. */
+  close?(): Promise<void>;
+}
+
+/** What happened to an accepted event, as the local channel streams it to its caller. */
+export type TurnOutcome =
+  | { kind: 'progress'; text: string }
+  | { kind: 'reply'; text: string; files: OutboundFile[]; heldBack: HeldBackFile[] }
+  /** The turn ended without an answer (failed, timed out, crashed); `text` says why. */
+  | { kind: 'notice'; text: string };
+
+/** Follows one event until its turn ends. Provided by the gateway to adapters that answer synchronously. */
+export interface TurnWatcher {
+  /** Yields progress, then exactly one `reply` or `notice`, then ends. Stops early on `signal`. */
+  watch(eventId: string, signal?: AbortSignal): AsyncIterable<TurnOutcome>;
+}
+
+/** Tool calls waiting for a person, as a channel shows and answers them. */
+export interface ApprovalDesk {
+  pending(): Array<{ id: string; profile: string; sessionKey: string; tool: string; expiresAt: Date }>;
+  /** False when there is no such pending request (answered, expired or unknown). */
+  answer(id: string, decision: 'approved' | 'denied'): boolean;
+}

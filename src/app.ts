@@ -1,0 +1,103 @@
+/**
+ * Composition: config → store, driver, profiles, adapters, gateway, HTTP app. The only module
+ * that knows every seam; each piece stays ignorant of the others.
+ */
+import type { Hono } from 'hono';
+import { createClickUpAdapter } from './adapters/clickup/index.js';
+import { createDiscordAdapter } from './adapters/discord/index.js';
+import { createLocalAdapter } from './adapters/local/index.js';
+import { createSlackAdapter } from './adapters/slack/index.js';
+import type { ApprovalDesk, ChannelAdapter, Intake, TurnWatcher } from './adapters/types.js';
+import type { Config } from './config.js';
+import type { Context } from './context.js';
+import { AgentVmError } from './errors.js';
+import type { Store } from './store/index.js';
+import { createGateway, type Gateway, type TurnPolicy } from './gateway/index.js';
+import { loadProfiles, type LoadedProfiles } from './governance/profiles.js';
+import type { Logger } from './log.js';
+import { createApp } from './server.js';
+
+export interface Running {
+  gateway: Gateway;
+  loaded: LoadedProfiles;
+  app: Hono;
+  stop(): Promise<void>;
+}
+
+export interface AdapterDeps {
+  approvals: ApprovalDesk;
+  intake: Intake;
+  watcher: TurnWatcher;
+  logger: Logger;
+  store: Store;
+}
+
+/**
+ * The local channel, plus every platform whose settings are present. A platform with some but
+ * not all of its required settings is a startup error, not a silently missing channel.
+ */
+export function platformAdapters(config: Config, deps: AdapterDeps): ChannelAdapter[] {
+  const { intake, logger } = deps;
+  const out: ChannelAdapter[] = [createLocalAdapter({ intake, watcher: deps.watcher, apiToken: config.apiToken, logger, approvals: deps.approvals })];
+  const s = config.slack;
+  if (s.botToken || s.signingSecret || s.appToken) {
+    if (!s.botToken || !(s.signingSecret || s.appToken)) {
+      throw new AgentVmError('config_invalid', 'Slack needs SLACK_BOT_TOKEN and either SLACK_SIGNING_SECRET (Events API) or SLACK_APP_TOKEN (Socket Mode)', { status: 400 });
+    }
+    out.push(createSlackAdapter({ signingSecret: s.signingSecret ?? '', botToken: s.botToken, appToken: s.appToken, apiUrl: s.apiUrl, intake, logger }));
+  }
+  const d = config.discord;
+  if (d.publicKey || d.applicationId || d.botToken) {
+    if (!d.publicKey || !d.applicationId) {
+      throw new AgentVmError('config_invalid', 'Discord needs DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID (and DISCORD_BOT_TOKEN for @mentions)', { status: 400 });
+    }
+    out.push(createDiscordAdapter({ publicKey: d.publicKey, applicationId: d.applicationId, botToken: d.botToken, apiUrl: d.apiUrl, intake, logger }));
+  }
+  const c = config.clickup;
+  if (c.token || c.webhookSecret) {
+    if (!c.token) throw new AgentVmError('config_invalid', 'ClickUp needs CLICKUP_TOKEN (and CLICKUP_WEBHOOK_SECRET or webhooks registered with agent-vm clickup register-webhook)', { status: 400 });
+    out.push(
+      createClickUpAdapter({
+        token: c.token,
+        webhookSecret: c.webhookSecret,
+        secretFor: (id) => deps.store.gateway.webhookSecret('clickup', id),
+        apiUrl: c.apiUrl,
+        intake,
+        logger,
+      }),
+    );
+  }
+  return out;
+}
+
+export async function startGatewayApp(
+  ctx: Context,
+  opts: { units: 'all' | 'none' | string[]; policy?: Partial<TurnPolicy>; loaded?: LoadedProfiles; adapters?: typeof platformAdapters; approvalTimeoutMs?: number },
+): Promise<Running> {
+  const { config, logger } = ctx;
+  const loaded = opts.loaded ?? (await loadProfiles(config.profilesDir));
+  for (const bad of loaded.invalid) {
+    logger.warn({ file: bad.file, issues: bad.issues.length }, 'profile manifest is invalid and will not be served; run agent-vm profiles validate');
+  }
+  const gateway = createGateway({
+    config,
+    store: ctx.store,
+    driver: ctx.driver,
+    logger,
+    loaded,
+    units: opts.units,
+    policy: opts.policy,
+    approvalTimeoutMs: opts.approvalTimeoutMs,
+    adapters: (deps) => (opts.adapters ?? platformAdapters)(config, { ...deps, logger, store: ctx.store }),
+  });
+  const app = createApp({
+    logger,
+    checks: [
+      { name: 'database', check: async () => void (await ctx.store.agents.list()) },
+      { name: 'sandbox', check: async () => void (await ctx.driver.list()) },
+    ],
+  });
+  for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
+  await gateway.start();
+  return { gateway, loaded, app, stop: () => gateway.stop() };
+}

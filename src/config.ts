@@ -1,0 +1,176 @@
+/**
+ * The only module that reads the environment. Everything else receives a typed `Config`.
+ * A wrong value is a startup error that names the setting; a missing optional one takes the
+ * documented default (README: settings).
+ */
+import path from 'node:path';
+import { z } from 'zod';
+import { AgentVmError } from './errors.js';
+import { RUNTIME_SETTINGS } from './sandbox/spec.js';
+
+export type RuntimeSetting = 'kata' | 'runsc' | 'runc' | 'auto';
+
+export type DockerConnection =
+  | { socketPath: string }
+  | { protocol: 'http' | 'https'; host: string; port: number };
+
+export interface Config {
+  dataDir: string;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  docker: DockerConnection;
+  runtime: RuntimeSetting;
+  allowRunc: boolean;
+  image: string;
+  profilesDir: string;
+  http: { host: string; port: number };
+  /** Bearer token for the local HTTP API (`POST /v1/messages`); unset → that API refuses every call. */
+  apiToken: string | undefined;
+  /** Gateway-side secrets: `secret://<name>` resolves from AGENTVM_SECRET_<NAME> or this file. */
+  secrets: { file: string | undefined; env: Record<string, string> };
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  outbox: { maxFileBytes: number; maxTotalBytes: number; maxFiles: number };
+  slack: { signingSecret?: string; botToken?: string; appToken?: string; apiUrl: string };
+  discord: { publicKey?: string; botToken?: string; applicationId?: string; apiUrl: string };
+  clickup: { webhookSecret?: string; token?: string; apiUrl: string };
+}
+
+const bool = z
+  .enum(['1', '0', 'true', 'false', 'yes', 'no', ''])
+  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+const positiveInt = z.coerce.number().int().positive();
+const url = z.string().url();
+const postgresUrl = z
+  .string()
+  .url()
+  .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must start with postgres:// or postgresql://');
+const redisUrl = z
+  .string()
+  .url()
+  .refine((v) => /^rediss?:\/\//.test(v), 'must start with redis:// or rediss://');
+const secret = z.string().min(1);
+
+const schema = z.object({
+  AGENTVM_DATA_DIR: z.string().min(1).default('./.agent-vm'),
+  DATABASE_URL: postgresUrl.optional(),
+  REDIS_URL: redisUrl.optional(),
+  DOCKER_HOST: z
+    .string()
+    .refine((v) => {
+      try {
+        parseDockerHost(v);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'must be unix:///path/to/docker.sock or tcp://host:port')
+    .optional(),
+  AGENTVM_RUNTIME: z.enum(RUNTIME_SETTINGS).default('auto'),
+  AGENTVM_ALLOW_RUNC: bool.default(false),
+  AGENTVM_IMAGE: z.string().min(1).default('agent-vm/agent:latest'),
+  AGENTVM_PROFILES_DIR: z.string().min(1).default('./profiles'),
+  AGENTVM_HOST: z.string().min(1).default('127.0.0.1'),
+  AGENTVM_API_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  AGENTVM_SECRETS_FILE: z.string().min(1).optional(),
+  AGENTVM_PORT: z.coerce.number().int().min(0).max(65535).default(8787),
+  AGENTVM_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  AGENTVM_OUTBOX_MAX_FILE_BYTES: positiveInt.default(25 * 1024 * 1024),
+  AGENTVM_OUTBOX_MAX_TOTAL_BYTES: positiveInt.default(100 * 1024 * 1024),
+  AGENTVM_OUTBOX_MAX_FILES: positiveInt.default(20),
+  SLACK_SIGNING_SECRET: secret.optional(),
+  SLACK_BOT_TOKEN: secret.optional(),
+  SLACK_APP_TOKEN: secret.optional(),
+  SLACK_API_URL: url.default('https://slack.com/api/'),
+  DISCORD_PUBLIC_KEY: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters').optional(),
+  DISCORD_BOT_TOKEN: secret.optional(),
+  DISCORD_APPLICATION_ID: z.string().regex(/^\d+$/, 'must be a numeric snowflake').optional(),
+  DISCORD_API_URL: url.default('https://discord.com/api'),
+  CLICKUP_WEBHOOK_SECRET: secret.optional(),
+  CLICKUP_TOKEN: secret.optional(),
+  CLICKUP_API_URL: url.default('https://api.clickup.com/api/v2'),
+}).superRefine((e, ctx) => {
+  if (e.AGENTVM_RUNTIME === 'runc' && !e.AGENTVM_ALLOW_RUNC) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['AGENTVM_RUNTIME'],
+      message: 'runc gives agents no kernel isolation; set AGENTVM_ALLOW_RUNC=1 to use it for development',
+    });
+  }
+});
+
+/** Parses DOCKER_HOST the way the Docker CLI does, for the forms agent-vm supports. */
+export function parseDockerHost(value: string | undefined): DockerConnection {
+  if (value === undefined) return { socketPath: '/var/run/docker.sock' };
+  if (value.startsWith('unix://') && value.length > 'unix://'.length) return { socketPath: value.slice('unix://'.length) };
+  const m = /^(tcp|http|https):\/\/([^:/]+)(?::(\d+))?\/?$/.exec(value);
+  const port = m?.[3] ? Number(m[3]) : undefined;
+  if (m && (port === undefined || (port > 0 && port <= 65535))) {
+    const protocol = m[1] === 'https' ? 'https' : 'http';
+    return { protocol, host: m[2]!, port: port ?? (protocol === 'https' ? 2376 : 2375) };
+  }
+  throw new Error('must be unix:///path/to/docker.sock or tcp://host:port');
+}
+
+/** Secret values passed as AGENTVM_SECRET_<NAME>; the name is kept as written after the prefix. */
+function secretsFromEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith(SECRET_ENV_PREFIX) && k.length > SECRET_ENV_PREFIX.length && v) out[k.slice(SECRET_ENV_PREFIX.length)] = v;
+  }
+  return out;
+}
+
+export const SECRET_ENV_PREFIX = 'AGENTVM_SECRET_';
+
+/** Reads and validates the environment. Throws an AgentVmError naming every bad setting. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Treat empty strings as unset: `FOO= agent-vm up` should mean "default", not "invalid".
+  const raw = Object.fromEntries(
+    Object.keys(schema.shape)
+      .map((k) => [k, env[k]] as const)
+      .filter(([, v]) => v !== undefined && v !== ''),
+  );
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new AgentVmError('config_invalid', `invalid configuration:\n${lines.join('\n')}`, { status: 400 });
+  }
+  const e = parsed.data;
+  const docker = parseDockerHost(e.DOCKER_HOST);
+  return {
+    dataDir: path.resolve(e.AGENTVM_DATA_DIR),
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    docker,
+    runtime: e.AGENTVM_RUNTIME,
+    allowRunc: e.AGENTVM_ALLOW_RUNC,
+    image: e.AGENTVM_IMAGE,
+    profilesDir: path.resolve(e.AGENTVM_PROFILES_DIR),
+    http: { host: e.AGENTVM_HOST, port: e.AGENTVM_PORT },
+    apiToken: e.AGENTVM_API_TOKEN,
+    secrets: {
+      file: e.AGENTVM_SECRETS_FILE === undefined ? undefined : path.resolve(e.AGENTVM_SECRETS_FILE),
+      env: secretsFromEnv(env),
+    },
+    logLevel: e.AGENTVM_LOG_LEVEL,
+    outbox: {
+      maxFileBytes: e.AGENTVM_OUTBOX_MAX_FILE_BYTES,
+      maxTotalBytes: e.AGENTVM_OUTBOX_MAX_TOTAL_BYTES,
+      maxFiles: e.AGENTVM_OUTBOX_MAX_FILES,
+    },
+    slack: {
+      signingSecret: e.SLACK_SIGNING_SECRET,
+      botToken: e.SLACK_BOT_TOKEN,
+      appToken: e.SLACK_APP_TOKEN,
+      apiUrl: e.SLACK_API_URL,
+    },
+    discord: {
+      publicKey: e.DISCORD_PUBLIC_KEY,
+      botToken: e.DISCORD_BOT_TOKEN,
+      applicationId: e.DISCORD_APPLICATION_ID,
+      apiUrl: e.DISCORD_API_URL,
+    },
+    clickup: { webhookSecret: e.CLICKUP_WEBHOOK_SECRET, token: e.CLICKUP_TOKEN, apiUrl: e.CLICKUP_API_URL },
+  };
+}

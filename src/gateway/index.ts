@@ -1,0 +1,169 @@
+/**
+ * Assembles the gateway: router, intake, per-profile queues and units, the turn watcher. Which
+ * units run here is a choice: all (`agent-vm up`), one (`agent-vm unit <profile>`), or none (a
+ * front door only, with units elsewhere sharing Redis and Postgres).
+ */
+import type { ChannelAdapter, Intake, Platform, TurnWatcher } from '../adapters/types.js';
+import type { Config } from '../config.js';
+import { AgentVmError } from '../errors.js';
+import { createApprovalBroker, type ApprovalBroker } from '../governance/approvals.js';
+import { createAuditLog, type AuditLog } from '../governance/audit.js';
+import { createAuditQueue } from '../governance/audit-queue.js';
+import { createRedactor } from '../governance/redact.js';
+import { createSecretResolver } from '../governance/secrets.js';
+import type { LoadedProfiles } from '../governance/profiles.js';
+import type { Logger } from '../log.js';
+import type { SandboxDriver } from '../sandbox/types.js';
+import type { Store } from '../store/index.js';
+import { createIntake } from './intake.js';
+import { createQueueFactory, type QueueFactory } from './queue.js';
+import { createRouter, type Router } from './router.js';
+import { createSandboxService } from './sandboxes.js';
+import type { TurnPolicy } from './turn.js';
+import { createUnit, type Unit, type UnitOptions } from './unit.js';
+import { createTurnSignals, createTurnWatcher, type TurnSignals } from './watch.js';
+
+export { sandboxSpecFor } from './unit.js';
+export type { TurnPolicy } from './turn.js';
+
+export interface GatewayOptions {
+  config: Pick<Config, 'image' | 'outbox' | 'redisUrl' | 'runtime' | 'secrets'>;
+  /** How long a tool call that needs a person's approval waits before it is denied. Default 5 min. */
+  approvalTimeoutMs?: number;
+  store: Store;
+  driver: SandboxDriver;
+  logger: Logger;
+  loaded: LoadedProfiles;
+  /** Builds the channel adapters once the intake and watcher exist. */
+  adapters?: (deps: { intake: Intake; watcher: TurnWatcher; approvals: ApprovalBroker }) => ChannelAdapter[];
+  /** Which profiles get a unit in this process. */
+  units: 'all' | 'none' | string[];
+  policy?: Partial<TurnPolicy>;
+  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency'>;
+}
+
+export interface Gateway {
+  readonly intake: Intake;
+  readonly watcher: TurnWatcher;
+  readonly signals: TurnSignals;
+  readonly router: Router;
+  readonly audit: AuditLog;
+  readonly queues: QueueFactory;
+  readonly adapters: ReadonlyMap<Platform, ChannelAdapter>;
+  readonly units: ReadonlyMap<string, Unit>;
+  /** Tool calls waiting for a person's approval (answered through the local API). */
+  readonly approvals: ApprovalBroker;
+  /** Waits until route decisions queued so far are in the audit trail (they are written behind). */
+  flushAudit(): Promise<void>;
+  start(): Promise<void>;
+  /** Idempotent; every step runs even if one fails. */
+  stop(): Promise<void>;
+}
+
+export function createGateway(o: GatewayOptions): Gateway {
+  const log = o.logger.child({ component: 'gateway' });
+  if (o.units === 'none' && !o.config.redisUrl) {
+    throw new AgentVmError('units_required', 'a front door without units needs REDIS_URL so separate unit processes receive its events', { status: 400 });
+  }
+  const router = createRouter(o.loaded);
+  const audit = createAuditLog(o.store.db);
+  const queues = createQueueFactory({ redisUrl: o.config.redisUrl, logger: o.logger });
+  const signals = createTurnSignals();
+  const watcher = createTurnWatcher({ repo: o.store.gateway, signals });
+  const routeAudit = createAuditQueue(audit, { logger: o.logger });
+  const intake = createIntake({ router: () => router, repo: o.store.gateway, queues, audit: routeAudit, logger: o.logger });
+  const secrets = createSecretResolver({ env: o.config.secrets.env, file: o.config.secrets.file, logger: o.logger });
+  // Replies and files leaving for a channel never carry a secret value, whatever the agent saw.
+  let redact: (text: string) => string = (t) => t;
+  const redactorReady = (secrets.known?.() ?? Promise.resolve([])).then(
+    (known) => {
+      const r = createRedactor(known);
+      redact = (t) => r(t);
+    },
+    (err: unknown) => log.warn({ err }, 'could not list secrets for redaction'),
+  );
+  const adapters = new Map<Platform, ChannelAdapter>();
+  const approvals = createApprovalBroker({
+    timeoutMs: o.approvalTimeoutMs ?? 5 * 60_000,
+    onRequest: (req) => void askForApproval(req).catch((err) => log.warn({ err }, 'could not post the approval request')),
+  });
+  async function askForApproval(req: import('../governance/approvals.js').PendingApproval): Promise<void> {
+    const ev = await o.store.gateway.nextOpenEvent(req.profile, req.sessionKey);
+    if (!ev) return;
+    const text = `Approval needed: the agent wants to call ${req.tool}. Approve or deny within ${Math.round((req.expiresAt.getTime() - req.requestedAt.getTime()) / 1000)} s with POST /v1/approvals/${req.id} {"decision":"approved"|"denied"}; no answer means denied.`;
+    await o.store.gateway.addTranscript({ conversation: ev.conversation, profile: req.profile, eventId: ev.id, kind: 'progress', text, meta: { approvalId: req.id, tool: req.tool } });
+    signals.ping(ev.id);
+    const payload = ev.payload as { platform: Platform; replyTo?: string };
+    await adapters.get(payload.platform)?.send({ kind: 'progress', conversation: ev.conversation, replyTo: payload.replyTo, eventId: ev.id, text });
+  }
+  for (const a of o.adapters?.({ intake, watcher, approvals }) ?? []) adapters.set(a.platform, a);
+  const policy: Partial<TurnPolicy> = { redact: (t) => redact(t), ...o.policy };
+
+  const wanted = o.units === 'all' ? [...router.profiles.keys()] : o.units === 'none' ? [] : o.units;
+  const sandboxes = createSandboxService({ driver: o.driver, store: o.store });
+  const units = new Map<string, Unit>();
+  for (const id of wanted) {
+    const profile = router.profiles.get(id);
+    if (!profile) {
+      const bad = o.loaded.invalid.find((i) => i.id === id);
+      throw new AgentVmError(
+        'profile_not_served',
+        bad ? `profile "${id}" is invalid (${bad.file}); run agent-vm profiles validate` : `no profile "${id}" in the profiles directory`,
+        { status: 400 },
+      );
+    }
+    units.set(
+      id,
+      createUnit({
+        profile,
+        image: o.config.image,
+        store: o.store,
+        driver: o.driver,
+        sandboxes,
+        queue: queues.queue(id),
+        adapters,
+        audit,
+        signals,
+        logger: o.logger,
+        outbox: o.config.outbox,
+        policy,
+        runtime: o.config.runtime,
+        tools: { secrets, approve: approvals.request },
+        ...o.unit,
+      }),
+    );
+  }
+
+  let stopping: Promise<void> | undefined;
+  return {
+    intake,
+    watcher,
+    signals,
+    router,
+    audit,
+    queues,
+    adapters,
+    units,
+    approvals,
+    flushAudit: () => routeAudit.flush(),
+    async start() {
+      await redactorReady;
+      for (const a of adapters.values()) await a.start?.();
+      await Promise.all([...units.values()].map((u) => u.start()));
+      log.info({ units: [...units.keys()], adapters: [...adapters.keys()], queue: queues.kind }, 'gateway started');
+    },
+    stop() {
+      stopping ??= (async () => {
+        const results = await Promise.allSettled([
+          ...[...units.values()].map((u) => u.stop()),
+          ...[...adapters.values()].map((a) => a.close?.()),
+        ]);
+        approvals.close();
+        await routeAudit.close().catch((err: unknown) => log.warn({ err }, 'flushing route audit rows failed'));
+        await queues.close();
+        for (const r of results) if (r.status === 'rejected') log.warn({ err: r.reason }, 'stopping failed');
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,137 @@
+/**
+ * Per-profile turn queues, `agent-gateway@<profile>`: BullMQ on Redis when REDIS_URL is set (so
+ * the front door and each unit can be separate processes), an in-process queue otherwise.
+ *
+ * A job is only a wake-up call naming an event; the event itself, its order within the
+ * conversation and its status live in the database. So a lost or duplicated job costs nothing:
+ * a unit drains its conversations from the database, and recovers open events when it starts.
+ */
+import { Queue, Worker } from 'bullmq';
+import type { Logger } from '../log.js';
+
+export interface TurnJob {
+  eventId: string;
+  conversation: string;
+}
+
+export type TurnHandler = (job: TurnJob) => Promise<void>;
+
+export interface TurnQueue {
+  readonly name: string;
+  /** Idempotent per event id while the job is known to the queue. */
+  add(job: TurnJob): Promise<void>;
+  /** Starts delivering jobs to `handler`, up to `concurrency` at once. Call once. */
+  consume(handler: TurnHandler, opts: { concurrency: number }): void;
+  /** Stops consuming (waits for running handlers) and releases connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface QueueFactory {
+  readonly kind: 'bullmq' | 'memory';
+  queue(profile: string): TurnQueue;
+  close(): Promise<void>;
+}
+
+export const queueName = (profile: string) => `agent-gateway@${profile}`;
+
+export function createQueueFactory(opts: { redisUrl?: string; logger: Logger }): QueueFactory {
+  const queues = new Map<string, TurnQueue>();
+  const make = opts.redisUrl ? (name: string) => bullQueue(name, opts.redisUrl!, opts.logger) : (name: string) => memoryQueue(name, opts.logger);
+  let closing: Promise<void> | undefined;
+  return {
+    kind: opts.redisUrl ? 'bullmq' : 'memory',
+    queue(profile) {
+      const name = queueName(profile);
+      let q = queues.get(name);
+      if (!q) {
+        q = make(name);
+        queues.set(name, q);
+      }
+      return q;
+    },
+    close() {
+      closing ??= Promise.allSettled([...queues.values()].map((q) => q.close())).then(() => undefined);
+      return closing;
+    },
+  };
+}
+
+function memoryQueue(name: string, logger: Logger): TurnQueue {
+  const waiting: TurnJob[] = [];
+  let handler: TurnHandler | undefined;
+  let limit = 1;
+  let active = 0;
+  const running = new Set<Promise<void>>();
+  let closed = false;
+
+  const pump = () => {
+    while (handler && !closed && active < limit && waiting.length > 0) {
+      const job = waiting.shift()!;
+      active++;
+      const p = handler(job)
+        .catch((err: unknown) => logger.error({ err, queue: name, eventId: job.eventId }, 'turn handler failed'))
+        .finally(() => {
+          active--;
+          running.delete(p);
+          pump();
+        });
+      running.add(p);
+    }
+  };
+
+  return {
+    name,
+    async add(job) {
+      if (closed) return;
+      if (waiting.some((j) => j.eventId === job.eventId)) return;
+      waiting.push(job);
+      // Let the caller finish its own bookkeeping (e.g. answer the platform) before the turn starts.
+      queueMicrotask(pump);
+    },
+    consume(h, o) {
+      handler = h;
+      limit = Math.max(1, o.concurrency);
+      pump();
+    },
+    async close() {
+      closed = true;
+      await Promise.allSettled([...running]);
+    },
+  };
+}
+
+function bullQueue(name: string, redisUrl: string, logger: Logger): TurnQueue {
+  // BullMQ wants blocking connections to retry forever rather than fail a command.
+  const connection = { url: redisUrl, maxRetriesPerRequest: null };
+  let queue: Queue | undefined;
+  let worker: Worker | undefined;
+  let closing: Promise<void> | undefined;
+  const producer = () => (queue ??= new Queue(name, { connection }));
+  return {
+    name,
+    async add(job) {
+      await producer().add('turn', job, {
+        jobId: job.eventId.replace(/:/g, '_'),
+        removeOnComplete: { age: 24 * 3600, count: 10_000 },
+        removeOnFail: { age: 7 * 24 * 3600 },
+      });
+    },
+    consume(handler, o) {
+      worker = new Worker(name, async (job) => handler(job.data as TurnJob), {
+        connection,
+        concurrency: Math.max(1, o.concurrency),
+        // The unit recovers open events from the database on start, so a stalled job only has
+        // to come back eventually; keep Redis chatter low.
+        lockDuration: 30_000,
+        maxStalledCount: 5,
+      });
+      worker.on('error', (err) => logger.warn({ err, queue: name }, 'queue worker error'));
+    },
+    close() {
+      closing ??= Promise.allSettled([worker?.close(), queue?.close()]).then((rs) => {
+        for (const r of rs) if (r.status === 'rejected') logger.warn({ err: r.reason, queue: name }, 'closing queue failed');
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,43 @@
+/**
+ * The gateway's view of agent sandboxes: every wake, sleep and destroy goes through the driver
+ * and is recorded in the database, including the runtime the engine actually used.
+ */
+import type { SandboxDriver, SandboxHandle, SandboxSpec, DestroyReport } from '../sandbox/types.js';
+import type { Store } from '../store/index.js';
+
+export interface SandboxService {
+  wake(spec: SandboxSpec, profile?: string): Promise<SandboxHandle & { wakeMs: number }>;
+  sleep(agentId: string): Promise<void>;
+  destroy(agentId: string): Promise<DestroyReport>;
+}
+
+export function createSandboxService(deps: { driver: SandboxDriver; store: Store }): SandboxService {
+  const { driver, store } = deps;
+  return {
+    async wake(spec, profile) {
+      const started = performance.now();
+      const handle = await driver.ensure(spec);
+      const wakeMs = Math.round(performance.now() - started);
+      await store.agents.upsertAwake({
+        id: handle.agentId,
+        profile: profile ?? null,
+        runtime: handle.runtime,
+        engineRuntime: handle.engineRuntime,
+        image: handle.image,
+        specHash: handle.specHash,
+        containerId: handle.containerId,
+        wakeMs,
+      });
+      return { ...handle, wakeMs };
+    },
+    async sleep(agentId) {
+      await driver.sleep(agentId);
+      await store.agents.markSleeping(agentId);
+    },
+    async destroy(agentId) {
+      const report = await driver.destroy(agentId);
+      await store.agents.markDestroyed(agentId);
+      return report;
+    },
+  };
+}

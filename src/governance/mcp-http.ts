@@ -1,0 +1,130 @@
+/**
+ * The proxy's HTTP face: `POST /mcp`, Streamable HTTP in stateless mode (a fresh low-level SDK
+ * `Server` + transport per request, JSON responses), after a bearer-token check. Tool decisions
+ * are not made here: `list` and `call` are the proxy's.
+ *
+ * Deliberately left out: GET (standalone SSE) and DELETE (sessions): there are no MCP sessions.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
+import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import { AgentVmError, describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+export interface McpHttpHandlers<B> {
+  /** The binding for a bearer token, or undefined (missing, unknown, expired): the request gets 401. */
+  authenticate(token: string | undefined, req: http.IncomingMessage): B | undefined;
+  list(binding: B): Promise<{ tools: Tool[] }>;
+  call(binding: B, name: unknown, args: unknown, signal: AbortSignal | undefined): Promise<CallToolResult>;
+}
+
+export interface McpHttpServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+}
+
+function readBody(req: http.IncomingMessage, maxBody: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > maxBody) {
+        reject(new AgentVmError('body_too_large', `request body over ${maxBody} bytes`, { status: 413 }));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        reject(new AgentVmError('body_invalid', 'request body is not JSON', { status: 400 }));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+export async function startMcpHttpServer<B>(
+  listen: { host: string; port: number },
+  handlers: McpHttpHandlers<B>,
+  opts: { maxBodyBytes: number; logger: Logger },
+): Promise<McpHttpServer> {
+  const log = opts.logger;
+  // One validator for every per-request Server: building an Ajv instance per request costs ms.
+  const validator = new AjvJsonSchemaValidator();
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/mcp') return sendJson(res, 404, { error: 'not found' });
+    const auth = req.headers.authorization;
+    const token = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
+    const binding = handlers.authenticate(token || undefined, req);
+    if (binding === undefined) {
+      res.setHeader('www-authenticate', 'Bearer');
+      return sendJson(res, 401, { jsonrpc: '2.0', error: { code: -32001, message: 'unauthorized' }, id: null });
+    }
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return sendJson(res, 405, { jsonrpc: '2.0', error: { code: -32000, message: 'method not allowed' }, id: null });
+    }
+    let body: unknown;
+    try {
+      body = await readBody(req, opts.maxBodyBytes);
+    } catch (err) {
+      const status = err instanceof AgentVmError ? err.status : 400;
+      return sendJson(res, status, { jsonrpc: '2.0', error: { code: -32700, message: describeError(err) }, id: null });
+    }
+    const server = new Server(
+      { name: 'agent-vm', version: '1.0.0' },
+      { capabilities: { tools: { listChanged: false } }, jsonSchemaValidator: validator },
+    );
+    server.setRequestHandler(ListToolsRequestSchema, () => handlers.list(binding));
+    server.setRequestHandler(CallToolRequestSchema, (r, extra) => handlers.call(binding, r.params.name, r.params.arguments, extra.signal));
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    res.on('close', () => {
+      void transport.close().catch(() => undefined);
+      void server.close().catch(() => undefined);
+    });
+    await server.connect(transport);
+    await transport.handleRequest(req, res, body);
+  }
+
+  const httpServer = http.createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      log.error({ err: describeError(err) }, 'MCP request failed');
+      sendJson(res, 500, { jsonrpc: '2.0', error: { code: -32603, message: 'internal error' }, id: null });
+    });
+  });
+  httpServer.keepAliveTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(listen.port, listen.host, () => {
+      httpServer.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (httpServer.address() as AddressInfo).port;
+  const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${host}:${port}/mcp`,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        httpServer.close(() => resolve());
+        httpServer.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,102 @@
+import { Writable } from 'node:stream';
+import type { DockerClient, Container } from './engine.js';
+import { SANDBOX_USER, WORKSPACE } from './hardening.js';
+import type { ExecOptions, ExecResult } from '../types.js';
+
+const DEFAULT_MAX_OUTPUT = 1024 * 1024;
+/** How long past the in-sandbox kill we wait before giving up on the stream ourselves. */
+const OUTER_GRACE_MS = 2_000;
+
+class Capped extends Writable {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+  constructor(private readonly max: number) {
+    super();
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
+    const room = this.max - this.size;
+    if (room > 0) {
+      const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+      this.chunks.push(part);
+      this.size += part.length;
+    }
+    if (chunk.length > room) this.truncated = true;
+    cb();
+  }
+  text(): string {
+    return Buffer.concat(this.chunks).toString('utf8');
+  }
+}
+
+/**
+ * Runs `command` in the container with two independent deadlines: `timeout -s KILL` inside
+ * the sandbox kills the command's whole process group, and our own timer stops waiting if
+ * the stream is still open shortly after (a process that escaped the group cannot hold us).
+ */
+export async function runExec(
+  docker: DockerClient,
+  container: Container,
+  command: string[],
+  options: ExecOptions,
+): Promise<ExecResult> {
+  const started = performance.now();
+  const seconds = (Math.max(options.timeoutMs, 1) / 1000).toFixed(3);
+  const exec = await container.exec({
+    Cmd: ['timeout', '-s', 'KILL', seconds, ...command],
+    AttachStdin: false,
+    AttachStdout: true,
+    AttachStderr: true,
+    Tty: false,
+    User: SANDBOX_USER,
+    WorkingDir: WORKSPACE,
+    Env: Object.entries(options.env ?? {}).map(([k, v]) => `${k}=${v}`),
+  });
+  const stream = await exec.start({ hijack: true, stdin: false, Tty: false });
+  const max = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+  const stdout = new Capped(max);
+  const stderr = new Capped(max);
+  docker.modem.demuxStream(stream, stdout, stderr);
+
+  // Under runsc an exec stream is not closed when the whole sandbox dies (pids or memory
+  // limit), so we also wait on the container and stop as soon as it is no longer running.
+  const watch = new AbortController();
+  let ended = 'stream' as 'stream' | 'deadline' | 'sandbox';
+  await new Promise<void>((resolve) => {
+    const finish = (why: typeof ended) => {
+      clearTimeout(timer);
+      watch.abort();
+      if (why !== 'stream') {
+        ended = why;
+        stream.destroy();
+      }
+      resolve();
+    };
+    const timer = setTimeout(() => finish('deadline'), options.timeoutMs + OUTER_GRACE_MS);
+    stream.once('end', () => finish('stream'));
+    stream.once('close', () => finish('stream'));
+    stream.once('error', () => finish('stream'));
+    container.wait({ condition: 'not-running', abortSignal: watch.signal }).then(
+      () => finish('sandbox'),
+      () => undefined, // aborted because the command finished first, or the engine went away
+    );
+  });
+  const durationMs = performance.now() - started;
+  const gaveUp = ended === 'deadline';
+
+  let exitCode: number | null = null;
+  if (ended === 'stream') {
+    const info = await exec.inspect().catch(() => undefined);
+    exitCode = info && !info.Running && typeof info.ExitCode === 'number' ? info.ExitCode : null;
+  }
+  // `timeout -s KILL` makes the command exit 137 at its deadline; an early 137 is some other kill.
+  const timedOut = gaveUp || (exitCode === 137 && durationMs >= options.timeoutMs * 0.95);
+  return {
+    exitCode,
+    stdout: stdout.text(),
+    stderr: stderr.text(),
+    timedOut,
+    truncated: stdout.truncated || stderr.truncated,
+    durationMs: Math.round(durationMs),
+  };
+}

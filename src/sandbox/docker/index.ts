@@ -1,0 +1,432 @@
+/**
+ * SandboxDriver on a Docker engine, with a VM-grade OCI runtime (kata or runsc) underneath.
+ * One container, one workspace volume and (optionally) one internal network per agent, all
+ * labelled with the agent id; the container also carries a hash of its full create body.
+ */
+import fs from 'node:fs/promises';
+import { PassThrough, type Duplex } from 'node:stream';
+import { AgentVmError, isAgentVmError } from '../../errors.js';
+import type { DockerConnection } from '../../config.js';
+import type { Logger } from '../../log.js';
+import { packFiles, safeFileName } from '../inbox.js';
+import { readOutboxTar, OUTBOX_DIR } from '../outbox.js';
+import { selectRuntime, type RuntimeChoice } from '../runtime.js';
+import { assertAgentId, hashOf, validateSpec } from '../spec.js';
+import type {
+  DestroyReport, ExecOptions, ExecResult, OutboxEntry, OutboxLimits, RuntimeSetting,
+  SandboxDriver, SandboxHandle, SandboxSpec, SandboxStatus, SnapshotInfo,
+} from '../types.js';
+import {
+  connectDocker, engineError, isConflict, isNotFound, isNotModified,
+  type ContainerInspectInfo, type DockerClient,
+} from './engine.js';
+import { runExec } from './exec.js';
+import { LABELS, WORKSPACE, createBody } from './hardening.js';
+import { readSnapshot, snapshotExists, snapshotPath, writeSnapshot } from './snapshot.js';
+
+export interface DockerDriverOptions {
+  docker: DockerConnection;
+  runtime: RuntimeSetting;
+  allowRunc: boolean;
+  outbox: OutboxLimits;
+  /** Where workspace snapshots are kept (gateway host side). */
+  snapshotDir: string;
+  logger: Logger;
+  /** Prefix for container, volume and network names. */
+  namePrefix?: string;
+  /** Seconds a sleeping sandbox gets between SIGTERM and SIGKILL. */
+  stopTimeoutSeconds?: number;
+}
+
+export function createDockerDriver(options: DockerDriverOptions): SandboxDriver {
+  const docker: DockerClient = connectDocker(options.docker);
+  const log = options.logger.child({ component: 'sandbox.docker' });
+  const prefix = options.namePrefix ?? 'agentvm';
+  const names = (agentId: string) => ({
+    container: `${prefix}-${agentId}`,
+    volume: `${prefix}-${agentId}-workspace`,
+    network: `${prefix}-${agentId}-net`,
+  });
+  const locks = new Map<string, Promise<unknown>>();
+  /** Agent id → its internal network's gateway address (stable for the network's lifetime). */
+  const hostAddresses = new Map<string, string>();
+  let engineRuntimes: Promise<string[]> | undefined;
+
+  /** Serializes operations on one agent; different agents proceed in parallel. */
+  function withLock<T>(agentId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = locks.get(agentId) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    locks.set(agentId, tail);
+    void tail.then(() => {
+      if (locks.get(agentId) === tail) locks.delete(agentId);
+    });
+    return next;
+  }
+
+  async function call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isAgentVmError(err) || isNotFound(err) || isConflict(err) || isNotModified(err)) throw err;
+      throw engineError(err, options.docker);
+    }
+  }
+
+  async function runtimeFor(setting: RuntimeSetting): Promise<RuntimeChoice> {
+    const load = () =>
+      call(async () => Object.keys((await docker.info()).Runtimes ?? {})).catch((err: unknown) => {
+        engineRuntimes = undefined; // do not cache a failed lookup
+        throw err;
+      });
+    engineRuntimes ??= load();
+    try {
+      return selectRuntime(setting, await engineRuntimes, options.allowRunc);
+    } catch (err) {
+      // The engine may have gained a runtime since we last looked (daemon.json reloaded).
+      if (!isAgentVmError(err, 'runtime_unavailable')) throw err;
+      engineRuntimes = load();
+      return selectRuntime(setting, await engineRuntimes, options.allowRunc);
+    }
+  }
+
+  async function inspect(name: string): Promise<ContainerInspectInfo | undefined> {
+    try {
+      return await call(() => docker.getContainer(name).inspect());
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async function imageId(image: string): Promise<string> {
+    try {
+      return (await call(() => docker.getImage(image).inspect())).Id;
+    } catch (err) {
+      if (isNotFound(err)) {
+        throw new AgentVmError('image_missing', `image ${image} is not on the Docker engine; build it with \`agent-vm image build\``, { status: 400 });
+      }
+      throw err;
+    }
+  }
+
+  function labels(agentId: string, extra: Record<string, string> = {}): Record<string, string> {
+    return { [LABELS.managed]: 'true', [LABELS.agent]: agentId, ...extra };
+  }
+
+  async function ensureVolume(agentId: string): Promise<boolean> {
+    const n = names(agentId);
+    try {
+      await call(() => docker.getVolume(n.volume).inspect());
+      return false;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    await call(() => docker.createVolume({ Name: n.volume, Labels: labels(agentId) }));
+    return true;
+  }
+
+  async function ensureNetwork(agentId: string): Promise<string> {
+    const n = names(agentId);
+    try {
+      await call(() => docker.getNetwork(n.network).inspect());
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      try {
+        await call(() =>
+          docker.createNetwork({ Name: n.network, Internal: true, CheckDuplicate: true, Labels: labels(agentId) }),
+        );
+      } catch (e) {
+        if (!isConflict(e)) throw e;
+      }
+    }
+    return n.network;
+  }
+
+  async function hostAddress(agentId: string): Promise<string> {
+    const cached = hostAddresses.get(agentId);
+    if (cached) return cached;
+    const info = await call(() => docker.getNetwork(names(agentId).network).inspect());
+    const gateway = (info as { IPAM?: { Config?: Array<{ Gateway?: string }> } }).IPAM?.Config?.find((c) => c.Gateway)?.Gateway;
+    if (!gateway) throw new AgentVmError('network_no_gateway', `agent ${agentId}'s network has no gateway address`, { status: 500 });
+    hostAddresses.set(agentId, gateway);
+    return gateway;
+  }
+
+  async function ensureWithAddress(spec: SandboxSpec): Promise<SandboxHandle> {
+    const h = await ensureLocked(spec);
+    return spec.network?.mode === 'internal' ? { ...h, hostAddress: await hostAddress(spec.agentId) } : h;
+  }
+
+  async function ensureLocked(spec: SandboxSpec): Promise<SandboxHandle> {
+    const n = names(spec.agentId);
+    const choice = await runtimeFor(spec.runtime ?? options.runtime);
+    const [id, existing] = await Promise.all([imageId(spec.image), inspect(n.container)]);
+    const networkName = spec.network?.mode === 'internal' ? n.network : undefined;
+    const body = createBody({
+      spec, containerName: n.container, volumeName: n.volume, networkName, engineRuntime: choice.engineRuntime, imageId: id,
+    });
+    const specHash = hashOf(body);
+    const handle = (containerId: string, action: SandboxHandle['action'], restored = false): SandboxHandle => ({
+      agentId: spec.agentId, containerId, runtime: choice.runtime, engineRuntime: choice.engineRuntime, specHash,
+      image: spec.image, action, restored,
+    });
+
+    let action: SandboxHandle['action'] = 'created';
+    if (existing) {
+      const state = existing.State;
+      const same = existing.Config.Labels?.[LABELS.specHash] === specHash;
+      if (same && state.Running && !state.Paused) return handle(existing.Id, 'none');
+      if (same && state.Paused) {
+        await call(() => docker.getContainer(existing.Id).unpause());
+        return handle(existing.Id, 'unpaused');
+      }
+      if (same && (state.Status === 'created' || state.Status === 'exited')) {
+        await startContainer(existing.Id);
+        return handle(existing.Id, 'started');
+      }
+      // A changed spec (or a dead container) is never reused: recreate, keeping the volume.
+      log.info({ agent: spec.agentId, state: state.Status, changed: !same }, 'recreating sandbox');
+      await call(() => docker.getContainer(existing.Id).remove({ force: true, v: false })).catch((err) => {
+        if (!isNotFound(err)) throw err;
+      });
+      action = 'recreated';
+    }
+
+    const volumeIsNew = await ensureVolume(spec.agentId);
+    if (networkName) await ensureNetwork(spec.agentId);
+    const snap = snapshotPath(options.snapshotDir, spec.agentId);
+    const restore = volumeIsNew && (await snapshotExists(snap));
+
+    let containerId: string;
+    try {
+      const created = await call(() =>
+        docker.createContainer({
+          ...body,
+          name: n.container,
+          Labels: labels(spec.agentId, { [LABELS.specHash]: specHash, [LABELS.runtime]: choice.runtime }),
+        }),
+      );
+      containerId = created.id;
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      // Another process created it between our inspect and create: take the normal path.
+      return ensureLocked(spec);
+    }
+    if (restore) {
+      await call(() => docker.getContainer(containerId).putArchive(readSnapshot(snap), { path: WORKSPACE }));
+      log.info({ agent: spec.agentId }, 'workspace restored from snapshot');
+    }
+    await startContainer(containerId);
+    return handle(containerId, action, restore);
+  }
+
+  async function startContainer(containerId: string): Promise<void> {
+    try {
+      await call(() => docker.getContainer(containerId).start());
+    } catch (err) {
+      if (isNotModified(err)) return; // already started by a concurrent caller
+      throw err;
+    }
+  }
+
+  function toStatus(agentId: string, info: ContainerInspectInfo | undefined): SandboxStatus {
+    if (!info) {
+      return { agentId, containerId: '', state: 'missing', runtime: undefined, specHash: undefined, image: undefined, exitCode: undefined, oomKilled: false };
+    }
+    const s = info.State;
+    return {
+      agentId,
+      containerId: info.Id,
+      state: s.Paused ? 'paused' : s.Running ? 'running' : 'stopped',
+      runtime: info.Config.Labels?.[LABELS.runtime],
+      specHash: info.Config.Labels?.[LABELS.specHash],
+      image: info.Config.Image,
+      exitCode: s.Running ? undefined : s.ExitCode,
+      oomKilled: s.OOMKilled === true,
+    };
+  }
+
+  async function requireRunning(agentId: string): Promise<ContainerInspectInfo> {
+    const info = await inspect(names(agentId).container);
+    if (!info) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox; wake it first`, { status: 404 });
+    if (!info.State.Running || info.State.Paused) {
+      throw new AgentVmError('sandbox_not_running', `agent ${agentId}'s sandbox is not running; wake it first`, { status: 409 });
+    }
+    return info;
+  }
+
+  const driver: SandboxDriver = {
+    ensure(spec) {
+      const valid = validateSpec(spec);
+      return withLock(valid.agentId, () => ensureWithAddress(valid));
+    },
+
+    sleep(agentId) {
+      assertAgentId(agentId);
+      return withLock(agentId, async () => {
+        const info = await inspect(names(agentId).container);
+        if (!info || (!info.State.Running && !info.State.Paused)) return;
+        try {
+          await call(() => docker.getContainer(info.Id).stop({ t: options.stopTimeoutSeconds ?? 5 }));
+        } catch (err) {
+          if (!isNotModified(err) && !isNotFound(err)) throw err;
+        }
+      });
+    },
+
+    destroy(agentId) {
+      assertAgentId(agentId);
+      return withLock(agentId, async (): Promise<DestroyReport> => {
+        const n = names(agentId);
+        hostAddresses.delete(agentId);
+        const filter = { label: [`${LABELS.agent}=${agentId}`] };
+        const removed = { containers: 0, volumes: 0, networks: 0, snapshot: false };
+        const ignore404 = (err: unknown) => {
+          if (!isNotFound(err)) throw err;
+        };
+        // By label, so strays from an interrupted create are removed too; then by name.
+        const containers = await call(() => docker.listContainers({ all: true, filters: filter }));
+        for (const c of containers) {
+          await call(() => docker.getContainer(c.Id).remove({ force: true, v: false })).then(() => removed.containers++, ignore404);
+        }
+        await call(() => docker.getContainer(n.container).remove({ force: true })).then(() => removed.containers++, ignore404);
+        await call(() => docker.getVolume(n.volume).remove()).then(() => removed.volumes++, ignore404);
+        await call(() => docker.getNetwork(n.network).remove()).then(() => removed.networks++, ignore404);
+        await fs.rm(snapshotPath(options.snapshotDir, agentId)).then(() => (removed.snapshot = true), () => undefined);
+
+        const [c, v, nw] = await Promise.all([
+          call(() => docker.listContainers({ all: true, filters: filter })),
+          call(() => docker.listVolumes({ filters: filter })),
+          call(() => docker.listNetworks({ filters: filter })),
+        ]);
+        const left = [
+          ...c.map((x) => `container ${x.Id.slice(0, 12)}`),
+          ...(v.Volumes ?? []).map((x) => `volume ${x.Name}`),
+          ...nw.map((x) => `network ${x.Name}`),
+        ];
+        if (left.length > 0) {
+          throw new AgentVmError('destroy_incomplete', `agent ${agentId} still has ${left.join(', ')} after destroy`, { status: 500 });
+        }
+        log.info({ agent: agentId, removed }, 'sandbox destroyed');
+        return { agentId, removed };
+      });
+    },
+
+    async exec(agentId, command, execOptions: ExecOptions): Promise<ExecResult> {
+      assertAgentId(agentId);
+      if (command.length === 0) throw new AgentVmError('exec_invalid', 'exec needs a command', { status: 400 });
+      const info = await requireRunning(agentId);
+      const container = docker.getContainer(info.Id);
+      let result: ExecResult;
+      try {
+        result = await call(() => runExec(docker, container, command, execOptions));
+      } catch (err) {
+        if (isConflict(err)) {
+          throw new AgentVmError('sandbox_not_running', `agent ${agentId}'s sandbox stopped; wake it again`, { status: 409, cause: err });
+        }
+        throw err;
+      }
+      if (result.exitCode !== 0) {
+        const after = await inspect(info.Id);
+        if (after && !after.State.Running) {
+          result.sandboxStopped = { exitCode: after.State.ExitCode, oomKilled: after.State.OOMKilled === true };
+        }
+      }
+      return result;
+    },
+
+    async attach(agentId) {
+      assertAgentId(agentId);
+      const info = await requireRunning(agentId);
+      if (!info.Config.OpenStdin) {
+        throw new AgentVmError('sandbox_no_stdio', `agent ${agentId}'s sandbox was not created with stdin open; wake it with stdin: true`, { status: 409 });
+      }
+      const stream = (await call(() =>
+        docker.getContainer(info.Id).attach({ stream: true, stdin: true, stdout: true, stderr: true, hijack: true }),
+      )) as unknown as Duplex;
+      const stdout = new PassThrough();
+      const stderr = new PassThrough();
+      docker.modem.demuxStream(stream, stdout, stderr);
+      const closed = new Promise<void>((resolve) => {
+        let done = false;
+        const end = () => {
+          if (done) return;
+          done = true;
+          stdout.end();
+          stderr.end();
+          resolve();
+        };
+        stream.once('end', end);
+        stream.once('close', end);
+        stream.once('error', end);
+      });
+      return { stdin: stream, stdout, stderr, closed, close: () => stream.destroy() };
+    },
+
+    async *readOutbox(agentId, limits): AsyncGenerator<OutboxEntry> {
+      assertAgentId(agentId);
+      const name = names(agentId).container;
+      let archive: NodeJS.ReadableStream;
+      try {
+        archive = await call(() => docker.getContainer(name).getArchive({ path: OUTBOX_DIR }));
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        if (!(await inspect(name))) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
+        return; // no outbox directory: nothing to send
+      }
+      yield* readOutboxTar(archive as import('node:stream').Readable, 'outbox', { ...options.outbox, ...limits });
+    },
+
+    async writeFiles(agentId, dir, files) {
+      assertAgentId(agentId);
+      const names_ = files.map((f, i) => safeFileName(f.name, `file-${i + 1}`));
+      const archive = packFiles(dir, files);
+      try {
+        // The workspace is a volume, so the engine extracts into it even with a read-only root.
+        await call(() => docker.getContainer(names(agentId).container).putArchive(archive, { path: WORKSPACE }));
+      } catch (err) {
+        if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
+        throw err;
+      }
+      return names_.map((n) => `${WORKSPACE}/${dir}/${n}`);
+    },
+
+    snapshot(agentId) {
+      assertAgentId(agentId);
+      return withLock(agentId, async (): Promise<SnapshotInfo> => {
+        const file = snapshotPath(options.snapshotDir, agentId);
+        let archive: NodeJS.ReadableStream;
+        try {
+          archive = await call(() => docker.getContainer(names(agentId).container).getArchive({ path: WORKSPACE }));
+        } catch (err) {
+          if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox to snapshot`, { status: 404 });
+          throw err;
+        }
+        const bytes = await writeSnapshot(archive as import('node:stream').Readable, file);
+        return { agentId, path: file, bytes };
+      });
+    },
+
+    async status(agentId) {
+      assertAgentId(agentId);
+      return toStatus(agentId, await inspect(names(agentId).container));
+    },
+
+    async list() {
+      const all = await call(() => docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`] } }));
+      const infos = await Promise.all(all.map((c) => inspect(c.Id)));
+      return infos
+        .filter((i): i is ContainerInspectInfo => i !== undefined)
+        .map((i) => toStatus(i.Config.Labels?.[LABELS.agent] ?? '?', i))
+        .sort((a, b) => a.agentId.localeCompare(b.agentId));
+    },
+
+    async close() {
+      // dockerode holds no pooled connections we own; pending operations finish on their own.
+      await Promise.allSettled([...locks.values()]);
+    },
+  };
+  return driver;
+}
+

@@ -1,0 +1,349 @@
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import { asc, eq, sql } from 'drizzle-orm';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
+import postgres from 'postgres';
+import { AgentVmError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { gatewayRepo, type GatewayRepo } from './gateway.js';
+import { agentRuntimes, agentStates, agents } from './schema.js';
+
+export { agents };
+
+const schema = { agents };
+
+/** The drizzle database both drivers satisfy; code outside this module only ever sees this. */
+export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+export type AgentRow = typeof agents.$inferSelect;
+export type AgentRuntime = (typeof agentRuntimes)[number];
+export type AgentState = (typeof agentStates)[number];
+
+export interface AgentWake {
+  id: string;
+  /** Omit to keep the profile already stored for this agent. */
+  profile?: string | null;
+  runtime: AgentRuntime;
+  engineRuntime: string;
+  image: string;
+  specHash: string;
+  containerId: string | null;
+  wakeMs: number;
+}
+
+export interface AgentRepo {
+  /** Records a successful wake: inserts the agent or updates it, and marks it running. */
+  upsertAwake(r: AgentWake): Promise<AgentRow>;
+  /** Returns false when no such agent is stored. */
+  markSleeping(id: string): Promise<boolean>;
+  /** Returns false when no such agent is stored. */
+  markDestroyed(id: string): Promise<boolean>;
+  get(id: string): Promise<AgentRow | undefined>;
+  /** All agents, ordered by id. */
+  list(): Promise<AgentRow[]>;
+}
+
+export interface Store {
+  kind: 'postgres' | 'pglite';
+  db: Db;
+  migrate(): Promise<void>;
+  /** Idempotent; every cleanup step runs even if an earlier one fails. */
+  close(): Promise<void>;
+  agents: AgentRepo;
+  gateway: GatewayRepo;
+  /**
+   * An exclusive lock held until `release()` or until this process dies (a Postgres session
+   * advisory lock; in-process for PGlite, which is single-process anyway). Returns undefined
+   * when another holder has it.
+   */
+  tryLock(key: string): Promise<{ release(): Promise<void> } | undefined>;
+}
+
+export interface OpenStoreOptions {
+  /** A postgres:// URL; when absent an embedded PGlite database under `dataDir` is used. */
+  databaseUrl?: string;
+  dataDir: string;
+  logger?: Logger;
+}
+
+// Two levels up from both src/store/index.ts (tsx) and dist/store/index.js (tsc output).
+export const migrationsFolder = fileURLToPath(new URL('../../migrations', import.meta.url));
+
+export async function openStore(opts: OpenStoreOptions): Promise<Store> {
+  const log = opts.logger?.child({ component: 'store' });
+  const opened = opts.databaseUrl ? await openPostgres(opts.databaseUrl) : await openPglite(opts.dataDir);
+  log?.info({ kind: opened.kind, target: opened.target }, 'store opened');
+
+  let closing: Promise<void> | undefined;
+  return {
+    kind: opened.kind,
+    db: opened.db,
+    agents: agentRepo(opened.db),
+    gateway: gatewayRepo(opened.db),
+    tryLock: opened.tryLock,
+    async migrate() {
+      const started = Date.now();
+      await opened.migrate();
+      log?.info({ kind: opened.kind, ms: Date.now() - started }, 'migrations applied');
+    },
+    close() {
+      if (closing) return closing.catch(() => {});
+      closing = runAll(opened.cleanup).then(() => log?.debug({ kind: opened.kind }, 'store closed'));
+      return closing;
+    },
+  };
+}
+
+interface Opened {
+  kind: Store['kind'];
+  /** Where the data lives, safe to log and show. */
+  target: string;
+  db: Db;
+  migrate(): Promise<void>;
+  tryLock: Store['tryLock'];
+  cleanup: Array<() => Promise<void>>;
+}
+
+async function openPostgres(url: string): Promise<Opened> {
+  const target = redactUrl(url);
+  const secrets = passwordsIn(url);
+  let client: postgres.Sql | undefined;
+  try {
+    client = postgres(url, { max: 5, onnotice: () => {}, connect_timeout: 10 });
+    // postgres.js connects lazily; probe now so a bad URL fails at startup, not on first use.
+    await client`select 1`;
+  } catch (cause) {
+    await client?.end({ timeout: 0 }).catch(() => {});
+    throw new AgentVmError(
+      'db_unreachable',
+      `cannot reach the database at ${target}: ${scrub(reasonOf(cause), secrets)}`,
+      { status: 503, cause },
+    );
+  }
+  const sqlClient = client;
+  const db = drizzlePostgres({ client: sqlClient, schema });
+  return {
+    kind: 'postgres',
+    target,
+    db,
+    migrate: () => migratePostgres(db, { migrationsFolder }),
+    async tryLock(key) {
+      // A session lock lives on one connection: reserve one for as long as the lock is held.
+      const conn = await sqlClient.reserve();
+      try {
+        const [row] = await conn<Array<{ ok: boolean }>>`select pg_try_advisory_lock(hashtext(${key})) as ok`;
+        if (!row?.ok) {
+          conn.release();
+          return undefined;
+        }
+      } catch (err) {
+        conn.release();
+        throw err;
+      }
+      let released = false;
+      return {
+        async release() {
+          if (released) return;
+          released = true;
+          try {
+            await conn`select pg_advisory_unlock(hashtext(${key}))`;
+          } finally {
+            conn.release();
+          }
+        },
+      };
+    },
+    cleanup: [() => sqlClient.end({ timeout: 5 })],
+  };
+}
+
+async function openPglite(dataDir: string): Promise<Opened> {
+  const dir = path.join(dataDir, 'pglite');
+  let client: PGlite | undefined;
+  await mkdir(dir, { recursive: true });
+  const releaseDirLock = await lockDataDir(dir);
+  try {
+    client = new PGlite(dir);
+    await client.waitReady;
+  } catch (cause) {
+    await client?.close().catch(() => {});
+    await releaseDirLock();
+    throw new AgentVmError('db_unreachable', `cannot open the embedded database at ${dir}: ${reasonOf(cause)}`, {
+      status: 503,
+      cause,
+    });
+  }
+  const pg = client;
+  const db = drizzlePglite({ client: pg, schema });
+  return {
+    kind: 'pglite',
+    target: dir,
+    db,
+    migrate: () => migratePglite(db, { migrationsFolder }),
+    async tryLock(key) {
+      if (heldLocks.has(key)) return undefined;
+      heldLocks.add(key);
+      let released = false;
+      return {
+        release: async () => {
+          if (!released) heldLocks.delete(key);
+          released = true;
+        },
+      };
+    },
+    cleanup: [() => pg.close().finally(releaseDirLock)],
+  };
+}
+
+const heldLocks = new Set<string>();
+
+/**
+ * PGlite is a single-process database: a second process opening the same directory would
+ * corrupt it. A pid file refuses that with a clear message; a stale one (dead pid) is taken over.
+ */
+async function lockDataDir(dir: string): Promise<() => Promise<void>> {
+  const file = `${dir}.lock`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(file, 'wx');
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      let done = false;
+      return async () => {
+        if (done) return;
+        done = true;
+        await rm(file, { force: true });
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+      if (pid === process.pid) {
+        throw new AgentVmError('db_in_use', `the embedded database at ${dir} is already open in this process`, { status: 409 });
+      }
+      if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+        throw new AgentVmError(
+          'db_in_use',
+          `the embedded database at ${dir} is in use by another agent-vm process (pid ${pid}); ` +
+            'talk to it over HTTP (agent-vm send --server), stop it, or set DATABASE_URL so processes can share a database',
+          { status: 409 },
+        );
+      }
+      await rm(file, { force: true });
+    }
+  }
+  throw new AgentVmError('db_in_use', `cannot lock the embedded database at ${dir}`, { status: 409 });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function agentRepo(db: Db): AgentRepo {
+  const setState = async (id: string, state: AgentState): Promise<boolean> => {
+    const rows = await db
+      .update(agents)
+      .set({ state, updatedAt: sql`now()` })
+      .where(eq(agents.id, id))
+      .returning({ id: agents.id });
+    return rows.length > 0;
+  };
+
+  return {
+    async upsertAwake(r) {
+      const fields = {
+        runtime: r.runtime,
+        engineRuntime: r.engineRuntime,
+        image: r.image,
+        specHash: r.specHash,
+        containerId: r.containerId,
+        state: 'running' as const,
+        // Timings usually come from performance.now(); an integer column rejects fractions.
+        lastWakeMs: Math.round(r.wakeMs),
+        lastWakeAt: sql`now()`,
+        updatedAt: sql`now()`,
+      };
+      const [row] = await db
+        .insert(agents)
+        .values({ id: r.id, profile: r.profile ?? null, ...fields })
+        .onConflictDoUpdate({
+          target: agents.id,
+          set: r.profile === undefined ? fields : { ...fields, profile: r.profile },
+        })
+        .returning();
+      if (!row) throw new Error(`upsert of agent ${r.id} returned no row`);
+      return row;
+    },
+    markSleeping: (id) => setState(id, 'sleeping'),
+    markDestroyed: (id) => setState(id, 'destroyed'),
+    async get(id) {
+      const [row] = await db.select().from(agents).where(eq(agents.id, id));
+      return row;
+    },
+    list: () => db.select().from(agents).orderBy(asc(agents.id)),
+  };
+}
+
+async function runAll(steps: Array<() => Promise<void>>): Promise<void> {
+  const results = await Promise.allSettled(steps.map((step) => step()));
+  const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) throw new AggregateError(errors, 'closing the store failed');
+}
+
+/** The URL with any password replaced, fit for logs and error messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    if (u.searchParams.has('password')) u.searchParams.set('password', '***');
+    return u.toString();
+  } catch {
+    return '<unparseable database url>';
+  }
+}
+
+function passwordsIn(url: string): string[] {
+  try {
+    const u = new URL(url);
+    const raw = [u.password, u.searchParams.get('password') ?? ''];
+    return [...new Set([...raw, ...raw.map(safeDecode)])].filter((s) => s.length > 0);
+  } catch {
+    return [];
+  }
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+function scrub(text: string, secrets: string[]): string {
+  return secrets.reduce((t, s) => t.split(s).join('***'), text);
+}
+
+// Node's happy-eyeballs connect rejects with an AggregateError whose own message is empty.
+function reasonOf(err: unknown): string {
+  if (err instanceof AggregateError && !err.message) {
+    const inner = err.errors.map((e) => reasonOf(e)).filter(Boolean);
+    if (inner.length > 0) return [...new Set(inner)].join('; ');
+  }
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return err.message || (typeof code === 'string' ? code : err.name);
+  }
+  return String(err);
+}

@@ -1,0 +1,145 @@
+import { bigserial, customType, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+
+const bytea = customType<{ data: Buffer; driverData: Buffer | Uint8Array }>({
+  dataType: () => 'bytea',
+  fromDriver: (v) => (Buffer.isBuffer(v) ? v : Buffer.from(v)),
+});
+
+// `enum` on text only narrows the TypeScript type; the column stays plain text so adding a
+// runtime or state later needs no migration.
+export const agentRuntimes = ['kata', 'runsc', 'runc'] as const;
+export const agentStates = ['running', 'sleeping', 'destroyed'] as const;
+
+/** One row per agent sandbox, written by the sandbox service on wake, sleep and destroy. */
+export const agents = pgTable('agents', {
+  id: text('id').primaryKey(),
+  profile: text('profile'),
+  runtime: text('runtime', { enum: agentRuntimes }).notNull(),
+  engineRuntime: text('engine_runtime').notNull(),
+  image: text('image').notNull(),
+  specHash: text('spec_hash').notNull(),
+  containerId: text('container_id'),
+  state: text('state', { enum: agentStates }).notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  lastWakeAt: timestamp('last_wake_at', { withTimezone: true }),
+  lastWakeMs: integer('last_wake_ms'),
+});
+
+export const eventStatuses = ['queued', 'running', 'replied', 'delivered', 'failed', 'rejected'] as const;
+/** Statuses after which an event never runs again. */
+export const terminalEventStatuses = ['delivered', 'failed', 'rejected'] as const;
+
+/**
+ * Every inbound event, stored before the platform is acknowledged. The primary key is the
+ * platform's own event id, so a redelivery cannot insert a second row. `seq` orders the turns of
+ * one conversation.
+ */
+export const events = pgTable(
+  'events',
+  {
+    id: text('id').primaryKey(),
+    seq: bigserial('seq', { mode: 'number' }).notNull(),
+    platform: text('platform').notNull(),
+    profile: text('profile'),
+    conversation: text('conversation').notNull(),
+    status: text('status', { enum: eventStatuses }).notNull(),
+    /** The InboundEvent as received (text included); the transcript keeps the prompt too. */
+    payload: jsonb('payload').notNull(),
+    attempts: integer('attempts').notNull().default(0),
+    /** Why the event was rejected or failed, in words a user can act on. */
+    error: text('error'),
+    /** Set once the reply is stored: the text to deliver (delivery may be retried after a crash). */
+    reply: text('reply'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    index('events_conversation_seq').on(t.conversation, t.seq),
+    index('events_profile_status').on(t.profile, t.status),
+  ],
+);
+
+export const transcriptKinds = ['prompt', 'progress', 'reply', 'file', 'notice'] as const;
+
+/** The conversation as it happened: prompts, progress summaries, replies, produced files, notices. */
+export const transcripts = pgTable(
+  'transcripts',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    conversation: text('conversation').notNull(),
+    profile: text('profile').notNull(),
+    eventId: text('event_id').notNull(),
+    kind: text('kind', { enum: transcriptKinds }).notNull(),
+    text: text('text').notNull(),
+    meta: jsonb('meta'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index('transcripts_conversation_id').on(t.conversation, t.id), index('transcripts_event').on(t.eventId)],
+);
+
+/** Files a turn produced, kept so that delivery can be retried after a crash and the local channel can fetch them. */
+export const turnFiles = pgTable(
+  'turn_files',
+  {
+    eventId: text('event_id').notNull(),
+    name: text('name').notNull(),
+    size: integer('size').notNull(),
+    sha256: text('sha256').notNull(),
+    data: bytea('data').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.eventId, t.name] })],
+);
+
+/** The agent's ACP session for a conversation, so later turns continue it (session/load). */
+export const sessions = pgTable(
+  'sessions',
+  {
+    profile: text('profile').notNull(),
+    conversation: text('conversation').notNull(),
+    sessionId: text('session_id').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.profile, t.conversation] })],
+);
+
+/**
+ * Append-only record of every decision. Each row carries the hash of the previous row, so an
+ * edit or a deletion breaks the chain at that row (`agent-vm audit verify`).
+ */
+export const audit = pgTable('audit', {
+  seq: bigserial('seq', { mode: 'number' }).primaryKey(),
+  at: timestamp('at', { withTimezone: true, mode: 'string' }).notNull(),
+  profile: text('profile'),
+  action: text('action').notNull(),
+  decision: text('decision').notNull(),
+  reason: text('reason'),
+  subject: text('subject'),
+  data: jsonb('data'),
+  prevHash: text('prev_hash').notNull(),
+  hash: text('hash').notNull(),
+});
+
+/** Tool definitions pinned when a profile is approved; a changed definition is hidden until re-pinned. */
+export const toolPins = pgTable(
+  'tool_pins',
+  {
+    profile: text('profile').notNull(),
+    tool: text('tool').notNull(),
+    hash: text('hash').notNull(),
+    pinnedAt: timestamp('pinned_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.profile, t.tool] })],
+);
+
+/** Webhooks agent-vm registered on a platform, with the secret it verifies their deliveries with. */
+export const webhooks = pgTable('webhooks', {
+  id: text('id').primaryKey(),
+  platform: text('platform').notNull(),
+  scope: text('scope').notNull(),
+  endpoint: text('endpoint').notNull(),
+  secret: text('secret').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+});

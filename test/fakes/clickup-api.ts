@@ -1,0 +1,269 @@
+/**
+ * A local stand-in for the ClickUp API v2, enough for the ClickUp adapter: it checks the
+ * `Authorization` token like the real API, answers in the documented shapes, sends the
+ * documented rate-limit headers, and records every call for assertions.
+ *
+ * Handled: GET /user, GET /task/{id}, POST /task/{id}/comment, POST /task/{id}/attachment
+ * (multipart, field `attachment`), POST /team/{id}/webhook, and file downloads under
+ * /attachments/ (standing in for ClickUp's attachment host; `private` files need the token).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface FakeTask {
+  id: string;
+  name: string;
+  description?: string;
+  text_content?: string;
+  team_id: string;
+  space: { id: string };
+  folder: { id: string; hidden?: boolean };
+  list: { id: string };
+  url?: string;
+}
+
+export interface RecordedFile {
+  field: string;
+  name: string;
+  data: Buffer;
+}
+
+export interface RecordedCall {
+  method: string;
+  /** Path without the `/api/v2` prefix for API calls (`/task/t1/comment`); the full path otherwise. */
+  path: string;
+  headers: Record<string, string>;
+  json?: unknown;
+  files: RecordedFile[];
+  /** The status the fake answered with. */
+  status: number;
+}
+
+export interface FakeClickUp {
+  /** API base, ending in `/api/v2`. */
+  url: string;
+  origin: string;
+  token: string;
+  /** The token's own user (what GET /user returns). */
+  user: { id: number; username: string };
+  calls: RecordedCall[];
+  tasks: Map<string, FakeTask>;
+  /** Webhooks created through the API, with their secrets. */
+  webhooks: Array<{ id: string; team: string; secret: string; body: unknown }>;
+  /** Serves `data` at a download URL on this fake and returns the URL. */
+  addFile(name: string, data: Buffer, opts?: { private?: boolean }): string;
+  /** The next `times` API calls answer 429 with `X-RateLimit-Reset: resetEpochSeconds`. */
+  rateLimitNext(resetEpochSeconds: number, times?: number): void;
+  /** The next `times` API calls answer `status` (e.g. 502). */
+  failNext(status: number, times?: number): void;
+  /** Calls whose method and path match. */
+  find(method: string, path: string | RegExp): RecordedCall[];
+  close(): Promise<void>;
+}
+
+export interface FakeClickUpOptions {
+  token?: string;
+  user?: { id: number; username: string };
+}
+
+const API_PREFIX = '/api/v2';
+
+export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<FakeClickUp> {
+  const token = opts.token ?? `pk_${randomBytes(8).toString('hex')}`;
+  const user = opts.user ?? { id: 9_000_001, username: 'agent-vm bot' };
+  const calls: RecordedCall[] = [];
+  const tasks = new Map<string, FakeTask>();
+  const files = new Map<string, { data: Buffer; private: boolean }>();
+  const webhooks: FakeClickUp['webhooks'] = [];
+  const rateLimits: number[] = [];
+  const failures: number[] = [];
+  let nextId = 1000;
+
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      handle(req, Buffer.concat(chunks)).then(
+        (r) => reply(res, r),
+        (err: unknown) => reply(res, { status: 500, json: { err: String(err), ECODE: 'FAKE_500' } }),
+      );
+    });
+  });
+
+  interface Answer {
+    status: number;
+    json?: unknown;
+    raw?: Buffer;
+    headers?: Record<string, string>;
+  }
+
+  function reply(res: http.ServerResponse, a: Answer): void {
+    const headers: Record<string, string> = {
+      'x-ratelimit-limit': '100',
+      'x-ratelimit-remaining': '99',
+      'x-ratelimit-reset': String(Math.floor(Date.now() / 1000) + 60),
+      ...a.headers,
+    };
+    if (a.raw) {
+      res.writeHead(a.status, { ...headers, 'content-type': 'application/octet-stream', 'content-length': String(a.raw.length) });
+      res.end(a.raw);
+      return;
+    }
+    res.writeHead(a.status, { ...headers, 'content-type': 'application/json' });
+    res.end(JSON.stringify(a.json ?? {}));
+  }
+
+  async function handle(req: http.IncomingMessage, body: Buffer): Promise<Answer> {
+    const u = new URL(req.url ?? '/', 'http://fake');
+    const isApi = u.pathname.startsWith(`${API_PREFIX}/`);
+    const path = isApi ? u.pathname.slice(API_PREFIX.length) : u.pathname;
+    const headers = Object.fromEntries(
+      Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : (v ?? '')]),
+    );
+    const call: RecordedCall = { method: req.method ?? 'GET', path, headers, files: [], status: 0 };
+    calls.push(call);
+    const answer = (a: Answer): Answer => {
+      call.status = a.status;
+      return a;
+    };
+
+    const contentType = headers['content-type'] ?? '';
+    if (contentType.includes('application/json') && body.length > 0) {
+      try {
+        call.json = JSON.parse(body.toString('utf8'));
+      } catch {
+        return answer({ status: 400, json: { err: 'Invalid JSON', ECODE: 'JSON_001' } });
+      }
+    } else if (contentType.startsWith('multipart/form-data')) {
+      const form = await new Request('http://fake/', { method: 'POST', headers: { 'content-type': contentType }, body }).formData();
+      for (const [field, value] of form.entries()) {
+        if (typeof value !== 'string') call.files.push({ field, name: value.name, data: Buffer.from(await value.arrayBuffer()) });
+      }
+    }
+
+    if (!isApi) {
+      const m = /^\/attachments\/([^/]+)\/[^/]+$/.exec(u.pathname);
+      const file = m ? files.get(m[1]!) : undefined;
+      if (!file) return answer({ status: 404, json: { err: 'Not found' } });
+      if (file.private && headers.authorization !== token) return answer({ status: 401, json: { err: 'Token invalid', ECODE: 'OAUTH_025' } });
+      return answer({ status: 200, raw: file.data });
+    }
+
+    if (!headers.authorization) return answer({ status: 400, json: { err: 'Authorization header required', ECODE: 'OAUTH_017' } });
+    if (headers.authorization !== token) return answer({ status: 401, json: { err: 'Token invalid', ECODE: 'OAUTH_025' } });
+
+    const limited = rateLimits.shift();
+    if (limited !== undefined) {
+      return answer({
+        status: 429,
+        json: { err: 'Rate limit reached', ECODE: 'APP_002' },
+        headers: { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(limited) },
+      });
+    }
+    const failure = failures.shift();
+    if (failure !== undefined) return answer({ status: failure, json: { err: 'Internal error', ECODE: 'FAKE_FAIL' } });
+
+    let m: RegExpExecArray | null;
+    if (call.method === 'GET' && path === '/user') {
+      return answer({ status: 200, json: { user: { ...user, email: 'bot@example.com', color: '#000000', initials: 'AV', profilePicture: null } } });
+    }
+    if ((m = /^\/task\/([^/]+)$/.exec(path)) && call.method === 'GET') {
+      const task = tasks.get(decodeURIComponent(m[1]!));
+      if (!task) return answer({ status: 404, json: { err: 'Task not found', ECODE: 'ITEM_013' } });
+      return answer({
+        status: 200,
+        json: {
+          ...task,
+          text_content: task.text_content ?? task.description ?? '',
+          description: task.description ?? '',
+          url: task.url ?? `https://app.clickup.com/t/${task.id}`,
+          list: { ...task.list, name: 'List', access: true },
+          folder: { hidden: false, ...task.folder, name: 'Folder', access: true },
+          project: { ...task.folder, name: 'Folder', access: true },
+          space: task.space,
+          attachments: [],
+        },
+      });
+    }
+    if ((m = /^\/task\/([^/]+)\/comment$/.exec(path)) && call.method === 'POST') {
+      if (!tasks.has(decodeURIComponent(m[1]!))) return answer({ status: 404, json: { err: 'Task not found', ECODE: 'ITEM_013' } });
+      const j = call.json as { comment_text?: unknown } | undefined;
+      if (typeof j?.comment_text !== 'string') return answer({ status: 400, json: { err: 'Comment text required', ECODE: 'COMM_002' } });
+      return answer({ status: 200, json: { id: nextId++, hist_id: randomUUID(), date: Date.now() } });
+    }
+    if ((m = /^\/task\/([^/]+)\/attachment$/.exec(path)) && call.method === 'POST') {
+      if (!tasks.has(decodeURIComponent(m[1]!))) return answer({ status: 404, json: { err: 'Task not found', ECODE: 'ITEM_013' } });
+      const f = call.files.find((x) => x.field === 'attachment');
+      if (!f) return answer({ status: 400, json: { err: 'No attachment supplied', ECODE: 'UPLOAD_002' } });
+      const id = `${randomUUID()}.${f.name.split('.').pop() ?? 'bin'}`;
+      return answer({
+        status: 200,
+        json: { id, version: '0', date: Date.now(), title: f.name, extension: f.name.split('.').pop() ?? '', url: `${origin}/attachments/${id}/${encodeURIComponent(f.name)}` },
+      });
+    }
+    if ((m = /^\/team\/([^/]+)\/webhook$/.exec(path)) && call.method === 'POST') {
+      const j = (call.json ?? {}) as { endpoint?: unknown; events?: unknown; space_id?: unknown; folder_id?: unknown; list_id?: unknown };
+      if (typeof j.endpoint !== 'string' || !Array.isArray(j.events)) {
+        return answer({ status: 400, json: { err: 'Endpoint and events required', ECODE: 'WEBHOOK_001' } });
+      }
+      const id = randomUUID();
+      const secret = randomBytes(32).toString('hex').toUpperCase();
+      webhooks.push({ id, team: m[1]!, secret, body: j });
+      return answer({
+        status: 200,
+        json: {
+          id,
+          webhook: {
+            id,
+            userid: user.id,
+            team_id: Number(m[1]),
+            endpoint: j.endpoint,
+            client_id: 'FAKECLIENT',
+            events: j.events,
+            task_id: null,
+            list_id: j.list_id ?? null,
+            folder_id: j.folder_id ?? null,
+            space_id: j.space_id ?? null,
+            health: { status: 'active', fail_count: 0 },
+            secret,
+          },
+        },
+      });
+    }
+    return answer({ status: 404, json: { err: `Route not found: ${call.method} ${path}`, ECODE: 'APP_001' } });
+  }
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  return {
+    url: `${origin}${API_PREFIX}`,
+    origin,
+    token,
+    user,
+    calls,
+    tasks,
+    webhooks,
+    addFile(name, data, o = {}) {
+      const id = randomUUID();
+      files.set(id, { data, private: o.private ?? false });
+      return `${origin}/attachments/${id}/${encodeURIComponent(name)}`;
+    },
+    rateLimitNext(resetEpochSeconds, times = 1) {
+      for (let i = 0; i < times; i++) rateLimits.push(resetEpochSeconds);
+    },
+    failNext(status, times = 1) {
+      for (let i = 0; i < times; i++) failures.push(status);
+    },
+    find(method, path) {
+      return calls.filter((c) => c.method === method && (typeof path === 'string' ? c.path === path : path.test(c.path)));
+    },
+    close() {
+      return new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+    },
+  };
+}

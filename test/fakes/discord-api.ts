@@ -1,0 +1,370 @@
+/**
+ * A local stand-in for the Discord REST API v10 (and a minimal gateway), enough for the Discord
+ * adapter: it checks `Authorization: Bot <token>` where Discord requires it, answers in the
+ * documented shapes, parses multipart bodies (`files[n]` + `payload_json`), sends the documented
+ * 429 headers, and records every call for assertions.
+ *
+ * REST, under `/api` with or without a `/v<N>` prefix (@discordjs/rest adds `/v10`):
+ *   GET /gateway/bot · PATCH /webhooks/{app}/{token}/messages/@original · POST /webhooks/{app}/{token}
+ *   POST /channels/{id}/messages · POST /channels/{id}/typing · POST /channels/{id}/messages/{id}/threads
+ *   PUT /applications/{id}/commands · PUT /applications/{id}/guilds/{id}/commands
+ * Downloads: GET /attachments/... (standing in for the CDN; no auth).
+ * Gateway (ws, JSON, no compression) at /gateway: HELLO → IDENTIFY → READY + GUILD_CREATE, heartbeats
+ * acknowledged, and `dispatch()` for MESSAGE_CREATE and friends.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+export interface RecordedFile {
+  /** Multipart field name, e.g. `files[0]`. */
+  name: string;
+  filename: string;
+  data: Buffer;
+}
+
+export interface RecordedCall {
+  method: string;
+  /** Path without `/api` and `/v<N>`, e.g. `/webhooks/1/tok/messages/@original`. */
+  path: string;
+  headers: Record<string, string>;
+  /** The JSON body, or the parsed `payload_json` of a multipart body. */
+  json?: unknown;
+  files: RecordedFile[];
+  /** The status the fake answered with. */
+  status: number;
+}
+
+export interface FailSpec {
+  status: number;
+  times?: number;
+  /** For 429: seconds, sent as `Retry-After` and `retry_after`. */
+  retryAfter?: number;
+  /** Discord's JSON error code. */
+  code?: number;
+  /** Only calls whose `METHOD path` matches. */
+  match?: RegExp;
+}
+
+export interface FakeGuild {
+  id: string;
+  /** Type 11 entries are threads (`parent_id` required); `ownedByBot` makes the fake's bot their owner. */
+  channels: Array<{ id: string; name: string; type?: number; parent_id?: string; ownedByBot?: boolean }>;
+}
+
+export interface FakeGateway {
+  url: string;
+  botUser: { id: string; username: string };
+  guilds: FakeGuild[];
+  /** IDENTIFY payloads received. */
+  identifies: Array<Record<string, unknown>>;
+  /** Resolves once a client has identified and received READY. */
+  ready(): Promise<void>;
+  /** Sends a dispatch (op 0) to every connected client. */
+  dispatch(t: string, d: unknown): void;
+}
+
+export interface FakeDiscord {
+  /** REST base, like https://discord.com/api. */
+  url: string;
+  origin: string;
+  botToken: string;
+  applicationId: string;
+  calls: RecordedCall[];
+  gateway: FakeGateway;
+  failNext(spec: FailSpec): void;
+  clearFailures(): void;
+  /** Webhook calls with this interaction token answer 401 / 50027, as after 15 minutes. */
+  expireToken(token: string): void;
+  /** Serves `data` under /attachments/ and returns its URL. */
+  addFile(name: string, data: Buffer): string;
+  /** Successful calls whose method and path match. */
+  find(method: string, path: string | RegExp): RecordedCall[];
+  waitFor(method: string, path: string | RegExp, count?: number, timeoutMs?: number): Promise<RecordedCall[]>;
+  close(): Promise<void>;
+}
+
+let nextId = 1_300_000_000_000_000_000n;
+function snowflake(): string {
+  nextId += 1n;
+  return nextId.toString();
+}
+
+async function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function parseBody(req: http.IncomingMessage, raw: Buffer): Promise<{ json?: unknown; files: RecordedFile[] }> {
+  const type = req.headers['content-type'] ?? '';
+  if (raw.length === 0) return { files: [] };
+  if (type.startsWith('multipart/form-data')) {
+    const form = await new Request('http://fake.local/', { method: 'POST', headers: { 'content-type': type }, body: raw }).formData();
+    const files: RecordedFile[] = [];
+    let json: unknown;
+    for (const [name, value] of form.entries()) {
+      if (typeof value === 'string') {
+        if (name === 'payload_json') json = JSON.parse(value);
+      } else {
+        files.push({ name, filename: value.name, data: Buffer.from(await value.arrayBuffer()) });
+      }
+    }
+    return { json, files };
+  }
+  if (type.startsWith('application/json')) return { json: JSON.parse(raw.toString('utf8')), files: [] };
+  return { files: [] };
+}
+
+export async function startFakeDiscord(opts: { botToken?: string; applicationId?: string; guilds?: FakeGuild[] } = {}): Promise<FakeDiscord> {
+  const botToken = opts.botToken ?? 'fake-bot-token';
+  const applicationId = opts.applicationId ?? '1100000000000000001';
+  const calls: RecordedCall[] = [];
+  const failures: FailSpec[] = [];
+  const expired = new Set<string>();
+  const files = new Map<string, Buffer>();
+  const botUser = { id: '1200000000000000001', username: 'agent-vm' };
+  const guilds = opts.guilds ?? [];
+  const identifies: Array<Record<string, unknown>> = [];
+  const sockets = new Set<WebSocket>();
+  let readyResolve!: () => void;
+  const readyPromise = new Promise<void>((r) => (readyResolve = r));
+  let origin = '';
+
+  function message(channelId: string, body: unknown, recorded: RecordedFile[]) {
+    const b = (body ?? {}) as { content?: string };
+    return {
+      id: snowflake(),
+      channel_id: channelId,
+      content: b.content ?? '',
+      author: { ...botUser, discriminator: '0', bot: true },
+      attachments: recorded.map((f, i) => ({ id: String(i), filename: f.filename, size: f.data.length, url: `${origin}/attachments/x/${f.filename}` })),
+      timestamp: new Date().toISOString(),
+      type: 0,
+    };
+  }
+
+  function guildOfChannel(channelId: string): string | undefined {
+    return guilds.find((g) => g.channels.some((c) => c.id === channelId))?.id;
+  }
+
+  function route(call: RecordedCall): { status: number; body?: unknown; headers?: Record<string, string> } {
+    const bot = call.headers.authorization === `Bot ${botToken}`;
+    const unauthorized = { status: 401, body: { message: '401: Unauthorized', code: 0 } };
+    const key = `${call.method} ${call.path}`;
+    let m: RegExpExecArray | null;
+    if (key === 'GET /gateway/bot') {
+      if (!bot) return unauthorized;
+      const url = `${origin.replace(/^http/, 'ws')}/gateway`;
+      return { status: 200, body: { url, shards: 1, session_start_limit: { total: 1000, remaining: 999, reset_after: 86_400_000, max_concurrency: 1 } } };
+    }
+    if ((m = /^(PATCH|POST) \/webhooks\/(\d+)\/([^/]+)(\/messages\/@original)?$/.exec(key))) {
+      if (expired.has(m[3]!)) return { status: 401, body: { message: 'Invalid Webhook Token', code: 50027 } };
+      if (m[1] === 'PATCH' && !m[4]) return { status: 405, body: { message: '405: Method Not Allowed', code: 0 } };
+      if (m[1] === 'POST' && m[4]) return { status: 405, body: { message: '405: Method Not Allowed', code: 0 } };
+      return { status: 200, body: message('0', call.json, call.files) };
+    }
+    if ((m = /^POST \/channels\/(\d+)\/messages$/.exec(key))) {
+      if (!bot) return unauthorized;
+      return { status: 200, body: message(m[1]!, call.json, call.files) };
+    }
+    if ((m = /^POST \/channels\/(\d+)\/typing$/.exec(key))) {
+      return bot ? { status: 204 } : unauthorized;
+    }
+    if ((m = /^POST \/channels\/(\d+)\/messages\/(\d+)\/threads$/.exec(key))) {
+      if (!bot) return unauthorized;
+      const body = (call.json ?? {}) as { name?: string; auto_archive_duration?: number };
+      const thread = {
+        id: m[2]!,
+        type: 11,
+        guild_id: guildOfChannel(m[1]!),
+        parent_id: m[1]!,
+        name: body.name ?? 'thread',
+        owner_id: botUser.id,
+        member_count: 1,
+        message_count: 0,
+        thread_metadata: { archived: false, auto_archive_duration: body.auto_archive_duration ?? 1440, archive_timestamp: new Date().toISOString(), locked: false },
+      };
+      return { status: 201, body: thread };
+    }
+    if ((m = /^PUT \/applications\/(\d+)(?:\/guilds\/(\d+))?\/commands$/.exec(key))) {
+      if (!bot) return unauthorized;
+      const list = Array.isArray(call.json) ? (call.json as Array<Record<string, unknown>>) : [];
+      return {
+        status: 200,
+        body: list.map((c) => ({ ...c, id: snowflake(), application_id: m![1], ...(m![2] ? { guild_id: m![2] } : {}), version: snowflake() })),
+      };
+    }
+    return { status: 404, body: { message: '404: Not Found', code: 0 } };
+  }
+
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      const url = new URL(req.url ?? '/', 'http://fake.local');
+      const raw = await readBody(req);
+      if (req.method === 'GET' && url.pathname.startsWith('/attachments/')) {
+        const data = files.get(url.pathname);
+        res.writeHead(data ? 200 : 404, { 'content-type': 'application/octet-stream', 'content-length': String(data?.length ?? 0) });
+        res.end(data ?? Buffer.alloc(0));
+        return;
+      }
+      const apiPath = /^\/api(?:\/v\d+)?(\/.*)$/.exec(url.pathname)?.[1];
+      const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : (v ?? '')]));
+      const call: RecordedCall = { method: req.method ?? 'GET', path: apiPath ?? url.pathname, headers, files: [], status: 0 };
+      try {
+        Object.assign(call, await parseBody(req, raw));
+      } catch (err) {
+        call.status = 400;
+        calls.push(call);
+        res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ message: `bad body: ${String(err)}`, code: 50109 }));
+        return;
+      }
+      calls.push(call);
+      const failure = apiPath ? failures.find((f) => !f.match || f.match.test(`${call.method} ${call.path}`)) : undefined;
+      if (failure) {
+        failure.times = (failure.times ?? 1) - 1;
+        if (failure.times <= 0) failures.splice(failures.indexOf(failure), 1);
+        call.status = failure.status;
+        const h: Record<string, string> = { 'content-type': 'application/json' };
+        if (failure.status === 429) {
+          const after = failure.retryAfter ?? 0.1;
+          Object.assign(h, { 'retry-after': String(after), 'x-ratelimit-scope': 'user' });
+          res.writeHead(429, h).end(JSON.stringify({ message: 'You are being rate limited.', retry_after: after, global: false }));
+        } else {
+          res.writeHead(failure.status, h).end(JSON.stringify({ message: `fake failure ${failure.status}`, code: failure.code ?? 0 }));
+        }
+        return;
+      }
+      const out = apiPath ? route(call) : { status: 404, body: { message: '404: Not Found', code: 0 } };
+      call.status = out.status;
+      if (out.body === undefined) res.writeHead(out.status).end();
+      else res.writeHead(out.status, { 'content-type': 'application/json', ...out.headers }).end(JSON.stringify(out.body));
+    })().catch((err: unknown) => {
+      res.writeHead(500).end(String(err));
+    });
+  });
+
+  const wss = new WebSocketServer({ server, path: '/gateway' });
+  wss.on('connection', (ws) => {
+    sockets.add(ws);
+    let seq = 0;
+    const send = (p: unknown) => ws.send(JSON.stringify(p));
+    ws.on('close', () => sockets.delete(ws));
+    send({ op: 10, d: { heartbeat_interval: 41_250 }, s: null, t: null });
+    ws.on('message', (raw) => {
+      const p = JSON.parse(String(raw)) as { op: number; d: Record<string, unknown> };
+      if (p.op === 1) send({ op: 11, d: null, s: null, t: null });
+      if (p.op === 2) {
+        identifies.push(p.d);
+        send({
+          op: 0,
+          t: 'READY',
+          s: ++seq,
+          d: {
+            v: 10,
+            user: { ...botUser, discriminator: '0', bot: true, avatar: null, global_name: null },
+            guilds: guilds.map((g) => ({ id: g.id, unavailable: true })),
+            session_id: 'fake-session',
+            resume_gateway_url: `${origin.replace(/^http/, 'ws')}/gateway`,
+            shard: [0, 1],
+            application: { id: applicationId, flags: 0 },
+          },
+        });
+        for (const g of guilds) {
+          send({
+            op: 0,
+            t: 'GUILD_CREATE',
+            s: ++seq,
+            d: {
+              id: g.id,
+              name: `guild ${g.id}`,
+              icon: null,
+              owner_id: '1',
+              roles: [{ id: g.id, name: '@everyone', permissions: '0', position: 0, color: 0, hoist: false, managed: false, mentionable: false }],
+              emojis: [],
+              stickers: [],
+              features: [],
+              members: [],
+              channels: g.channels.filter((c) => c.type !== 11).map((c, i) => ({ id: c.id, name: c.name, type: c.type ?? 0, position: i, permission_overwrites: [] })),
+              threads: g.channels
+                .filter((c) => c.type === 11)
+                .map((c) => ({ id: c.id, name: c.name, type: 11, parent_id: c.parent_id, owner_id: c.ownedByBot ? botUser.id : '1', guild_id: g.id, thread_metadata: { archived: false, auto_archive_duration: 1440, archive_timestamp: new Date().toISOString(), locked: false } })),
+              presences: [],
+              voice_states: [],
+              member_count: 1,
+              large: false,
+              unavailable: false,
+              joined_at: new Date().toISOString(),
+              premium_tier: 0,
+              verification_level: 0,
+              default_message_notifications: 0,
+              explicit_content_filter: 0,
+              mfa_level: 0,
+              nsfw_level: 0,
+              system_channel_flags: 0,
+              preferred_locale: 'en-US',
+            },
+          });
+        }
+        readyResolve();
+      }
+    });
+  });
+
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  const matches = (c: RecordedCall, method: string, path: string | RegExp) =>
+    c.method === method && c.status < 300 && (typeof path === 'string' ? c.path === path : path.test(c.path));
+
+  const fake: FakeDiscord = {
+    url: `${origin}/api`,
+    origin,
+    botToken,
+    applicationId,
+    calls,
+    gateway: {
+      get url() {
+        return `${origin.replace(/^http/, 'ws')}/gateway`;
+      },
+      botUser,
+      guilds,
+      identifies,
+      ready: () => readyPromise,
+      dispatch(t, d) {
+        for (const ws of sockets) ws.send(JSON.stringify({ op: 0, t, s: 1000 + Math.floor(Math.random() * 1000), d }));
+      },
+    },
+    failNext(spec) {
+      failures.push({ ...spec });
+    },
+    clearFailures() {
+      failures.length = 0;
+    },
+    expireToken(token) {
+      expired.add(token);
+    },
+    addFile(name, data) {
+      const p = `/attachments/${snowflake()}/${encodeURIComponent(name)}`;
+      files.set(p, data);
+      return `${origin}${p}`;
+    },
+    find: (method, path) => calls.filter((c) => matches(c, method, path)),
+    async waitFor(method, path, count = 1, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = calls.filter((c) => matches(c, method, path));
+        if (found.length >= count) return found;
+        if (Date.now() > deadline) throw new Error(`fake discord: no ${count}× ${method} ${String(path)}; saw ${calls.map((c) => `${c.method} ${c.path} ${c.status}`).join(', ')}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async close() {
+      for (const ws of sockets) ws.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  return fake;
+}

@@ -1,0 +1,327 @@
+/**
+ * A local stand-in for the Slack Web API (https://docs.slack.dev/reference/methods), enough for the
+ * adapter: auth.test, chat.postMessage, chat.update, assistant.threads.setStatus, the three-step
+ * file upload, bot-token file downloads, and Socket Mode (apps.connections.open + a WebSocket).
+ * Every call is recorded. Bodies are parsed the way Slack does: JSON, form-encoded (with JSON in
+ * array/object fields) or multipart.
+ *
+ * Like Slack, errors are HTTP 200 with `{ok:false, error}`; only rate limits use 429 + Retry-After.
+ */
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+export interface FakeSlackCall {
+  method: string;
+  body: Record<string, unknown>;
+  headers: Record<string, string>;
+}
+
+export interface FakeMessage {
+  channel: string;
+  ts: string;
+  thread_ts?: string;
+  text: string;
+  /** Earlier texts, oldest first, when chat.update changed it. */
+  history: string[];
+}
+
+export interface FakeUpload {
+  id: string;
+  filename: string;
+  length: number;
+  data?: Buffer;
+  title?: string;
+  channel_id?: string;
+  thread_ts?: string;
+  completed: boolean;
+}
+
+export type FakeFailure = { status: 429; retryAfter: number } | { error: string };
+
+export interface FakeSlack {
+  /** Web API base, ending with `/api/`. */
+  url: string;
+  origin: string;
+  botToken: string;
+  appToken: string;
+  botUserId: string;
+  teamId: string;
+  calls: FakeSlackCall[];
+  messages: FakeMessage[];
+  uploads: FakeUpload[];
+  /** Every GET of a file: the path and the Authorization header it carried. */
+  downloads: Array<{ path: string; authorization?: string }>;
+  /** 'ok', or the `error` assistant.threads.setStatus answers (e.g. 'not_allowed_token_type'). */
+  assistantStatus: string;
+  callsTo(method: string): FakeSlackCall[];
+  failNext(method: string, failure: FakeFailure): void;
+  /** Serves `data` to holders of the bot token; returns the file's `url_private_download`. */
+  addFile(name: string, data: Buffer | string, opts?: { mimetype?: string; omitLength?: boolean }): string;
+  /** A file URL on the fake that redirects to `location`. */
+  addRedirect(location: string): string;
+  /** Sends an events_api envelope over Socket Mode; resolves when the client acks it (or not, after `timeoutMs`). */
+  deliverSocket(payload: unknown, opts?: { retryAttempt?: number; timeoutMs?: number }): Promise<{ acked: boolean }>;
+  socketConnected(): boolean;
+  close(): Promise<void>;
+}
+
+const JSON_FIELDS = new Set(['files', 'blocks', 'attachments', 'loading_messages', 'metadata']);
+
+async function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const p of req) parts.push(p as Buffer);
+  return Buffer.concat(parts);
+}
+
+async function parseBody(raw: Buffer, contentType: string): Promise<Record<string, unknown>> {
+  if (raw.length === 0) return {};
+  if (contentType.includes('application/json')) return JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+  let entries: Array<[string, unknown]>;
+  if (contentType.includes('multipart/form-data')) {
+    const form = await new Response(raw, { headers: { 'content-type': contentType } }).formData();
+    entries = [...form.entries()].map(([k, v]) => [k, typeof v === 'string' ? v : v]);
+  } else {
+    entries = [...new URLSearchParams(raw.toString('utf8')).entries()];
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of entries) {
+    out[k] = typeof v === 'string' && JSON_FIELDS.has(k) && /^[[{]/.test(v) ? JSON.parse(v) : v;
+  }
+  return out;
+}
+
+export async function startFakeSlack(opts: { botToken?: string; appToken?: string } = {}): Promise<FakeSlack> {
+  const botToken = opts.botToken ?? 'xoxb-fake-bot-token';
+  const appToken = opts.appToken ?? 'xapp-fake-app-token';
+  const botUserId = 'UBOT0001';
+  const teamId = 'T0FAKE';
+  const failures = new Map<string, FakeFailure[]>();
+  const files = new Map<string, { data: Buffer; mimetype: string; omitLength: boolean } | { redirect: string }>();
+  let seq = 0;
+  const nextTs = () => `1700000000.${String(++seq).padStart(6, '0')}`;
+  const sockets = new Set<WebSocket>();
+  const pendingAcks = new Map<string, () => void>();
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end(String(err));
+    });
+  });
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    if (!req.url?.startsWith('/link/')) return socket.destroy();
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      sockets.add(ws);
+      ws.on('close', () => sockets.delete(ws));
+      ws.on('message', (data) => {
+        const msg = JSON.parse(String(data)) as { envelope_id?: string };
+        if (msg.envelope_id) pendingAcks.get(msg.envelope_id)?.();
+      });
+      ws.send(JSON.stringify({ type: 'hello', num_connections: 1, connection_info: { app_id: 'AFAKE' } }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  const fake: FakeSlack = {
+    url: `${origin}/api/`,
+    origin,
+    botToken,
+    appToken,
+    botUserId,
+    teamId,
+    calls: [],
+    messages: [],
+    uploads: [],
+    downloads: [],
+    assistantStatus: 'ok',
+    callsTo: (method) => fake.calls.filter((c) => c.method === method),
+    failNext(method, failure) {
+      failures.set(method, [...(failures.get(method) ?? []), failure]);
+    },
+    addFile(name, data, o = {}) {
+      const id = `F${String(++seq).padStart(8, '0')}`;
+      files.set(id, { data: Buffer.from(data), mimetype: o.mimetype ?? 'application/octet-stream', omitLength: o.omitLength ?? false });
+      return `${origin}/files-pri/${teamId}-${id}/download/${encodeURIComponent(name)}`;
+    },
+    addRedirect(location) {
+      const id = `F${String(++seq).padStart(8, '0')}`;
+      files.set(id, { redirect: location });
+      return `${origin}/files-pri/${teamId}-${id}/download/redirect`;
+    },
+    deliverSocket(payload, o = {}) {
+      const [ws] = [...sockets];
+      if (!ws) return Promise.reject(new Error('no Socket Mode client connected'));
+      const envelopeId = randomUUID();
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          pendingAcks.delete(envelopeId);
+          resolve({ acked: false });
+        }, o.timeoutMs ?? 3000);
+        pendingAcks.set(envelopeId, () => {
+          clearTimeout(timer);
+          pendingAcks.delete(envelopeId);
+          resolve({ acked: true });
+        });
+        ws.send(JSON.stringify({
+          envelope_id: envelopeId,
+          type: 'events_api',
+          accepts_response_payload: false,
+          retry_attempt: o.retryAttempt ?? 0,
+          retry_reason: o.retryAttempt ? 'timeout' : '',
+          payload,
+        }));
+      });
+    },
+    socketConnected: () => sockets.size > 0,
+    async close() {
+      for (const ws of sockets) ws.terminate();
+      wss.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+
+  function bearer(req: http.IncomingMessage, body: Record<string, unknown>): string | undefined {
+    const h = req.headers.authorization;
+    if (h?.startsWith('Bearer ')) return h.slice('Bearer '.length);
+    return typeof body.token === 'string' ? body.token : undefined;
+  }
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', origin);
+    const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers });
+      res.end(JSON.stringify(body));
+    };
+
+    if (req.method === 'GET' && url.pathname.startsWith('/files-pri/')) {
+      const authorization = req.headers.authorization;
+      fake.downloads.push({ path: url.pathname, ...(authorization ? { authorization } : {}) });
+      const id = /^\/files-pri\/[^-/]+-([^/]+)\//.exec(url.pathname)?.[1] ?? '';
+      const f = files.get(id);
+      if (f && 'redirect' in f) {
+        res.writeHead(302, { location: f.redirect });
+        return void res.end();
+      }
+      if (authorization !== `Bearer ${botToken}`) {
+        // What Slack does for a missing or wrong token: its sign-in page, with status 200.
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+        return void res.end('<!DOCTYPE html><html><body>Sign in to Slack</body></html>');
+      }
+      if (!f) return void send(404, { ok: false, error: 'file_not_found' });
+      if (f.omitLength) {
+        // Chunked, so a reader only learns the size by streaming it.
+        res.writeHead(200, { 'content-type': f.mimetype });
+        for (let i = 0; i < f.data.length; i += 1024) res.write(f.data.subarray(i, i + 1024));
+        return void res.end();
+      }
+      res.writeHead(200, { 'content-type': f.mimetype, 'content-length': String(f.data.length) });
+      return void res.end(f.data);
+    }
+
+    if (req.method === 'POST' && url.pathname.startsWith('/upload/v1/')) {
+      const id = url.pathname.slice('/upload/v1/'.length);
+      const upload = fake.uploads.find((u) => u.id === id);
+      const raw = await readBody(req);
+      if (!upload) return void send(404, { ok: false, error: 'invalid_upload' });
+      let data = raw;
+      const ct = req.headers['content-type'] ?? '';
+      if (ct.includes('multipart/form-data')) {
+        const form = await new Response(raw, { headers: { 'content-type': ct } }).formData();
+        const file = [...form.values()].find((v) => typeof v !== 'string');
+        data = file && typeof file !== 'string' ? Buffer.from(await file.arrayBuffer()) : Buffer.alloc(0);
+      }
+      upload.data = data;
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      return void res.end(`OK - ${data.length}`);
+    }
+
+    if (req.method !== 'POST' || !url.pathname.startsWith('/api/')) return void send(404, { ok: false, error: 'unknown_method' });
+    const method = url.pathname.slice('/api/'.length);
+    const body = await parseBody(await readBody(req), req.headers['content-type'] ?? '');
+    const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
+    fake.calls.push({ method, body, headers });
+
+    const queued = failures.get(method);
+    const failure = queued?.shift();
+    if (queued && queued.length === 0) failures.delete(method);
+    if (failure) {
+      if ('status' in failure) return void send(failure.status, { ok: false, error: 'ratelimited' }, { 'retry-after': String(failure.retryAfter) });
+      return void send(200, { ok: false, error: failure.error });
+    }
+
+    const token = bearer(req, body);
+    const wanted = method === 'apps.connections.open' ? appToken : botToken;
+    if (!token) return void send(200, { ok: false, error: 'not_authed' });
+    if (token !== wanted) return void send(200, { ok: false, error: token === botToken || token === appToken ? 'not_allowed_token_type' : 'invalid_auth' });
+
+    const str = (k: string) => (typeof body[k] === 'string' || typeof body[k] === 'number' ? String(body[k]) : undefined);
+    switch (method) {
+      case 'auth.test':
+        return void send(200, { ok: true, url: 'https://fake.slack.com/', team: 'Fake', user: 'agent', team_id: teamId, user_id: botUserId, bot_id: 'BFAKE' });
+      case 'apps.connections.open':
+        return void send(200, { ok: true, url: `${origin.replace(/^http/, 'ws')}/link/?ticket=${randomUUID()}` });
+      case 'chat.postMessage': {
+        const channel = str('channel');
+        const text = str('text');
+        if (!channel) return void send(200, { ok: false, error: 'channel_not_found' });
+        if (!text) return void send(200, { ok: false, error: 'no_text' });
+        if (text.length > 40_000) return void send(200, { ok: false, error: 'msg_too_long' });
+        const ts = nextTs();
+        const threadTs = str('thread_ts');
+        fake.messages.push({ channel, ts, ...(threadTs ? { thread_ts: threadTs } : {}), text, history: [] });
+        return void send(200, { ok: true, channel, ts, message: { type: 'message', text, user: botUserId, ts, ...(threadTs ? { thread_ts: threadTs } : {}) } });
+      }
+      case 'chat.update': {
+        const m = fake.messages.find((x) => x.channel === str('channel') && x.ts === str('ts'));
+        const text = str('text');
+        if (!m) return void send(200, { ok: false, error: 'message_not_found' });
+        if (!text) return void send(200, { ok: false, error: 'no_text' });
+        m.history.push(m.text);
+        m.text = text;
+        return void send(200, { ok: true, channel: m.channel, ts: m.ts, text });
+      }
+      case 'assistant.threads.setStatus':
+        if (fake.assistantStatus !== 'ok') return void send(200, { ok: false, error: fake.assistantStatus });
+        if (!str('channel_id') || !str('thread_ts') || body.status === undefined) return void send(200, { ok: false, error: 'invalid_arguments' });
+        return void send(200, { ok: true });
+      case 'files.getUploadURLExternal': {
+        const filename = str('filename');
+        const length = Number(str('length'));
+        if (!filename || !Number.isInteger(length) || length < 0) return void send(200, { ok: false, error: 'invalid_arguments' });
+        const id = `F${String(++seq).padStart(8, '0')}`;
+        fake.uploads.push({ id, filename, length, completed: false });
+        return void send(200, { ok: true, upload_url: `${origin}/upload/v1/${id}`, file_id: id });
+      }
+      case 'files.completeUploadExternal': {
+        const list = Array.isArray(body.files) ? (body.files as Array<{ id?: string; title?: string }>) : [];
+        if (list.length === 0) return void send(200, { ok: false, error: 'invalid_arguments' });
+        const done = [];
+        for (const f of list) {
+          const u = fake.uploads.find((x) => x.id === f.id);
+          if (!u) return void send(200, { ok: false, error: 'file_not_found' });
+          if (!u.data || u.data.length !== u.length) return void send(200, { ok: false, error: 'file_upload_size_mismatch' });
+          done.push(u);
+        }
+        for (const u of done) {
+          u.completed = true;
+          const title = list.find((f) => f.id === u.id)?.title;
+          if (title) u.title = title;
+          const channel = str('channel_id');
+          const threadTs = str('thread_ts');
+          if (channel) u.channel_id = channel;
+          if (threadTs) u.thread_ts = threadTs;
+        }
+        return void send(200, { ok: true, files: done.map((u) => ({ id: u.id, title: u.title ?? u.filename, name: u.filename })) });
+      }
+      default:
+        return void send(200, { ok: false, error: 'unknown_method' });
+    }
+  }
+
+  return fake;
+}

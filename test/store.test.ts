@@ -1,0 +1,188 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { isAgentVmError } from '../src/errors.js';
+import { agents, migrationsFolder, openStore, type AgentWake, type OpenStoreOptions, type Store } from '../src/store/index.js';
+import { createTestDatabase } from './helpers/pg.js';
+
+interface Backend {
+  kind: Store['kind'];
+  setup(): Promise<{ opts: OpenStoreOptions; teardown(): Promise<void> }>;
+}
+
+const backends: Backend[] = [
+  {
+    kind: 'pglite',
+    async setup() {
+      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'agentvm-store-'));
+      return { opts: { dataDir }, teardown: () => rm(dataDir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    kind: 'postgres',
+    async setup() {
+      const tdb = await createTestDatabase();
+      // dataDir is unused with a databaseUrl; a path that does not exist proves nothing is written there.
+      const dataDir = path.join(os.tmpdir(), 'agentvm-store-unused');
+      return { opts: { databaseUrl: tdb.url, dataDir }, teardown: () => tdb.drop() };
+    },
+  },
+];
+
+function wake(id: string, over: Partial<AgentWake> = {}): AgentWake {
+  return {
+    id,
+    profile: 'default',
+    runtime: 'runsc',
+    engineRuntime: 'runsc',
+    image: 'agent-vm/agent:1',
+    specHash: 'hash-1',
+    containerId: `ctr-${id}`,
+    wakeMs: 123,
+    ...over,
+  };
+}
+
+describe('migrations folder', () => {
+  it('resolves to <repo>/migrations and holds the drizzle journal', () => {
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    expect(migrationsFolder).toBe(path.join(root, 'migrations'));
+    expect(existsSync(path.join(migrationsFolder, 'meta', '_journal.json'))).toBe(true);
+  });
+});
+
+describe.each(backends)('store on $kind', (backend) => {
+  let opts: OpenStoreOptions;
+  let teardown: (() => Promise<void>) | undefined;
+  let store: Store;
+
+  beforeAll(async () => {
+    const env = await backend.setup();
+    opts = env.opts;
+    teardown = env.teardown;
+    store = await openStore(opts);
+    await store.migrate();
+  });
+
+  afterAll(async () => {
+    await store?.close();
+    await teardown?.();
+  });
+
+  beforeEach(async () => {
+    await store.db.delete(agents);
+  });
+
+  it('uses the expected driver', () => {
+    expect(store.kind).toBe(backend.kind);
+  });
+
+  it('migrate is idempotent', async () => {
+    await store.migrate();
+    await store.migrate();
+    expect(await store.agents.list()).toEqual([]);
+  });
+
+  it('upsertAwake inserts, then updates the same row', async () => {
+    const first = await store.agents.upsertAwake(wake('a1', { wakeMs: 250.6 }));
+    expect(first).toMatchObject({
+      id: 'a1',
+      profile: 'default',
+      runtime: 'runsc',
+      engineRuntime: 'runsc',
+      image: 'agent-vm/agent:1',
+      specHash: 'hash-1',
+      containerId: 'ctr-a1',
+      state: 'running',
+      lastWakeMs: 251,
+    });
+    expect(first.createdAt).toBeInstanceOf(Date);
+    expect(first.lastWakeAt).toBeInstanceOf(Date);
+    expect(await store.agents.get('a1')).toEqual(first);
+
+    await store.agents.markSleeping('a1');
+    await new Promise((r) => setTimeout(r, 20));
+    // No profile given: the stored one is kept.
+    const { profile: _omitted, ...withoutProfile } = wake('a1', {
+      runtime: 'kata',
+      engineRuntime: 'kata-runtime',
+      specHash: 'hash-2',
+      containerId: 'ctr-new',
+      wakeMs: 80,
+    });
+    const second = await store.agents.upsertAwake(withoutProfile);
+    expect(second).toMatchObject({
+      id: 'a1',
+      profile: 'default',
+      runtime: 'kata',
+      engineRuntime: 'kata-runtime',
+      specHash: 'hash-2',
+      containerId: 'ctr-new',
+      state: 'running',
+      lastWakeMs: 80,
+    });
+    expect(second.createdAt).toEqual(first.createdAt);
+    expect(second.updatedAt.getTime()).toBeGreaterThan(first.updatedAt.getTime());
+    expect(second.lastWakeAt!.getTime()).toBeGreaterThan(first.lastWakeAt!.getTime());
+
+    const third = await store.agents.upsertAwake(wake('a1', { profile: null, containerId: null }));
+    expect(third.profile).toBeNull();
+    expect(third.containerId).toBeNull();
+    expect(await store.agents.list()).toHaveLength(1);
+  });
+
+  it('markSleeping and markDestroyed change state and touch updated_at', async () => {
+    const awake = await store.agents.upsertAwake(wake('s1'));
+    await new Promise((r) => setTimeout(r, 20));
+
+    expect(await store.agents.markSleeping('s1')).toBe(true);
+    const sleeping = await store.agents.get('s1');
+    expect(sleeping?.state).toBe('sleeping');
+    expect(sleeping!.updatedAt.getTime()).toBeGreaterThan(awake.updatedAt.getTime());
+    expect(sleeping?.lastWakeAt).toEqual(awake.lastWakeAt);
+
+    expect(await store.agents.markDestroyed('s1')).toBe(true);
+    expect((await store.agents.get('s1'))?.state).toBe('destroyed');
+
+    expect(await store.agents.markSleeping('nope')).toBe(false);
+    expect(await store.agents.markDestroyed('nope')).toBe(false);
+    expect(await store.agents.get('nope')).toBeUndefined();
+  });
+
+  it('list is ordered by id', async () => {
+    for (const id of ['charlie', 'alpha', 'bravo']) await store.agents.upsertAwake(wake(id));
+    expect((await store.agents.list()).map((a) => a.id)).toEqual(['alpha', 'bravo', 'charlie']);
+  });
+
+  it('keeps data across close and reopen, and migrate after reopen is a no-op', async () => {
+    await store.agents.upsertAwake(wake('kept'));
+    await store.close();
+    await store.close();
+
+    store = await openStore(opts);
+    await store.migrate();
+    expect((await store.agents.get('kept'))?.containerId).toBe('ctr-kept');
+  });
+});
+
+describe('unreachable database', () => {
+  it('fails with db_unreachable and never reveals the password', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'agentvm-store-bad-'));
+    try {
+      const err = await openStore({ databaseUrl: 'postgres://postgres:Sup3rSecret@127.0.0.1:1/nope', dataDir }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isAgentVmError(err, 'db_unreachable')).toBe(true);
+      if (!isAgentVmError(err)) return;
+      expect(err.status).toBe(503);
+      expect(err.message).toMatch(/^cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/nope: \S/);
+      expect(err.message).not.toContain('Sup3rSecret');
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
