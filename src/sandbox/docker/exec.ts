@@ -84,11 +84,7 @@ export async function runExec(
   const durationMs = performance.now() - started;
   const gaveUp = ended === 'deadline';
 
-  let exitCode: number | null = null;
-  if (ended === 'stream') {
-    const info = await exec.inspect().catch(() => undefined);
-    exitCode = info && !info.Running && typeof info.ExitCode === 'number' ? info.ExitCode : null;
-  }
+  const exitCode = ended === 'stream' ? await settledExitCode(exec) : null;
   // `timeout -s KILL` makes the command exit 137 at its deadline; an early 137 is some other kill.
   const timedOut = gaveUp || (exitCode === 137 && durationMs >= options.timeoutMs * 0.95);
   return {
@@ -99,4 +95,22 @@ export async function runExec(
     truncated: stdout.truncated || stderr.truncated,
     durationMs: Math.round(durationMs),
   };
+}
+
+/** How long we keep asking for an exec's exit code after its stream closed. */
+const EXIT_SETTLE_MS = 3_000;
+
+/**
+ * The engine can report the exec as still running for a moment after its output stream has
+ * closed (seen under runsc under load), so the exit code is polled until it settles rather than
+ * read once; `null` only if the engine never reports it.
+ */
+async function settledExitCode(exec: { inspect(): Promise<{ Running: boolean; ExitCode: number | null }> }): Promise<number | null> {
+  const giveUpAt = performance.now() + EXIT_SETTLE_MS;
+  for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
+    const info = await exec.inspect().catch(() => undefined);
+    if (info && !info.Running && typeof info.ExitCode === 'number') return info.ExitCode;
+    if (!info || performance.now() >= giveUpAt) return null;
+    await new Promise((r) => setTimeout(r, delay));
+  }
 }
