@@ -44,14 +44,14 @@ export function platformAdapters(config: Config, deps: AdapterDeps): ChannelAdap
     if (!s.botToken || !(s.signingSecret || s.appToken)) {
       throw new AgentVmError('config_invalid', 'Slack needs SLACK_BOT_TOKEN and either SLACK_SIGNING_SECRET (Events API) or SLACK_APP_TOKEN (Socket Mode)', { status: 400 });
     }
-    out.push(createSlackAdapter({ signingSecret: s.signingSecret ?? '', botToken: s.botToken, appToken: s.appToken, apiUrl: s.apiUrl, intake, logger }));
+    out.push(createSlackAdapter({ signingSecret: s.signingSecret ?? '', botToken: s.botToken, appToken: s.appToken, apiUrl: s.apiUrl, intake, logger, approvals: deps.approvals }));
   }
   const d = config.discord;
   if (d.publicKey || d.applicationId || d.botToken) {
     if (!d.publicKey || !d.applicationId) {
       throw new AgentVmError('config_invalid', 'Discord needs DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID (and DISCORD_BOT_TOKEN for @mentions)', { status: 400 });
     }
-    out.push(createDiscordAdapter({ publicKey: d.publicKey, applicationId: d.applicationId, botToken: d.botToken, apiUrl: d.apiUrl, intake, logger }));
+    out.push(createDiscordAdapter({ publicKey: d.publicKey, applicationId: d.applicationId, botToken: d.botToken, apiUrl: d.apiUrl, intake, logger, approvals: deps.approvals }));
   }
   const c = config.clickup;
   if (c.token || c.webhookSecret) {

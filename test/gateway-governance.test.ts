@@ -72,9 +72,10 @@ describe('tools through the gateway', () => {
     const e = localEvent(localMessageSchema.parse({ profile: tooly, text: 'mcp srv__add {"a":2,"b":3}', conversation: 'tools' }), 'test');
     await gw.running.gateway.intake.accept(e);
     const deadline = Date.now() + 10_000;
-    while (gw.running.gateway.approvals.pending().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    const [pending] = gw.running.gateway.approvals.pending();
-    expect(pending).toMatchObject({ profile: tooly, tool: 'srv.add' });
+    while ((await gw.running.gateway.approvals.pending()).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const [pending] = await gw.running.gateway.approvals.pending();
+    // The person who asked may answer through the channel; the local channel's user is the caller.
+    expect(pending).toMatchObject({ profile: tooly, tool: 'srv.add', eventId: e.id, approvers: [`local:${e.user.id}`] });
     // The request is posted to the conversation through the local API.
     const res = await gw.running.app.request(`/v1/approvals/${pending!.id}`, {
       method: 'POST',
@@ -82,7 +83,8 @@ describe('tools through the gateway', () => {
       body: JSON.stringify({ decision: 'approved' }),
     });
     expect(res.status).toBe(403); // the local API is closed without AGENTVM_API_TOKEN
-    expect(gw.running.gateway.approvals.answer(pending!.id, 'approved')).toBe(true);
+    expect(await gw.running.gateway.approvals.answer(pending!.id, 'approved', { platform: 'slack', user: 'USOMEONE' })).toMatchObject({ status: 'not_allowed' });
+    expect(await gw.running.gateway.approvals.answer(pending!.id, 'approved')).toEqual({ status: 'answered' });
     let out = '';
     const progress: string[] = [];
     for await (const o of gw.running.gateway.watcher.watch(e.id)) {
@@ -90,6 +92,6 @@ describe('tools through the gateway', () => {
       else out = replyText(o);
     }
     expect(out).toBe('5');
-    expect(progress.join('\n')).toContain(`Approval needed: the agent wants to call srv.add`);
+    expect(progress.join('\n')).toContain('Approval needed: the agent wants to call srv.add with {"a":2,"b":3}');
   });
 });

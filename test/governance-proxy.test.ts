@@ -10,7 +10,7 @@ import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/log.js';
-import { createApprovalBroker, type ApprovalDecision } from '../src/governance/approvals.js';
+import { createApprovalBroker, memoryApprovalStore, type ApprovalDecision } from '../src/governance/approvals.js';
 import { createAuditLog, hashOf, type AuditLog, type AuditRow } from '../src/governance/audit.js';
 import { createMcpProxy, type McpProxy } from '../src/governance/mcp-proxy.js';
 import { compilePolicy, policyFromProfile } from '../src/governance/policy.js';
@@ -29,7 +29,7 @@ let store: Store;
 let audit: AuditLog;
 let upstream: FakeUpstream;
 let proxy: McpProxy;
-const broker = createApprovalBroker({ timeoutMs: 400 });
+const broker = createApprovalBroker({ store: memoryApprovalStore(), timeoutMs: 400 });
 let approvals: Array<{ tool: string; answer: ApprovalDecision }> = [];
 
 const uid = () => randomBytes(3).toString('hex');

@@ -110,6 +110,13 @@ export interface ChannelAdapter {
   send(message: OutboundMessage): Promise<void>;
   /** Downloads attachments and context for a turn. Optional: no context by default. */
   fetchContext?(event: InboundEvent, limits: { maxFileBytes: number; maxFiles: number }): Promise<TurnContext>;
+  /**
+   * Shows a tool call waiting for approval with a way to answer it (Slack buttons). Absent: the
+   * gateway posts the request as progress text naming the operator API.
+   */
+  askApproval?(prompt: ApprovalPrompt): Promise<void>;
+  /** The request was answered or expired: update what `askApproval` posted. */
+  approvalSettled?(prompt: ApprovalPrompt, outcome: ApprovalOutcome): Promise<void>;
   /** Idempotent. */
   close?(): Promise<void>;
 }
@@ -127,9 +134,34 @@ export interface TurnWatcher {
   watch(eventId: string, signal?: AbortSignal): AsyncIterable<TurnOutcome>;
 }
 
+/** A tool call waiting for a person, as the gateway asks the conversation's channel to show it. */
+export interface ApprovalPrompt {
+  /** The approval id; a channel's answer carries it back to `ApprovalDesk.answer`. */
+  id: string;
+  conversation: string;
+  replyTo?: string;
+  eventId: string;
+  /** `<server>.<tool>` */
+  tool: string;
+  /** The call's arguments as short readable text, already redacted of secret values. */
+  summary: string;
+  /** Platform user ids (of this adapter's platform) who may answer; empty: only the operator API. */
+  approvers: string[];
+  expiresAt: Date;
+}
+
+export type ApprovalOutcome = { decision: 'approved' | 'denied' | 'timeout'; by: string | null };
+
 /** Tool calls waiting for a person, as a channel shows and answers them. */
 export interface ApprovalDesk {
-  pending(): Array<{ id: string; profile: string; sessionKey: string; tool: string; expiresAt: Date }>;
-  /** False when there is no such pending request (answered, expired or unknown). */
-  answer(id: string, decision: 'approved' | 'denied'): boolean;
+  pending(): Promise<Array<{ id: string; profile: string; sessionKey: string; tool: string; approvers: string[]; expiresAt: Date }>>;
+  /**
+   * Answers a pending request as `by` (a person on a platform, checked against the request's
+   * approvers) or, without `by`, as the operator holding the API token.
+   */
+  answer(
+    id: string,
+    decision: 'approved' | 'denied',
+    by?: { platform: Platform; user: string },
+  ): Promise<{ status: 'answered' } | { status: 'unknown' } | { status: 'not_allowed'; approvers: string[] }>;
 }

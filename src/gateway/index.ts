@@ -6,7 +6,7 @@
 import type { ChannelAdapter, Intake, Platform, TurnWatcher } from '../adapters/types.js';
 import type { Config } from '../config.js';
 import { AgentVmError } from '../errors.js';
-import { createApprovalBroker, type ApprovalBroker } from '../governance/approvals.js';
+import type { ApprovalBroker } from '../governance/approvals.js';
 import { createAuditLog, type AuditLog } from '../governance/audit.js';
 import { createAuditQueue } from '../governance/audit-queue.js';
 import { createRedactor } from '../governance/redact.js';
@@ -15,6 +15,7 @@ import type { LoadedProfiles } from '../governance/profiles.js';
 import type { Logger } from '../log.js';
 import type { SandboxDriver } from '../sandbox/types.js';
 import type { Store } from '../store/index.js';
+import { createGatewayApprovals } from './approvals.js';
 import { createIntake } from './intake.js';
 import { createQueueFactory, type QueueFactory } from './queue.js';
 import { createRouter, type Router } from './router.js';
@@ -51,7 +52,7 @@ export interface Gateway {
   readonly queues: QueueFactory;
   readonly adapters: ReadonlyMap<Platform, ChannelAdapter>;
   readonly units: ReadonlyMap<string, Unit>;
-  /** Tool calls waiting for a person's approval (answered through the local API). */
+  /** Tool calls waiting for a person's approval (answered through the local API or a channel's buttons). */
   readonly approvals: ApprovalBroker;
   /** Waits until route decisions queued so far are in the audit trail (they are written behind). */
   flushAudit(): Promise<void>;
@@ -83,19 +84,14 @@ export function createGateway(o: GatewayOptions): Gateway {
     (err: unknown) => log.warn({ err }, 'could not list secrets for redaction'),
   );
   const adapters = new Map<Platform, ChannelAdapter>();
-  const approvals = createApprovalBroker({
+  const approvals = createGatewayApprovals({
+    store: o.store,
+    router: () => router,
+    adapters,
+    signals,
+    logger: o.logger,
     timeoutMs: o.approvalTimeoutMs ?? 5 * 60_000,
-    onRequest: (req) => void askForApproval(req).catch((err) => log.warn({ err }, 'could not post the approval request')),
   });
-  async function askForApproval(req: import('../governance/approvals.js').PendingApproval): Promise<void> {
-    const ev = await o.store.gateway.nextOpenEvent(req.profile, req.sessionKey);
-    if (!ev) return;
-    const text = `Approval needed: the agent wants to call ${req.tool}. Approve or deny within ${Math.round((req.expiresAt.getTime() - req.requestedAt.getTime()) / 1000)} s with POST /v1/approvals/${req.id} {"decision":"approved"|"denied"}; no answer means denied.`;
-    await o.store.gateway.addTranscript({ conversation: ev.conversation, profile: req.profile, eventId: ev.id, kind: 'progress', text, meta: { approvalId: req.id, tool: req.tool } });
-    signals.ping(ev.id);
-    const payload = ev.payload as { platform: Platform; replyTo?: string };
-    await adapters.get(payload.platform)?.send({ kind: 'progress', conversation: ev.conversation, replyTo: payload.replyTo, eventId: ev.id, text });
-  }
   for (const a of o.adapters?.({ intake, watcher, approvals }) ?? []) adapters.set(a.platform, a);
   const policy: Partial<TurnPolicy> = { redact: (t) => redact(t), ...o.policy };
 
@@ -154,11 +150,12 @@ export function createGateway(o: GatewayOptions): Gateway {
     },
     stop() {
       stopping ??= (async () => {
+        // First, so a turn waiting on a person ends now (denied) instead of holding the unit's stop.
+        await approvals.close();
         const results = await Promise.allSettled([
           ...[...units.values()].map((u) => u.stop()),
           ...[...adapters.values()].map((a) => a.close?.()),
         ]);
-        approvals.close();
         await routeAudit.close().catch((err: unknown) => log.warn({ err }, 'flushing route audit rows failed'));
         await queues.close();
         for (const r of results) if (r.status === 'rejected') log.warn({ err: r.reason }, 'stopping failed');

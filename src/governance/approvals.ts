@@ -3,12 +3,13 @@
  * answer, and anything but an explicit 'approved' is a denial: no approver, a timeout, an
  * error, an unknown answer.
  *
- * `createApprovalBroker` is the in-memory queue the gateway and the local channel share: the
- * proxy calls `request`, the channel learns of it through `onRequest` (or polls `pending`) and
- * posts it to the conversation, and whoever answers calls `answer(id, ...)`.
- *
- * Deliberately left out: persistence (a gateway restart drops pending requests, which then end
- * as denials for the agent) and who may answer (the channel adapter checks that).
+ * `createApprovalBroker` keeps every request in an `ApprovalStore` (the `approvals` table in
+ * production), so the process whose channel receives the answer (a Slack button press, the local
+ * API) need not be the unit holding the call: the unit polls the row, and an answer given in the
+ * same process wakes it at once. Who may answer is fixed when the request is made (`approvers`,
+ * as `<platform>:<user id>`); the operator API (`by` absent) may always answer. An answer is taken
+ * only while the row is pending and unexpired, in one conditional update, so a button pressed as
+ * the request times out cannot approve it.
  */
 import { randomUUID } from 'node:crypto';
 
@@ -24,7 +25,7 @@ export interface ApprovalRequest {
   argsHash: string;
   /**
    * The arguments themselves, already redacted of secret values, for the person to read in the
-   * conversation's own channel. Never written to the audit trail or logs.
+   * conversation's own channel. Never stored, written to the audit trail or logged.
    */
   arguments?: Record<string, unknown>;
 }
@@ -34,77 +35,221 @@ export type Approver = (req: ApprovalRequest) => Promise<ApprovalDecision>;
 
 export interface PendingApproval extends ApprovalRequest {
   id: string;
+  /** The turn the call belongs to, when known. */
+  eventId?: string;
+  /** `<platform>:<user id>` of who may answer through a channel. */
+  approvers: string[];
   requestedAt: Date;
   expiresAt: Date;
+}
+
+/** Who answered: a person on a platform, or (absent) the operator API. */
+export interface Answerer {
+  platform: string;
+  user: string;
+}
+
+export type AnswerResult =
+  | { status: 'answered' }
+  /** Answered already, expired, or never existed. */
+  | { status: 'unknown' }
+  /** This person is not one of the request's approvers. */
+  | { status: 'not_allowed'; approvers: string[] };
+
+/** A row of the approvals table, as the broker needs it. */
+export interface StoredApproval {
+  id: string;
+  profile: string;
+  sessionKey: string;
+  eventId: string | null;
+  tool: string;
+  argsHash: string;
+  approvers: string[];
+  status: 'pending' | ApprovalDecision;
+  answeredBy: string | null;
+  requestedAt: Date;
+  expiresAt: Date;
+}
+
+/** Where requests live (implemented over the database by src/store/approvals.ts). */
+export interface ApprovalStore {
+  insert(row: Omit<StoredApproval, 'status' | 'answeredBy'>): Promise<void>;
+  get(id: string): Promise<StoredApproval | undefined>;
+  /** Moves a pending, unexpired row to `status`; undefined when it was not pending or has expired. */
+  answer(id: string, status: 'approved' | 'denied', answeredBy: string): Promise<StoredApproval | undefined>;
+  /** Moves a pending row to `status` whatever its expiry (the requester's timeout, shutdown). */
+  close(id: string, status: 'timeout' | 'denied', answeredBy: string | null): Promise<StoredApproval | undefined>;
+  /** Pending, unexpired rows, oldest first; also times out expired rows nobody settled. */
+  pending(): Promise<StoredApproval[]>;
 }
 
 export interface ApprovalBroker {
   /** Usable as the proxy's `approve`: resolves when answered, or with 'timeout'. */
   request: Approver;
   /** Requests still waiting, oldest first. */
-  pending(): PendingApproval[];
-  /** Answers a pending request. False when there is no such request (answered, expired, unknown). */
-  answer(id: string, decision: 'approved' | 'denied'): boolean;
-  /** Denies every pending request (shutdown). */
-  close(): void;
+  pending(): Promise<PendingApproval[]>;
+  /** Answers a pending request, as `by` or (absent) as the operator. */
+  answer(id: string, decision: 'approved' | 'denied', by?: Answerer): Promise<AnswerResult>;
+  /** Denies every request this broker is waiting on (shutdown). */
+  close(): Promise<void>;
 }
 
 export interface ApprovalBrokerOptions {
+  store: ApprovalStore;
   timeoutMs: number;
+  /** How often a waiting request re-reads its row for an answer given elsewhere. Default 250 ms. */
+  pollMs?: number;
+  /** The turn and approvers of a request (the gateway looks up the event). Default: none, operator only. */
+  describe?: (req: ApprovalRequest) => Promise<{ eventId?: string; approvers: string[] }>;
   /** Called once per new request, so the channel can post it. Errors are swallowed (the request still times out). */
   onRequest?: (req: PendingApproval) => void;
-  /** Called when a request is settled, e.g. to update the posted message. */
-  onSettled?: (req: PendingApproval, decision: ApprovalDecision) => void;
+  /** Called when a request this broker made is settled, e.g. to update the posted message. */
+  onSettled?: (req: PendingApproval, decision: ApprovalDecision, answeredBy: string | null) => void;
   now?: () => number;
 }
 
+const OPERATOR = 'local:api';
+
 export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBroker {
   const now = options.now ?? Date.now;
-  const waiting = new Map<string, { req: PendingApproval; settle: (d: ApprovalDecision) => void }>();
+  const pollMs = options.pollMs ?? 250;
+  const { store } = options;
+  /** Requests this process is waiting on: an answer given here wakes them without a poll. */
+  const waiting = new Map<string, { wake: () => void; shutdown: () => void }>();
   let closed = false;
 
-  const broker: ApprovalBroker = {
-    request(req) {
-      if (closed) return Promise.resolve('denied');
-      const id = randomUUID();
-      const at = now();
-      const pending: PendingApproval = { ...req, id, requestedAt: new Date(at), expiresAt: new Date(at + options.timeoutMs) };
-      return new Promise<ApprovalDecision>((resolve) => {
-        const timer = setTimeout(() => settle('timeout'), options.timeoutMs);
-        timer.unref?.();
-        function settle(d: ApprovalDecision): void {
-          if (!waiting.delete(id)) return;
+  async function request(req: ApprovalRequest): Promise<ApprovalDecision> {
+    if (closed) return 'denied';
+    const ctx = (await options.describe?.(req)) ?? { approvers: [] };
+    const at = now();
+    const pending: PendingApproval = {
+      ...req,
+      id: randomUUID(),
+      ...(ctx.eventId ? { eventId: ctx.eventId } : {}),
+      approvers: ctx.approvers,
+      requestedAt: new Date(at),
+      expiresAt: new Date(at + options.timeoutMs),
+    };
+    await store.insert({
+      id: pending.id,
+      profile: req.profile,
+      sessionKey: req.sessionKey,
+      eventId: pending.eventId ?? null,
+      tool: req.tool,
+      argsHash: req.argsHash,
+      approvers: pending.approvers,
+      requestedAt: pending.requestedAt,
+      expiresAt: pending.expiresAt,
+    });
+    try {
+      options.onRequest?.(pending);
+    } catch {
+      // the request still stands and times out if nobody sees it
+    }
+
+    let settled: StoredApproval | undefined;
+    let shuttingDown = false;
+    while (!settled) {
+      const left = pending.expiresAt.getTime() - now();
+      if (shuttingDown || left <= 0) {
+        settled = (await store.close(pending.id, shuttingDown ? 'denied' : 'timeout', shuttingDown ? 'system:shutdown' : null)) ?? (await store.get(pending.id));
+        break;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(pollMs, left));
+        function done(): void {
           clearTimeout(timer);
-          resolve(d);
-          try {
-            options.onSettled?.(pending, d);
-          } catch {
-            // a failing notifier must not change the decision
-          }
+          waiting.delete(pending.id);
+          resolve();
         }
-        waiting.set(id, { req: pending, settle });
-        try {
-          options.onRequest?.(pending);
-        } catch {
-          // the request still stands and times out if nobody sees it
-        }
+        waiting.set(pending.id, {
+          wake: done,
+          shutdown: () => {
+            shuttingDown = true;
+            done();
+          },
+        });
       });
+      const row = await store.get(pending.id).catch(() => undefined);
+      if (row && row.status !== 'pending') settled = row;
+    }
+    // Unreadable store: fail closed.
+    const decision: ApprovalDecision = settled && settled.status !== 'pending' ? settled.status : 'denied';
+    try {
+      options.onSettled?.(pending, decision, settled?.answeredBy ?? null);
+    } catch {
+      // a failing notifier must not change the decision
+    }
+    return decision;
+  }
+
+  return {
+    request,
+    async pending() {
+      return (await store.pending()).map(toPending);
     },
-    pending() {
-      return [...waiting.values()].map((w) => w.req).sort((a, b) => a.requestedAt.getTime() - b.requestedAt.getTime());
+    async answer(id, decision, by) {
+      const row = await store.get(id);
+      if (!row || row.status !== 'pending' || row.expiresAt.getTime() <= now()) return { status: 'unknown' };
+      const who = by ? `${by.platform}:${by.user}` : OPERATOR;
+      if (by && !row.approvers.includes(who)) return { status: 'not_allowed', approvers: row.approvers };
+      const taken = await store.answer(id, decision === 'approved' ? 'approved' : 'denied', who);
+      if (!taken) return { status: 'unknown' };
+      waiting.get(id)?.wake();
+      return { status: 'answered' };
     },
-    answer(id, decision) {
-      const w = waiting.get(id);
-      if (!w) return false;
-      w.settle(decision === 'approved' ? 'approved' : 'denied');
-      return true;
-    },
-    close() {
+    async close() {
       closed = true;
-      for (const w of [...waiting.values()]) w.settle('denied');
+      for (const w of [...waiting.values()]) w.shutdown();
     },
   };
-  return broker;
+}
+
+function toPending(r: StoredApproval): PendingApproval {
+  return {
+    id: r.id,
+    profile: r.profile,
+    sessionKey: r.sessionKey,
+    tool: r.tool,
+    argsHash: r.argsHash,
+    ...(r.eventId ? { eventId: r.eventId } : {}),
+    approvers: r.approvers,
+    requestedAt: r.requestedAt,
+    expiresAt: r.expiresAt,
+  };
+}
+
+/** An `ApprovalStore` in memory: for tests and tools that run without a database. */
+export function memoryApprovalStore(now: () => number = Date.now): ApprovalStore {
+  const rows = new Map<string, StoredApproval>();
+  const copy = (r: StoredApproval | undefined) => (r ? { ...r, approvers: [...r.approvers] } : undefined);
+  return {
+    async insert(row) {
+      rows.set(row.id, { ...row, status: 'pending', answeredBy: null });
+    },
+    async get(id) {
+      return copy(rows.get(id));
+    },
+    async answer(id, status, answeredBy) {
+      const r = rows.get(id);
+      if (!r || r.status !== 'pending' || r.expiresAt.getTime() <= now()) return undefined;
+      Object.assign(r, { status, answeredBy });
+      return copy(r);
+    },
+    async close(id, status, answeredBy) {
+      const r = rows.get(id);
+      if (!r || r.status !== 'pending') return undefined;
+      Object.assign(r, { status, answeredBy });
+      return copy(r);
+    },
+    async pending() {
+      const t = now();
+      return [...rows.values()]
+        .filter((r) => r.status === 'pending' && r.expiresAt.getTime() > t)
+        .sort((a, b) => a.requestedAt.getTime() - b.requestedAt.getTime())
+        .map((r) => copy(r)!);
+    },
+  };
 }
 
 /**

@@ -112,6 +112,11 @@ const toolsSchema = z.strictObject({
   deny: z.array(toolRef).default([]),
   /** Allowed tools whose every call waits for a person (the tier may add more, see tiers.ts). */
   approval: z.array(toolRef).default([]),
+  /**
+   * Who may answer approval requests in a channel, as `<platform>:<user id>` (e.g. `slack:U0123`).
+   * Empty: the person whose message started the turn. The operator API may always answer.
+   */
+  approvers: z.array(z.string().regex(/^(slack|discord|clickup|local):[^\s:]+$/, 'must be <platform>:<user id>, e.g. slack:U0123ABCD')).default([]),
 });
 
 const hostPort = z.string().refine((v) => {

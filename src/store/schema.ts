@@ -143,3 +143,33 @@ export const webhooks = pgTable('webhooks', {
   secret: text('secret').notNull(),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
 });
+
+export const approvalStatuses = ['pending', 'approved', 'denied', 'timeout'] as const;
+
+/**
+ * Tool calls waiting for a person. Kept here, not in memory, so the process that serves the
+ * channel (where the button is pressed) and the unit that holds the call can be different
+ * processes, and a restart settles what it dropped. The arguments themselves are never stored:
+ * only their hash, as in the audit trail.
+ */
+export const approvals = pgTable(
+  'approvals',
+  {
+    id: text('id').primaryKey(),
+    profile: text('profile').notNull(),
+    sessionKey: text('session_key').notNull(),
+    /** The turn the call belongs to, when the gateway could tell. */
+    eventId: text('event_id'),
+    tool: text('tool').notNull(),
+    argsHash: text('args_hash').notNull(),
+    /** `<platform>:<user id>` of the people who may answer; empty means the operator API only. */
+    approvers: jsonb('approvers').$type<string[]>().notNull(),
+    status: text('status', { enum: approvalStatuses }).notNull(),
+    /** `<platform>:<user id>` of who answered, or `local:api` for the operator API. */
+    answeredBy: text('answered_by'),
+    requestedAt: timestamp('requested_at', { withTimezone: true }).notNull().defaultNow(),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    settledAt: timestamp('settled_at', { withTimezone: true }),
+  },
+  (t) => [index('approvals_status_idx').on(t.status, t.requestedAt)],
+);

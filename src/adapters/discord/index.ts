@@ -9,7 +9,7 @@
 import { Hono } from 'hono';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { ChannelAdapter, InboundEvent, Intake, IntakeResult } from '../types.js';
+import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, IntakeResult } from '../types.js';
 import { createDiscordApi } from './api.js';
 import { createDeliverer } from './deliver.js';
 import { fetchAttachments } from './fetch.js';
@@ -32,6 +32,8 @@ export interface DiscordAdapterOptions {
   apiUrl: string;
   intake: Intake;
   logger: Logger;
+  /** Answers approval buttons (message components). */
+  approvals?: ApprovalDesk;
   /** Clock for the interaction token's 15-minute life. */
   now?: () => number;
   /** At most one progress edit per event per interval. Default 1500 ms. */

@@ -72,14 +72,15 @@ export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; ap
     }
     await next();
   });
-  routes.get('/v1/approvals', (c) => c.json({ pending: o.approvals?.pending() ?? [] }));
+  routes.get('/v1/approvals', async (c) => c.json({ pending: (await o.approvals?.pending()) ?? [] }));
   routes.post('/v1/approvals/:id', async (c) => {
     const body = (await c.req.json().catch(() => undefined)) as { decision?: unknown } | undefined;
     const decision = body?.decision;
     if (decision !== 'approved' && decision !== 'denied') {
       return c.json({ error: 'bad_request', message: 'body must be {"decision": "approved"} or {"decision": "denied"}' }, 400);
     }
-    if (!o.approvals?.answer(c.req.param('id'), decision)) {
+    const result = await o.approvals?.answer(c.req.param('id'), decision);
+    if (result?.status !== 'answered') {
       return c.json({ error: 'not_found', message: 'no such pending approval (already answered, expired, or unknown)' }, 404);
     }
     return c.json({ id: c.req.param('id'), decision });

@@ -8,17 +8,23 @@
  * or did not answer in time, i.e. when the event may not be stored, so Slack's retry brings it back
  * (intake dedupes by event id, so a retry never runs a second turn).
  *
- * Deliberately left out: slash commands, interactivity (buttons, modals) and OAuth installs for
- * many workspaces; one bot token serves one workspace.
+ * Interactivity: approval buttons (approvals.ts). Slack posts button presses form-encoded to the
+ * Interactivity Request URL; `POST /slack/interactivity` takes them, and so does `/slack/events`
+ * (one URL can serve both), with the same signature check. Socket Mode delivers them as
+ * `interactive` envelopes.
+ *
+ * Deliberately left out: slash commands, modals and OAuth installs for many workspaces; one bot
+ * token serves one workspace.
  */
 import path from 'node:path';
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { RetryOptions } from '@slack/web-api';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { ChannelAdapter, InboundEvent, Intake, IntakeResult, OutboundFile, TurnContext } from '../types.js';
+import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, IntakeResult, OutboundFile, TurnContext } from '../types.js';
 import { createSlackApi } from './api.js';
+import { createSlackApprovals } from './approvals.js';
 import { DEFAULT_MAX_MESSAGE_CHARS } from './mrkdwn.js';
 import { botUserIdFromEnvelope, isCandidate, parseEnvelope, readEnvelope, type SlackEnvelope } from './parse.js';
 import { createSender } from './send.js';
@@ -39,6 +45,8 @@ export interface SlackAdapterOptions {
   apiUrl: string;
   intake: Intake;
   logger: Logger;
+  /** Answers approval buttons. Without it a press is told that approvals are not answered here. */
+  approvals?: ApprovalDesk;
   /** Milliseconds since the epoch. Used for signature windows and progress throttling. */
   now?: () => number;
   /** The bot's user id; otherwise taken from the event envelope or, failing that, `auth.test`. */
@@ -76,6 +84,8 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     progressIntervalMs: opts.progressIntervalMs ?? 1500,
     maxMessageChars: opts.maxMessageChars ?? DEFAULT_MAX_MESSAGE_CHARS,
   });
+
+  const approvals = createSlackApprovals({ api, logger, now, ...(opts.approvals ? { desk: opts.approvals } : {}) });
 
   const background = new Set<Promise<void>>();
   function later(what: string, fn: () => Promise<void>): void {
@@ -152,48 +162,74 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     }
   }
 
+  /** Reads and verifies a signed Slack request; a Response when it is refused. */
+  async function verified(c: Context): Promise<{ body: string } | Response> {
+    const body = await c.req.text();
+    const verdict = verifySlackSignature({
+      signingSecret: opts.signingSecret,
+      timestamp: c.req.header('x-slack-request-timestamp'),
+      signature: c.req.header('x-slack-signature'),
+      body,
+      nowMs: now(),
+    });
+    if (!verdict.ok) {
+      logger.warn({ reason: verdict.reason }, 'slack: request refused');
+      return c.json({ error: 'slack_signature_invalid', message: verdict.reason }, 401);
+    }
+    return { body };
+  }
+
+  /** Interactivity arrives form-encoded as `payload=<json>`; acknowledged at once, handled after. */
+  function interaction(c: Context, body: string): Response {
+    const raw = new URLSearchParams(body).get('payload');
+    let payload: unknown;
+    try {
+      payload = raw === null ? undefined : JSON.parse(raw);
+    } catch {
+      payload = undefined;
+    }
+    if (payload === undefined) return c.json({ error: 'bad_request', message: 'expected a form-encoded interactivity payload' }, 400);
+    later('interaction', () => approvals.interact(payload));
+    return c.body(null, 200);
+  }
+
+  const limit = bodyLimit({
+    maxSize: MAX_BODY_BYTES,
+    onError: (c) => c.json({ error: 'payload_too_large', message: 'request body too large' }, 413),
+  });
   const routes = new Hono();
-  routes.post(
-    '/slack/events',
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: (c) => c.json({ error: 'payload_too_large', message: 'request body too large' }, 413),
-    }),
-    async (c) => {
-      const body = await c.req.text();
-      const verdict = verifySlackSignature({
-        signingSecret: opts.signingSecret,
-        timestamp: c.req.header('x-slack-request-timestamp'),
-        signature: c.req.header('x-slack-signature'),
-        body,
-        nowMs: now(),
-      });
-      if (!verdict.ok) {
-        logger.warn({ reason: verdict.reason }, 'slack: request refused');
-        return c.json({ error: 'slack_signature_invalid', message: verdict.reason }, 401);
-      }
-      let payload: unknown;
-      try {
-        payload = JSON.parse(body);
-      } catch {
-        // Verified but not JSON (e.g. a slash command sent here): nothing for us, and no retry.
-        return c.json({ ok: true, ignored: 'not JSON' });
-      }
-      const retryHeader = c.req.header('x-slack-retry-num');
-      const retryNum = retryHeader !== undefined && /^\d+$/.test(retryHeader) ? Number(retryHeader) : undefined;
-      const handled = await handleEnvelope(payload, retryNum);
-      switch (handled.kind) {
-        case 'challenge':
-          return c.json({ challenge: handled.challenge });
-        case 'stored':
-          return c.json({ ok: true });
-        case 'ignored':
-          return c.json({ ok: true, ignored: handled.reason });
-        case 'failed':
-          return c.json({ error: 'intake_failed', message: handled.reason }, 503);
-      }
-    },
-  );
+  routes.post('/slack/interactivity', limit, async (c) => {
+    const v = await verified(c);
+    return v instanceof Response ? v : interaction(c, v.body);
+  });
+  routes.post('/slack/events', limit, async (c) => {
+    const v = await verified(c);
+    if (v instanceof Response) return v;
+    const { body } = v;
+    if ((c.req.header('content-type') ?? '').includes('application/x-www-form-urlencoded') && body.startsWith('payload=')) {
+      return interaction(c, body);
+    }
+    let payload: unknown;
+    try {
+      payload = JSON.parse(body);
+    } catch {
+      // Verified but not JSON (e.g. a slash command sent here): nothing for us, and no retry.
+      return c.json({ ok: true, ignored: 'not JSON' });
+    }
+    const retryHeader = c.req.header('x-slack-retry-num');
+    const retryNum = retryHeader !== undefined && /^\d+$/.test(retryHeader) ? Number(retryHeader) : undefined;
+    const handled = await handleEnvelope(payload, retryNum);
+    switch (handled.kind) {
+      case 'challenge':
+        return c.json({ challenge: handled.challenge });
+      case 'stored':
+        return c.json({ ok: true });
+      case 'ignored':
+        return c.json({ ok: true, ignored: handled.reason });
+      case 'failed':
+        return c.json({ error: 'intake_failed', message: handled.reason }, 503);
+    }
+  });
 
   let socket: SocketModeHandle | undefined;
   let starting: Promise<void> | undefined;
@@ -237,6 +273,7 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
           const handled = await handleEnvelope(payload, meta.retryNum);
           return { ack: handled.kind !== 'failed' };
         },
+        interact: (payload) => later('interaction', () => approvals.interact(payload)),
       }).then(
         (s) => {
           socket = s;
@@ -250,6 +287,8 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     },
     send: (msg) => sender.send(msg),
     fetchContext,
+    askApproval: (prompt) => approvals.ask(prompt),
+    approvalSettled: (prompt, outcome) => approvals.settled(prompt, outcome),
     close() {
       closing ??= (async () => {
         await starting?.catch(() => {});

@@ -30,6 +30,8 @@ export async function startSocketMode(opts: {
   apiUrl: string;
   logger: Logger;
   handle: EnvelopeHandler;
+  /** Interactivity (button presses): acknowledged at once, then handled. */
+  interact?: (payload: unknown) => void;
 }): Promise<SocketModeHandle> {
   // Loaded lazily: the HTTP-only deployment never pays for Bolt and its WebSocket stack.
   const { SocketModeReceiver } = await import('@slack/bolt');
@@ -40,8 +42,13 @@ export async function startSocketMode(opts: {
   });
   receiver.client.on('slack_event', (args: SlackEventArgs) => {
     void (async () => {
+      if (args.type === 'interactive') {
+        await args.ack();
+        opts.interact?.(args.body);
+        return;
+      }
       if (args.type !== 'events_api') {
-        // Slash commands and interactivity are not ours; acknowledge so Slack does not retry them.
+        // Slash commands and the like are not ours; acknowledge so Slack does not retry them.
         await args.ack();
         return;
       }

@@ -1,0 +1,103 @@
+/**
+ * Approvals kept in the database, on both backends: a request made by one broker (the unit) is
+ * answered through another (the front door serving the channel); two answers, or an answer racing
+ * the timeout, settle a request once; a request whose holder died is timed out by the next reader.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { approvalStore } from '../src/governance/approval-store.js';
+import { createApprovalBroker, type ApprovalStore, type PendingApproval } from '../src/governance/approvals.js';
+import { openStore, type Store } from '../src/store/index.js';
+import { createTestDatabase } from './helpers/pg.js';
+
+const backends = [
+  {
+    kind: 'postgres',
+    async open() {
+      const tdb = await createTestDatabase();
+      const store = await openStore({ databaseUrl: tdb.url, dataDir: os.tmpdir() });
+      return { store, teardown: () => tdb.drop() };
+    },
+  },
+  {
+    kind: 'pglite',
+    async open() {
+      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'agentvm-approvals-'));
+      const store = await openStore({ dataDir });
+      return { store, teardown: () => rm(dataDir, { recursive: true, force: true }) };
+    },
+  },
+];
+
+const req = { profile: 'p', sessionKey: 's', tool: 'gh.create_issue', argsHash: 'h' };
+
+async function until<T>(get: () => T | undefined): Promise<T> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const v = get();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+describe.each(backends)('approvals in the database ($kind)', (backend) => {
+  let store: Store;
+  let rows: ApprovalStore;
+  let teardown: () => Promise<unknown>;
+
+  beforeAll(async () => {
+    ({ store, teardown } = await backend.open());
+    await store.migrate();
+    rows = approvalStore(store.db);
+  });
+  afterAll(async () => {
+    await store?.close();
+    await teardown?.();
+  });
+
+  it('carries an answer from the front door to the unit, from the approver only, once', async () => {
+    const seen: PendingApproval[] = [];
+    const settled: Array<[string, string | null]> = [];
+    const unit = createApprovalBroker({
+      store: rows,
+      timeoutMs: 10_000,
+      pollMs: 20,
+      describe: async () => ({ eventId: 'slack:Ev1', approvers: ['slack:UASKER'] }),
+      onRequest: (r) => seen.push(r),
+      onSettled: (_r, d, by) => settled.push([d, by]),
+    });
+    const frontDoor = createApprovalBroker({ store: rows, timeoutMs: 10_000 });
+    const decided = unit.request(req);
+    const { id } = await until(() => seen[0]);
+    expect((await frontDoor.pending()).find((p) => p.id === id)).toMatchObject({ ...req, eventId: 'slack:Ev1', approvers: ['slack:UASKER'] });
+    expect(await frontDoor.answer(id, 'approved', { platform: 'slack', user: 'UMALLORY' })).toEqual({ status: 'not_allowed', approvers: ['slack:UASKER'] });
+    const [a, b] = await Promise.all([
+      frontDoor.answer(id, 'approved', { platform: 'slack', user: 'UASKER' }),
+      frontDoor.answer(id, 'denied', { platform: 'slack', user: 'UASKER' }),
+    ]);
+    expect([a.status, b.status].sort()).toEqual(['answered', 'unknown']);
+    const winner = a.status === 'answered' ? 'approved' : 'denied';
+    expect(await decided).toBe(winner);
+    expect(settled).toEqual([[winner, 'slack:UASKER']]);
+    expect(await rows.get(id)).toMatchObject({ status: winner, answeredBy: 'slack:UASKER' });
+  });
+
+  it('times out, and an answer after the deadline changes nothing', async () => {
+    const seen: PendingApproval[] = [];
+    const unit = createApprovalBroker({ store: rows, timeoutMs: 300, pollMs: 50, onRequest: (r) => seen.push(r) });
+    expect(await unit.request(req)).toBe('timeout');
+    expect(await unit.answer(seen[0]!.id, 'approved')).toEqual({ status: 'unknown' });
+    expect(await rows.get(seen[0]!.id)).toMatchObject({ status: 'timeout', answeredBy: null });
+  });
+
+  it('times out a request whose unit died, so nobody can approve it later', async () => {
+    const id = `dead-${Date.now()}`;
+    await rows.insert({ id, ...req, eventId: null, approvers: [], requestedAt: new Date(Date.now() - 2000), expiresAt: new Date(Date.now() - 1000) });
+    expect((await rows.pending()).map((r) => r.id)).not.toContain(id);
+    expect(await rows.get(id)).toMatchObject({ status: 'timeout' });
+    expect(await rows.answer(id, 'approved', 'local:api')).toBeUndefined();
+  });
+});
