@@ -1,13 +1,14 @@
 /**
  * The Discord adapter against a local fake of the Discord REST API and gateway: signed HTTP
- * interactions in, answers and files out through the interaction webhook or the channel.
+ * interactions in, answers and files out through the interaction webhook or the channel, and
+ * approval buttons (message components) posted, pressed and settled.
  */
-import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomUUID, sign } from 'node:crypto';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDiscordAdapter, registerCommands, type DiscordAdapter, type DiscordAdapterOptions } from '../src/adapters/discord/index.js';
 import { isAgentVmError } from '../src/errors.js';
-import type { InboundEvent, IntakeResult, OutboundMessage } from '../src/adapters/types.js';
+import type { ApprovalDesk, ApprovalPrompt, InboundEvent, IntakeResult, OutboundMessage } from '../src/adapters/types.js';
 import { startFakeDiscord, type FakeDiscord } from './fakes/discord-api.js';
 
 const GUILD = '900000000000000001';
@@ -590,3 +591,278 @@ describe('gateway: @mentions and DMs', () => {
     expect(told!.json).toMatchObject({ content: message, message_reference: { message_id: dm.id } });
   });
 });
+
+describe('approval buttons', () => {
+  const OTHER = '900000000000000005';
+  const APPROVE = 'agentvm_approve:';
+  const DENY = 'agentvm_deny:';
+
+  type Answer = { id: string; decision: 'approved' | 'denied'; by?: { platform: string; user: string } };
+
+  /** Requests by id with their approvers (`<platform>:<id>`); answered requests stop waiting. */
+  function fakeDesk(requests: Record<string, string[]>, behave: (a: Answer) => Promise<void> | void = () => undefined) {
+    const answers: Answer[] = [];
+    const waiting = new Map(Object.entries(requests));
+    const desk: ApprovalDesk = {
+      async pending() {
+        return [];
+      },
+      async answer(id, decision, by) {
+        const a: Answer = { id, decision, ...(by ? { by } : {}) };
+        answers.push(a);
+        await behave(a);
+        const approvers = waiting.get(id);
+        if (!approvers) return { status: 'unknown' };
+        if (by && !approvers.includes(`${by.platform}:${by.user}`)) return { status: 'not_allowed', approvers };
+        waiting.delete(id);
+        return { status: 'answered' };
+      },
+    };
+    return { desk, answers };
+  }
+
+  function promptFor(event: Pick<InboundEvent, 'conversation' | 'replyTo' | 'id'>, now: number, over: Partial<ApprovalPrompt> = {}): ApprovalPrompt {
+    return {
+      id: randomUUID(),
+      conversation: event.conversation,
+      ...(event.replyTo ? { replyTo: event.replyTo } : {}),
+      eventId: event.id,
+      tool: 'github.create_issue',
+      summary: '{"title":"Fix the build"}',
+      approvers: [USER],
+      expiresAt: new Date(now + 300_000),
+      ...over,
+    };
+  }
+
+  /** A MESSAGE_COMPONENT interaction: a press of `customId` on a message in CHANNEL, by USER unless overridden. */
+  function press(customId: string, over: Record<string, unknown> = {}) {
+    return interaction({ type: 3, message: { id: '1500000000000000001', channel_id: CHANNEL }, data: { custom_id: customId, component_type: 2 }, ...over });
+  }
+
+  /** A slash command taken in, so the approval goes through its interaction webhook. */
+  async function commandEvent(adapter: DiscordAdapter, intake: ReturnType<typeof recordingIntake>) {
+    const payload = interaction();
+    fake.registerInteraction(payload.token, CHANNEL);
+    await postInteraction(adapter, payload);
+    return { payload, event: intake.events.at(-1)! };
+  }
+
+  const ephemeral = (content: string) => ({ type: 4, data: { content, flags: 64, allowed_mentions: { parse: [] } } });
+
+  it('askApproval posts Approve / Deny buttons as a follow-up on the interaction webhook, pinging nobody', async () => {
+    const { adapter, intake, clock } = makeAdapter();
+    const { payload, event } = await commandEvent(adapter, intake);
+    const p = promptFor(event, clock.t, { approvers: [USER, OTHER] });
+    const before = fake.calls.length;
+    await adapter.askApproval!(p);
+
+    const [post] = fake.find('POST', `/webhooks/${fake.applicationId}/${payload.token}`);
+    expect(post!.headers.authorization).toBeUndefined();
+    const body = post!.json as { content: string; allowed_mentions: unknown; components: unknown };
+    expect(body.allowed_mentions).toEqual({ parse: [] });
+    expect(body.content).toContain('**Approval needed**: the agent wants to call `github.create_issue`');
+    expect(body.content).toContain('```\n{"title":"Fix the build"}\n```');
+    expect(body.content).toContain(`<@${USER}>, <@${OTHER}> can answer within 300 s; no answer means denied.`);
+    expect(body.components).toEqual([
+      {
+        type: 1,
+        components: [
+          { type: 2, style: 3, label: 'Approve', custom_id: `${APPROVE}${p.id}` },
+          { type: 2, style: 4, label: 'Deny', custom_id: `${DENY}${p.id}` },
+        ],
+      },
+    ]);
+    // No channel post, and the deferred original ("Thinking…") is left to the turn's answer.
+    expect(fake.calls.slice(before).map((c) => `${c.method} ${c.path}`)).toEqual([`POST /webhooks/${fake.applicationId}/${payload.token}`]);
+    expect(fake.find('PATCH', `/webhooks/${fake.applicationId}/${payload.token}/messages/@original`)).toHaveLength(0);
+  });
+
+  it('names the operator when no Discord user may answer', async () => {
+    const { adapter, clock } = makeAdapter();
+    const p = promptFor({ conversation: `discord:${GUILD}:${CHANNEL}`, id: 'discord:1' }, clock.t, { approvers: [], summary: '' });
+    const before = fake.calls.length;
+    await adapter.askApproval!(p);
+    const [post] = fake.calls.slice(before);
+    const content = (post!.json as { content: string }).content;
+    expect(content).toContain('The operator (through the agent-vm API) can answer within 300 s');
+    expect(content).not.toContain('```');
+  });
+
+  it('approvalSettled edits the follow-up to the verdict and removes the buttons', async () => {
+    const { adapter, intake, clock } = makeAdapter();
+    const { payload, event } = await commandEvent(adapter, intake);
+    const p = promptFor(event, clock.t);
+    await adapter.askApproval!(p);
+    const [post] = fake.find('POST', `/webhooks/${fake.applicationId}/${payload.token}`);
+    const sent = fake.message(idOf(post!))!;
+    expect(sent.components).toHaveLength(1);
+
+    await adapter.approvalSettled!(p, { decision: 'approved', by: `discord:${USER}` });
+    const [edit] = fake.find('PATCH', `/webhooks/${fake.applicationId}/${payload.token}/messages/${sent.id}`);
+    expect(edit!.json).toMatchObject({ components: [], allowed_mentions: { parse: [] } });
+    expect((edit!.json as { content: string }).content).toContain('`github.create_issue`');
+    expect((edit!.json as { content: string }).content).toMatch(new RegExp(`✅ Approved by <@${USER}>\\.$`));
+    expect(fake.message(sent.id)!.components).toEqual([]);
+
+    // Settled once: a second settle of the same request changes nothing.
+    const before = fake.calls.length;
+    await adapter.approvalSettled!(p, { decision: 'denied', by: 'local:api' });
+    expect(fake.calls.length).toBe(before);
+  });
+
+  it('after the interaction token expires, asks in the channel with the bot token and edits there', async () => {
+    const { adapter, intake, clock } = makeAdapter();
+    const { payload, event } = await commandEvent(adapter, intake);
+    clock.t += 15 * 60 * 1000;
+    const p = promptFor(event, clock.t);
+    await adapter.askApproval!(p);
+    expect(callsFor(payload.token)).toHaveLength(0);
+    const [post] = fake.find('POST', `/channels/${CHANNEL}/messages`).slice(-1);
+    expect(post!.headers.authorization).toBe(`Bot ${fake.botToken}`);
+    expect(post!.json).toMatchObject({ allowed_mentions: { parse: [] }, components: [{ type: 1 }] });
+    const id = idOf(post!);
+
+    await adapter.approvalSettled!(p, { decision: 'timeout', by: null });
+    const [edit] = fake.find('PATCH', `/channels/${CHANNEL}/messages/${id}`);
+    expect(edit!.headers.authorization).toBe(`Bot ${fake.botToken}`);
+    expect(edit!.json).toMatchObject({ components: [] });
+    expect((edit!.json as { content: string }).content).toContain('⌛ Nobody answered in time, so the call was denied.');
+  });
+
+  it('settles a follow-up through the channel once its token has expired', async () => {
+    const { adapter, intake, clock } = makeAdapter();
+    const { payload, event } = await commandEvent(adapter, intake);
+    const p = promptFor(event, clock.t);
+    await adapter.askApproval!(p);
+    const [post] = fake.find('POST', `/webhooks/${fake.applicationId}/${payload.token}`);
+    const id = idOf(post!);
+    clock.t += 14 * 60 * 1000;
+    await adapter.approvalSettled!(p, { decision: 'denied', by: 'local:api' });
+    const [edit] = fake.find('PATCH', `/channels/${CHANNEL}/messages/${id}`);
+    expect((edit!.json as { content: string }).content).toMatch(/⛔ Denied by the operator\.$/);
+    expect(fake.message(id)!.components).toEqual([]);
+  });
+
+  it('an approver’s press is answered through the desk as the Discord user and acknowledged with a deferred update', async () => {
+    const id = randomUUID();
+    const { desk, answers } = fakeDesk({ [id]: [`discord:${USER}`] });
+    const { adapter, intake } = makeAdapter({ approvals: desk });
+    const res = await postInteraction(adapter, press(`${APPROVE}${id}`));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ type: 6 });
+    expect(answers).toEqual([{ id, decision: 'approved', by: { platform: 'discord', user: USER } }]);
+    expect(intake.events).toHaveLength(0);
+
+    // In a DM the presser is `user`, not `member.user`.
+    const other = randomUUID();
+    const dm = fakeDesk({ [other]: [`discord:${USER}`] });
+    const { adapter: a2 } = makeAdapter({ approvals: dm.desk });
+    const pressDm = press(`${DENY}${other}`, { guild_id: undefined, member: undefined, user: { id: USER, username: 'ada' } });
+    expect(await (await postInteraction(a2, pressDm)).json()).toEqual({ type: 6 });
+    expect(dm.answers).toEqual([{ id: other, decision: 'denied', by: { platform: 'discord', user: USER } }]);
+  });
+
+  it('tells a non-approver, privately, who may answer', async () => {
+    const id = randomUUID();
+    const other = randomUUID();
+    const { desk, answers } = fakeDesk({ [id]: [`discord:${USER}`, 'slack:U1', `discord:${GUILD}`], [other]: ['slack:U1'] });
+    const { adapter } = makeAdapter({ approvals: desk });
+    const stranger = { member: { user: { id: OTHER, username: 'eve' }, nick: null } };
+    const res = await postInteraction(adapter, press(`${APPROVE}${id}`, stranger));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(ephemeral(`Only <@${USER}>, <@${GUILD}> can answer this request.`));
+    expect(answers[0]).toEqual({ id, decision: 'approved', by: { platform: 'discord', user: OTHER } });
+    expect(await (await postInteraction(adapter, press(`${DENY}${other}`, stranger))).json()).toEqual(ephemeral('Only the operator can answer this request.'));
+  });
+
+  it('tells the presser when the request is no longer waiting', async () => {
+    const id = randomUUID();
+    const { desk } = fakeDesk({ [id]: [`discord:${USER}`] });
+    const { adapter } = makeAdapter({ approvals: desk });
+    expect(await (await postInteraction(adapter, press(`${APPROVE}${id}`))).json()).toEqual({ type: 6 });
+    const gone = ephemeral('This request is no longer waiting: it was answered already or has expired.');
+    expect(await (await postInteraction(adapter, press(`${DENY}${id}`))).json()).toEqual(gone);
+    expect(await (await postInteraction(adapter, press(`${APPROVE}${randomUUID()}`))).json()).toEqual(gone);
+  });
+
+  it('without a desk, a press is told approvals are not answered from Discord', async () => {
+    const { adapter } = makeAdapter();
+    const res = await postInteraction(adapter, press(`${APPROVE}${randomUUID()}`));
+    expect(await res.json()).toEqual(ephemeral('Approvals are not answered from Discord on this agent-vm.'));
+  });
+
+  it('a desk that fails or is slow gets "try again", never a 5xx', async () => {
+    const failing = fakeDesk({}, () => {
+      throw new Error('database down');
+    });
+    const { adapter } = makeAdapter({ approvals: failing.desk });
+    const res = await postInteraction(adapter, press(`${APPROVE}${randomUUID()}`));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(ephemeral('Could not record the answer; try again.'));
+
+    let release!: () => void;
+    const slow = fakeDesk({}, () => new Promise<void>((r) => (release = r)));
+    const { adapter: a2 } = makeAdapter({ approvals: slow.desk, ackDeadlineMs: 50 });
+    const started = performance.now();
+    const late = await postInteraction(a2, press(`${DENY}${randomUUID()}`));
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(late.status).toBe(200);
+    expect(await late.json()).toEqual(ephemeral('Could not record the answer; try again.'));
+    release();
+  });
+
+  it('acknowledges buttons that are not ours without asking the desk', async () => {
+    const { desk, answers } = fakeDesk({});
+    const { adapter, intake } = makeAdapter({ approvals: desk });
+    expect(await (await postInteraction(adapter, press('someone_else:123'))).json()).toEqual({ type: 6 });
+    expect(await (await postInteraction(adapter, press(`${APPROVE}`))).json()).toMatchObject({ type: 4, data: { flags: 64 } });
+    expect(answers).toHaveLength(0);
+    expect(intake.events).toHaveLength(0);
+  });
+
+  it('rejects a component interaction with a bad signature with 401, before the desk', async () => {
+    const id = randomUUID();
+    const { desk, answers } = fakeDesk({ [id]: [`discord:${USER}`] });
+    const { adapter } = makeAdapter({ approvals: desk });
+    const body = JSON.stringify(press(`${APPROVE}${id}`));
+    const good = signed(body);
+    const bad = { ...good, 'x-signature-ed25519': good['x-signature-ed25519']!.replace(/^./, (c) => (c === 'a' ? 'b' : 'a')) };
+    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body, headers: bad })).status).toBe(401);
+    const forged = body.replace(USER, OTHER);
+    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body: forged, headers: good })).status).toBe(401);
+    expect(answers).toHaveLength(0);
+  });
+
+  it('a press settles end to end: desk answer, then the message edited without buttons', async () => {
+    let p: ApprovalPrompt | undefined;
+    let self: DiscordAdapter | undefined;
+    // A desk that settles the request the way the gateway does: answer, then approvalSettled.
+    const desk: ApprovalDesk = {
+      pending: async () => [],
+      async answer(id, decision, by) {
+        if (!p || id !== p.id) return { status: 'unknown' };
+        void self!.approvalSettled!(p, { decision, by: by ? `${by.platform}:${by.user}` : 'local:api' });
+        return { status: 'answered' };
+      },
+    };
+    const { adapter, intake, clock } = makeAdapter({ approvals: desk });
+    self = adapter;
+    const { payload, event } = await commandEvent(adapter, intake);
+    p = promptFor(event, clock.t);
+    await adapter.askApproval!(p);
+    const [post] = fake.find('POST', `/webhooks/${fake.applicationId}/${payload.token}`);
+    const id = idOf(post!);
+    expect(await (await postInteraction(adapter, press(`${DENY}${p.id}`, { message: { id, channel_id: CHANNEL } }))).json()).toEqual({ type: 6 });
+    const [edit] = await fake.waitFor('PATCH', `/webhooks/${fake.applicationId}/${payload.token}/messages/${id}`);
+    expect((edit!.json as { content: string }).content).toMatch(new RegExp(`⛔ Denied by <@${USER}>\\.$`));
+    expect(fake.message(id)!.components).toEqual([]);
+  });
+});
+
+/** The id of the message a recorded create call made. */
+function idOf(call: { method: string; path: string; response?: unknown }): string {
+  const id = (call.response as { id?: unknown } | undefined)?.id;
+  if (typeof id !== 'string') throw new Error(`no message for ${call.method} ${call.path}`);
+  return id;
+}

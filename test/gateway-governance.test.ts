@@ -3,18 +3,27 @@
  * its ACP session (over its own internal network), the allowlist is enforced there, secrets stay
  * gateway-side and are redacted from replies, and approvals time out as denials.
  */
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localEvent, localMessageSchema } from '../src/adapters/local/index.js';
+import { signSlackRequest } from '../src/adapters/slack/index.js';
+import { startFakeSlack, type FakeSlack } from './fakes/slack-api.js';
 import { startFakeUpstream, type FakeUpstream } from './fakes/mcp-upstream.js';
 import { manifest, profileId, replyText, startTestGateway, type TestGateway } from './helpers/gateway.js';
 
 const SECRET = 'up-token-3f9c1d7e5a2b4c6d';
 const tooly = profileId('gov-tools');
+const SLACK_SECRET = 'gov-slack-signing-secret';
+const TEAM = 'T0FAKE';
+const CHANNEL = 'C0TOOLS01';
+const HUMAN = 'UHUMAN001';
 let upstream: FakeUpstream;
+let slack: FakeSlack;
 let gw: TestGateway;
 
 beforeAll(async () => {
   upstream = await startFakeUpstream();
+  slack = await startFakeSlack();
   gw = await startTestGateway({
     manifests: [
       manifest(tooly, {
@@ -27,16 +36,21 @@ beforeAll(async () => {
           approval: ['srv.add'],
         },
         secrets: { UP_TOKEN: 'secret://UP_TOKEN' },
+        bindings: [
+          { platform: 'local', channels: ['*'] },
+          { platform: 'slack', team: TEAM, channels: [CHANNEL] },
+        ],
       }),
     ],
-    env: { AGENTVM_SECRET_UP_TOKEN: SECRET },
-    approvalTimeoutMs: 1500,
+    env: { AGENTVM_SECRET_UP_TOKEN: SECRET, SLACK_SIGNING_SECRET: SLACK_SECRET, SLACK_BOT_TOKEN: slack.botToken, SLACK_API_URL: slack.url },
+    approvalTimeoutMs: 4000,
   });
 });
 
 afterAll(async () => {
   await gw?.close();
   await upstream?.close();
+  await slack?.close();
 });
 
 const say = async (text: string) => replyText((await gw.send({ profile: tooly, text, conversation: 'tools' })).outcome);
@@ -93,5 +107,72 @@ describe('tools through the gateway', () => {
     }
     expect(out).toBe('5');
     expect(progress.join('\n')).toContain('Approval needed: the agent wants to call srv.add with {"a":2,"b":3}');
+  });
+});
+
+/** Signs and posts to the gateway's Slack routes, as Slack would. */
+async function slackPost(path: string, body: string, contentType: string): Promise<Response> {
+  const ts = String(Math.floor(Date.now() / 1000));
+  return gw.running.app.request(path, {
+    method: 'POST',
+    headers: { 'content-type': contentType, 'x-slack-request-timestamp': ts, 'x-slack-signature': signSlackRequest(SLACK_SECRET, ts, body) },
+    body,
+  });
+}
+
+async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; Slack calls: ${slack.calls.map((c) => c.method).join(', ')}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('approval buttons in Slack, through the gateway', () => {
+  it('asks in the thread; only the person who asked can approve; the call then runs and the answer arrives', async () => {
+    const ts = `${Math.floor(Date.now() / 1000)}.000777`;
+    const eventId = `EvGOV${randomBytes(5).toString('hex').toUpperCase()}`;
+    const envelope = {
+      token: 'x', team_id: TEAM, api_app_id: 'AFAKE', type: 'event_callback', event_id: eventId, event_time: Math.floor(Date.now() / 1000),
+      authorizations: [{ user_id: slack.botUserId, is_bot: true }],
+      event: { type: 'app_mention', user: HUMAN, text: `<@${slack.botUserId}> mcp srv__add {"a":20,"b":22}`, ts, channel: CHANNEL, team: TEAM },
+    };
+    const addsBefore = upstream.calls.get('add') ?? 0;
+    expect((await slackPost('/slack/events', JSON.stringify(envelope), 'application/json')).status).toBe(200);
+
+    const asking = await until('the approval request in the thread', () =>
+      slack.messages.find((m) => m.channel === CHANNEL && m.thread_ts === ts && JSON.stringify(m.blocks ?? []).includes('agentvm_approve')),
+    );
+    expect(asking.text).toContain('srv.add');
+    expect(JSON.stringify(asking.blocks)).toContain(`<@${HUMAN}> can answer`);
+    const id = (await gw.running.gateway.approvals.pending())[0]!.id;
+    expect(JSON.stringify(asking.blocks)).toContain(id);
+
+    const press = (user: string, action: string) =>
+      slackPost(
+        '/slack/interactivity',
+        `payload=${encodeURIComponent(JSON.stringify({
+          type: 'block_actions', user: { id: user }, channel: { id: CHANNEL },
+          container: { type: 'message', channel_id: CHANNEL, message_ts: asking.ts, thread_ts: ts },
+          actions: [{ action_id: action, value: id, type: 'button' }],
+        }))}`,
+        'application/x-www-form-urlencoded',
+      );
+    // Someone else in the channel cannot approve: told privately, and the request still waits.
+    expect((await press('UMALLORY1', 'agentvm_approve')).status).toBe(200);
+    await until('the refusal', () => slack.ephemerals.find((e) => e.user === 'UMALLORY1'));
+    expect(upstream.calls.get('add') ?? 0).toBe(addsBefore);
+    expect((await gw.running.gateway.approvals.pending()).map((p) => p.id)).toContain(id);
+
+    expect((await press(HUMAN, 'agentvm_approve')).status).toBe(200);
+    const answer = await until('the answer', () => slack.messages.find((m) => m.channel === CHANNEL && m.thread_ts === ts && m.text === '42'));
+    expect(answer).toBeDefined();
+    await until('the request rewritten without buttons', () => !JSON.stringify(asking.blocks).includes('agentvm_approve') && asking);
+    expect(JSON.stringify(asking.blocks)).toContain(`Approved by <@${HUMAN}>`);
+
+    const decisions = (await gw.running.gateway.audit.tail(200)).filter((a) => a.action === 'tool.approval' && a.profile === tooly);
+    expect(decisions.at(-1)).toMatchObject({ decision: 'approved', subject: 'srv.add', reason: `approved by slack:${HUMAN}` });
   });
 });

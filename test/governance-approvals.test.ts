@@ -80,7 +80,7 @@ describe.each(backends)('approvals in the database ($kind)', (backend) => {
     ]);
     expect([a.status, b.status].sort()).toEqual(['answered', 'unknown']);
     const winner = a.status === 'answered' ? 'approved' : 'denied';
-    expect(await decided).toBe(winner);
+    expect(await decided).toEqual({ decision: winner, by: 'slack:UASKER' });
     expect(settled).toEqual([[winner, 'slack:UASKER']]);
     expect(await rows.get(id)).toMatchObject({ status: winner, answeredBy: 'slack:UASKER' });
   });
@@ -88,7 +88,7 @@ describe.each(backends)('approvals in the database ($kind)', (backend) => {
   it('times out, and an answer after the deadline changes nothing', async () => {
     const seen: PendingApproval[] = [];
     const unit = createApprovalBroker({ store: rows, timeoutMs: 300, pollMs: 50, onRequest: (r) => seen.push(r) });
-    expect(await unit.request(req)).toBe('timeout');
+    expect(await unit.request(req)).toEqual({ decision: 'timeout', by: null });
     expect(await unit.answer(seen[0]!.id, 'approved')).toEqual({ status: 'unknown' });
     expect(await rows.get(seen[0]!.id)).toMatchObject({ status: 'timeout', answeredBy: null });
   });

@@ -23,7 +23,7 @@ describe('approval broker', () => {
     expect(await b.pending()).toHaveLength(1);
     expect(seen[0]).toMatchObject({ ...req, id: expect.any(String), approvers: [] });
     expect(await b.answer(seen[0]!.id, 'approved')).toEqual({ status: 'answered' });
-    expect(await p).toBe('approved');
+    expect(await p).toEqual({ decision: 'approved', by: 'local:api' });
     expect(await b.answer(seen[0]!.id, 'denied')).toEqual({ status: 'unknown' });
     expect(await b.pending()).toEqual([]);
     expect(settled).toEqual([['approved', 'local:api']]);
@@ -44,7 +44,7 @@ describe('approval broker', () => {
     expect(await b.answer(id, 'approved', { platform: 'slack', user: 'UOTHER' })).toEqual({ status: 'not_allowed', approvers: ['slack:UASKER'] });
     expect(await b.answer(id, 'approved', { platform: 'discord', user: 'UASKER' })).toMatchObject({ status: 'not_allowed' });
     expect(await b.answer(id, 'denied', { platform: 'slack', user: 'UASKER' })).toEqual({ status: 'answered' });
-    expect(await p).toBe('denied');
+    expect((await p).decision).toBe('denied');
   });
 
   it('sees an answer given by another process through the store', async () => {
@@ -56,20 +56,20 @@ describe('approval broker', () => {
     await until(() => seen.length === 1);
     expect((await frontDoor.pending()).map((r) => r.id)).toEqual([seen[0]!.id]);
     expect(await frontDoor.answer(seen[0]!.id, 'approved')).toEqual({ status: 'answered' });
-    expect(await p).toBe('approved');
+    expect(await p).toEqual({ decision: 'approved', by: 'local:api' });
   });
 
   it('times out, refuses a late answer, and denies everything pending at close', async () => {
     const seen: PendingApproval[] = [];
     const b = createApprovalBroker({ store: memoryApprovalStore(), timeoutMs: 30, onRequest: (r) => seen.push(r) });
-    expect(await b.request(req)).toBe('timeout');
+    expect(await b.request(req)).toEqual({ decision: 'timeout', by: null });
     expect(await b.answer(seen[0]!.id, 'approved')).toEqual({ status: 'unknown' });
     const b2 = createApprovalBroker({ store: memoryApprovalStore(), timeoutMs: 5000 });
     const p = b2.request(req);
     await new Promise((r) => setTimeout(r, 20));
     await b2.close();
-    expect(await p).toBe('denied');
-    expect(await b2.request(req)).toBe('denied');
+    expect((await p).decision).toBe('denied');
+    expect((await b2.request(req)).decision).toBe('denied');
   });
 
   it('fails closed when the store cannot be written', async () => {

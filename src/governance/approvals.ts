@@ -30,8 +30,14 @@ export interface ApprovalRequest {
   arguments?: Record<string, unknown>;
 }
 
+/** What an approver decided, and (for the audit trail) who decided it, as `<platform>:<user id>`. */
+export interface ApprovalAnswer {
+  decision: ApprovalDecision;
+  by: string | null;
+}
+
 /** Decides one request. Must settle; the proxy also gives up after its own timeout. */
-export type Approver = (req: ApprovalRequest) => Promise<ApprovalDecision>;
+export type Approver = (req: ApprovalRequest) => Promise<ApprovalDecision | ApprovalAnswer>;
 
 export interface PendingApproval extends ApprovalRequest {
   id: string;
@@ -85,7 +91,7 @@ export interface ApprovalStore {
 
 export interface ApprovalBroker {
   /** Usable as the proxy's `approve`: resolves when answered, or with 'timeout'. */
-  request: Approver;
+  request(req: ApprovalRequest): Promise<ApprovalAnswer>;
   /** Requests still waiting, oldest first. */
   pending(): Promise<PendingApproval[]>;
   /** Answers a pending request, as `by` or (absent) as the operator. */
@@ -118,8 +124,8 @@ export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBr
   const waiting = new Map<string, { wake: () => void; shutdown: () => void }>();
   let closed = false;
 
-  async function request(req: ApprovalRequest): Promise<ApprovalDecision> {
-    if (closed) return 'denied';
+  async function request(req: ApprovalRequest): Promise<ApprovalAnswer> {
+    if (closed) return { decision: 'denied', by: 'system:shutdown' };
     const ctx = (await options.describe?.(req)) ?? { approvers: [] };
     const at = now();
     const pending: PendingApproval = {
@@ -175,12 +181,13 @@ export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBr
     }
     // Unreadable store: fail closed.
     const decision: ApprovalDecision = settled && settled.status !== 'pending' ? settled.status : 'denied';
+    const by = settled?.answeredBy ?? null;
     try {
-      options.onSettled?.(pending, decision, settled?.answeredBy ?? null);
+      options.onSettled?.(pending, decision, by);
     } catch {
       // a failing notifier must not change the decision
     }
-    return decision;
+    return { decision, by };
   }
 
   return {
@@ -263,11 +270,13 @@ export async function askApprover(approve: Approver | undefined, req: ApprovalRe
     timer = setTimeout(() => resolve('timeout'), timeoutMs);
   });
   try {
-    const d = await Promise.race([approve(req).catch(() => 'error' as const), deadline]);
-    if (d === 'approved') return { decision: 'approved', reason: 'approved by a person' };
-    if (d === 'timeout') return { decision: 'timeout', reason: `nobody answered within ${Math.round(timeoutMs / 1000)} s` };
+    const got = await Promise.race([approve(req).catch(() => 'error' as const), deadline]);
+    const d: unknown = typeof got === 'object' && got !== null ? got.decision : got;
+    const by = typeof got === 'object' && got !== null && typeof got.by === 'string' ? got.by : undefined;
+    if (d === 'approved') return { decision: 'approved', reason: `approved by ${by ?? 'a person'}` };
+    if (d === 'timeout') return { decision: 'timeout', reason: got === 'timeout' ? `nobody answered within ${Math.round(timeoutMs / 1000)} s` : 'nobody answered in time' };
     if (d === 'error') return { decision: 'denied', reason: 'the approver failed' };
-    return { decision: 'denied', reason: d === 'denied' ? 'denied by a person' : 'the approver gave no valid answer' };
+    return { decision: 'denied', reason: d === 'denied' ? `denied by ${by ?? 'a person'}` : 'the approver gave no valid answer' };
   } finally {
     clearTimeout(timer);
   }

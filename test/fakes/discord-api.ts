@@ -6,8 +6,12 @@
  *
  * REST, under `/api` with or without a `/v<N>` prefix (@discordjs/rest adds `/v10`):
  *   GET /gateway/bot · PATCH /webhooks/{app}/{token}/messages/@original · POST /webhooks/{app}/{token}
- *   POST /channels/{id}/messages · POST /channels/{id}/typing · POST /channels/{id}/messages/{id}/threads
+ *   PATCH /webhooks/{app}/{token}/messages/{id} (only messages that token created)
+ *   POST /channels/{id}/messages · PATCH /channels/{id}/messages/{id} (messages of that channel, bot token)
+ *   POST /channels/{id}/typing · POST /channels/{id}/messages/{id}/threads
  *   PUT /applications/{id}/commands · PUT /applications/{id}/guilds/{id}/commands
+ * Messages are kept, so edits of unknown ones answer 404 / 10008. Message components (action rows
+ * of buttons) are checked against the documented limits (400 / 50035 Invalid Form Body).
  * Downloads: GET /attachments/... (standing in for the CDN; no auth).
  * Gateway (ws, JSON, no compression) at /gateway: HELLO → IDENTIFY → READY + GUILD_CREATE, heartbeats
  * acknowledged, and `dispatch()` for MESSAGE_CREATE and friends.
@@ -33,6 +37,8 @@ export interface RecordedCall {
   files: RecordedFile[];
   /** The status the fake answered with. */
   status: number;
+  /** The JSON the fake answered with (e.g. the created message, with its id). */
+  response?: unknown;
 }
 
 export interface FailSpec {
@@ -76,12 +82,52 @@ export interface FakeDiscord {
   clearFailures(): void;
   /** Webhook calls with this interaction token answer 401 / 50027, as after 15 minutes. */
   expireToken(token: string): void;
+  /** Messages created through this interaction token are in `channelId` (Discord knows it from the interaction). */
+  registerInteraction(token: string, channelId: string): void;
+  /** The current state of a message the fake created, by id. */
+  message(id: string): StoredMessage | undefined;
   /** Serves `data` under /attachments/ and returns its URL. */
   addFile(name: string, data: Buffer): string;
   /** Successful calls whose method and path match. */
   find(method: string, path: string | RegExp): RecordedCall[];
   waitFor(method: string, path: string | RegExp, count?: number, timeoutMs?: number): Promise<RecordedCall[]>;
   close(): Promise<void>;
+}
+
+export interface StoredMessage {
+  id: string;
+  channel_id: string;
+  content: string;
+  components: unknown[];
+  /** The interaction token that created it, for webhook messages. */
+  token?: string;
+}
+
+/** Why `components` breaks Discord's rules for buttons in action rows, or null when it does not. */
+function componentsError(components: unknown): string | null {
+  if (components === undefined) return null;
+  if (!Array.isArray(components) || components.length > 5) return 'components: at most 5 action rows';
+  const ids = new Set<string>();
+  for (const row of components as Array<{ type?: unknown; components?: unknown }>) {
+    if (row?.type !== 1 || !Array.isArray(row.components) || row.components.length < 1 || row.components.length > 5) {
+      return 'components: an action row (type 1) holds 1 to 5 components';
+    }
+    for (const b of row.components as Array<Record<string, unknown>>) {
+      if (b?.type !== 2) return 'components: this fake knows buttons (type 2) only';
+      if (![1, 2, 3, 4, 5].includes(b.style as number)) return 'components: invalid button style';
+      if (b.style === 5) {
+        if (typeof b.url !== 'string' || b.custom_id !== undefined) return 'components: a link button has a url and no custom_id';
+      } else {
+        const id = b.custom_id;
+        if (typeof id !== 'string' || id.length < 1 || id.length > 100) return 'components: custom_id must be 1 to 100 characters';
+        if (ids.has(id)) return 'components: custom_id must be unique in a message';
+        ids.add(id);
+      }
+      if (b.label === undefined && b.emoji === undefined) return 'components: a button needs a label or an emoji';
+      if (b.label !== undefined && (typeof b.label !== 'string' || b.label.length > 80)) return 'components: label must be at most 80 characters';
+    }
+  }
+  return null;
 }
 
 let nextId = 1_300_000_000_000_000_000n;
@@ -122,6 +168,8 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
   const calls: RecordedCall[] = [];
   const failures: FailSpec[] = [];
   const expired = new Set<string>();
+  const interactionChannels = new Map<string, string>();
+  const messages = new Map<string, StoredMessage>();
   const files = new Map<string, Buffer>();
   const botUser = { id: '1200000000000000001', username: 'agent-vm' };
   const guilds = opts.guilds ?? [];
@@ -131,12 +179,20 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
   const readyPromise = new Promise<void>((r) => (readyResolve = r));
   let origin = '';
 
-  function message(channelId: string, body: unknown, recorded: RecordedFile[]) {
-    const b = (body ?? {}) as { content?: string };
+  function message(channelId: string, body: unknown, recorded: RecordedFile[], token?: string) {
+    const b = (body ?? {}) as { content?: string; components?: unknown[] };
+    const stored: StoredMessage = { id: snowflake(), channel_id: channelId, content: b.content ?? '', components: b.components ?? [], ...(token ? { token } : {}) };
+    messages.set(stored.id, stored);
+    return rendered(stored, recorded);
+  }
+
+  function rendered(stored: StoredMessage, recorded: RecordedFile[] = []) {
     return {
-      id: snowflake(),
-      channel_id: channelId,
-      content: b.content ?? '',
+      id: stored.id,
+      channel_id: stored.channel_id,
+      content: stored.content,
+      components: stored.components,
+      ...(stored.token ? { webhook_id: applicationId, application_id: applicationId } : {}),
       author: { ...botUser, discriminator: '0', bot: true },
       attachments: recorded.map((f, i) => ({ id: String(i), filename: f.filename, size: f.data.length, url: `${origin}/attachments/x/${f.filename}` })),
       timestamp: new Date().toISOString(),
@@ -148,11 +204,35 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
     return guilds.find((g) => g.channels.some((c) => c.id === channelId))?.id;
   }
 
+  function edited(stored: StoredMessage, body: unknown) {
+    const b = (body ?? {}) as { content?: string; components?: unknown[] };
+    if (b.content !== undefined) stored.content = b.content;
+    if (b.components !== undefined) stored.components = b.components;
+    return { status: 200, body: rendered(stored) };
+  }
+
   function route(call: RecordedCall): { status: number; body?: unknown; headers?: Record<string, string> } {
     const bot = call.headers.authorization === `Bot ${botToken}`;
     const unauthorized = { status: 401, body: { message: '401: Unauthorized', code: 0 } };
+    const unknownMessage = { status: 404, body: { message: 'Unknown Message', code: 10008 } };
     const key = `${call.method} ${call.path}`;
     let m: RegExpExecArray | null;
+    const invalid = componentsError((call.json as { components?: unknown } | undefined)?.components);
+    if (invalid && /^(POST|PATCH) \/(webhooks|channels)\//.test(key)) {
+      return { status: 400, body: { message: 'Invalid Form Body', code: 50035, errors: { components: { _errors: [{ code: 'BASE_TYPE_INVALID', message: invalid }] } } } };
+    }
+    if ((m = /^PATCH \/webhooks\/(\d+)\/([^/]+)\/messages\/(\d+)$/.exec(key))) {
+      if (expired.has(m[2]!)) return { status: 401, body: { message: 'Invalid Webhook Token', code: 50027 } };
+      const stored = messages.get(m[3]!);
+      if (!stored || stored.token !== m[2]) return unknownMessage;
+      return edited(stored, call.json);
+    }
+    if ((m = /^PATCH \/channels\/(\d+)\/messages\/(\d+)$/.exec(key))) {
+      if (!bot) return unauthorized;
+      const stored = messages.get(m[2]!);
+      if (!stored || stored.channel_id !== m[1]) return unknownMessage;
+      return edited(stored, call.json);
+    }
     if (key === 'GET /gateway/bot') {
       if (!bot) return unauthorized;
       const url = `${origin.replace(/^http/, 'ws')}/gateway`;
@@ -162,7 +242,8 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
       if (expired.has(m[3]!)) return { status: 401, body: { message: 'Invalid Webhook Token', code: 50027 } };
       if (m[1] === 'PATCH' && !m[4]) return { status: 405, body: { message: '405: Method Not Allowed', code: 0 } };
       if (m[1] === 'POST' && m[4]) return { status: 405, body: { message: '405: Method Not Allowed', code: 0 } };
-      return { status: 200, body: message('0', call.json, call.files) };
+      if (m[4]) return { status: 200, body: message(interactionChannels.get(m[3]!) ?? '0', call.json, call.files) };
+      return { status: 200, body: message(interactionChannels.get(m[3]!) ?? '0', call.json, call.files, m[3]!) };
     }
     if ((m = /^POST \/channels\/(\d+)\/messages$/.exec(key))) {
       if (!bot) return unauthorized;
@@ -237,6 +318,7 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
       }
       const out = apiPath ? route(call) : { status: 404, body: { message: '404: Not Found', code: 0 } };
       call.status = out.status;
+      if (out.body !== undefined) call.response = out.body;
       if (out.body === undefined) res.writeHead(out.status).end();
       else res.writeHead(out.status, { 'content-type': 'application/json', ...out.headers }).end(JSON.stringify(out.body));
     })().catch((err: unknown) => {
@@ -344,6 +426,10 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
     expireToken(token) {
       expired.add(token);
     },
+    registerInteraction(token, channelId) {
+      interactionChannels.set(token, channelId);
+    },
+    message: (id) => messages.get(id),
     addFile(name, data) {
       const p = `/attachments/${snowflake()}/${encodeURIComponent(name)}`;
       files.set(p, data);

@@ -1,6 +1,6 @@
 /**
  * A local stand-in for the Slack Web API (https://docs.slack.dev/reference/methods), enough for the
- * adapter: auth.test, chat.postMessage, chat.update, assistant.threads.setStatus, the three-step
+ * adapter: auth.test, chat.postMessage, chat.update, chat.postEphemeral, assistant.threads.setStatus, the three-step
  * file upload, bot-token file downloads, and Socket Mode (apps.connections.open + a WebSocket).
  * Every call is recorded. Bodies are parsed the way Slack does: JSON, form-encoded (with JSON in
  * array/object fields) or multipart.
@@ -23,8 +23,18 @@ export interface FakeMessage {
   ts: string;
   thread_ts?: string;
   text: string;
+  /** Block Kit blocks, when the message has any (chat.update replaces them). */
+  blocks?: unknown[];
   /** Earlier texts, oldest first, when chat.update changed it. */
   history: string[];
+}
+
+/** A message only one user sees (chat.postEphemeral). */
+export interface FakeEphemeral {
+  channel: string;
+  user: string;
+  text: string;
+  thread_ts?: string;
 }
 
 export interface FakeUpload {
@@ -50,6 +60,7 @@ export interface FakeSlack {
   teamId: string;
   calls: FakeSlackCall[];
   messages: FakeMessage[];
+  ephemerals: FakeEphemeral[];
   uploads: FakeUpload[];
   /** Every GET of a file: the path and the Authorization header it carried. */
   downloads: Array<{ path: string; authorization?: string }>;
@@ -61,8 +72,11 @@ export interface FakeSlack {
   addFile(name: string, data: Buffer | string, opts?: { mimetype?: string; omitLength?: boolean }): string;
   /** A file URL on the fake that redirects to `location`. */
   addRedirect(location: string): string;
-  /** Sends an events_api envelope over Socket Mode; resolves when the client acks it (or not, after `timeoutMs`). */
-  deliverSocket(payload: unknown, opts?: { retryAttempt?: number; timeoutMs?: number }): Promise<{ acked: boolean }>;
+  /**
+   * Sends an envelope over Socket Mode (`events_api` unless `type` says otherwise, e.g.
+   * `interactive` for a button press); resolves when the client acks it (or not, after `timeoutMs`).
+   */
+  deliverSocket(payload: unknown, opts?: { retryAttempt?: number; timeoutMs?: number; type?: 'events_api' | 'interactive' }): Promise<{ acked: boolean }>;
   socketConnected(): boolean;
   close(): Promise<void>;
 }
@@ -135,6 +149,7 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
     teamId,
     calls: [],
     messages: [],
+    ephemerals: [],
     uploads: [],
     downloads: [],
     assistantStatus: 'ok',
@@ -168,7 +183,7 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
         });
         ws.send(JSON.stringify({
           envelope_id: envelopeId,
-          type: 'events_api',
+          type: o.type ?? 'events_api',
           accepts_response_payload: false,
           retry_attempt: o.retryAttempt ?? 0,
           retry_reason: o.retryAttempt ? 'timeout' : '',
@@ -273,7 +288,8 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
         if (text.length > 40_000) return void send(200, { ok: false, error: 'msg_too_long' });
         const ts = nextTs();
         const threadTs = str('thread_ts');
-        fake.messages.push({ channel, ts, ...(threadTs ? { thread_ts: threadTs } : {}), text, history: [] });
+        const blocks = Array.isArray(body.blocks) ? (body.blocks as unknown[]) : undefined;
+        fake.messages.push({ channel, ts, ...(threadTs ? { thread_ts: threadTs } : {}), text, ...(blocks ? { blocks } : {}), history: [] });
         return void send(200, { ok: true, channel, ts, message: { type: 'message', text, user: botUserId, ts, ...(threadTs ? { thread_ts: threadTs } : {}) } });
       }
       case 'chat.update': {
@@ -283,7 +299,22 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
         if (!text) return void send(200, { ok: false, error: 'no_text' });
         m.history.push(m.text);
         m.text = text;
+        if (body.blocks !== undefined) {
+          if (Array.isArray(body.blocks)) m.blocks = body.blocks as unknown[];
+          else delete m.blocks;
+        }
         return void send(200, { ok: true, channel: m.channel, ts: m.ts, text });
+      }
+      case 'chat.postEphemeral': {
+        const channel = str('channel');
+        const user = str('user');
+        const text = str('text');
+        if (!channel) return void send(200, { ok: false, error: 'channel_not_found' });
+        if (!user) return void send(200, { ok: false, error: 'user_not_in_channel' });
+        if (!text) return void send(200, { ok: false, error: 'no_text' });
+        const threadTs = str('thread_ts');
+        fake.ephemerals.push({ channel, user, text, ...(threadTs ? { thread_ts: threadTs } : {}) });
+        return void send(200, { ok: true, message_ts: nextTs() });
       }
       case 'assistant.threads.setStatus':
         if (fake.assistantStatus !== 'ok') return void send(200, { ok: false, error: fake.assistantStatus });

@@ -17,6 +17,17 @@ export interface MessageBody {
   flags?: number;
   allowed_mentions?: { parse: string[]; users?: string[]; replied_user?: boolean };
   message_reference?: { message_id: string; fail_if_not_exists?: boolean };
+  /** Message components (action rows of buttons); `[]` on an edit removes them. */
+  components?: unknown[];
+}
+
+/** What Discord answered about a message it created. Null when the answer did not say. */
+export type SentMessage = { id: string; channelId: string | null } | null;
+
+function sentMessage(res: unknown): SentMessage {
+  const m = res as { id?: unknown; channel_id?: unknown } | null;
+  if (!m || typeof m.id !== 'string') return null;
+  return { id: m.id, channelId: typeof m.channel_id === 'string' ? m.channel_id : null };
 }
 
 export interface ApplicationCommandBody {
@@ -81,8 +92,12 @@ function withAttachments(body: MessageBody, files: OutboundFile[]): Record<strin
 export interface DiscordApi {
   readonly hasBotToken: boolean;
   editOriginal(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
-  followUp(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
-  createMessage(channelId: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
+  followUp(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<SentMessage>;
+  createMessage(channelId: string, body: MessageBody, files?: OutboundFile[]): Promise<SentMessage>;
+  /** Edits a message the interaction webhook created (a follow-up), by id. */
+  editWebhookMessage(applicationId: string, token: string, messageId: string, body: MessageBody): Promise<void>;
+  /** Edits a message the bot (or the application's interactions) posted, with the bot token. */
+  editMessage(channelId: string, messageId: string, body: MessageBody): Promise<void>;
   triggerTyping(channelId: string): Promise<void>;
   putCommands(applicationId: string, guildId: string | undefined, commands: ApplicationCommandBody[]): Promise<unknown>;
   close(): void;
@@ -131,16 +146,29 @@ export function createDiscordApi(opts: DiscordApiOptions): DiscordApi {
     },
 
     async followUp(applicationId, token, body, files = []) {
-      await call('interaction follow-up', () =>
+      const res = await call('interaction follow-up', () =>
         webhooks.post(`/webhooks/${applicationId}/${token}`, { auth: false, body: withAttachments(body, files), files: rawFiles(files) }),
       );
+      return sentMessage(res);
     },
 
     async createMessage(channelId, body, files = []) {
       const rest = needBot('posting to a channel');
-      await call('channel message', () =>
+      const res = await call('channel message', () =>
         rest.post(`/channels/${channelId}/messages`, { body: withAttachments(body, files), files: rawFiles(files) }),
       );
+      return sentMessage(res);
+    },
+
+    async editWebhookMessage(applicationId, token, messageId, body) {
+      await call('edit of an interaction follow-up', () =>
+        webhooks.patch(`/webhooks/${applicationId}/${token}/messages/${messageId}`, { auth: false, body: { ...body } }),
+      );
+    },
+
+    async editMessage(channelId, messageId, body) {
+      const rest = needBot('editing a channel message');
+      await call('message edit', () => rest.patch(`/channels/${channelId}/messages/${messageId}`, { body: { ...body } }));
     },
 
     async triggerTyping(channelId) {

@@ -45,13 +45,13 @@ interface Part {
   files: OutboundFile[];
 }
 
-function tokenRejected(err: unknown): boolean {
+export function tokenRejected(err: unknown): boolean {
   const e = discordErrorOf(err);
   // 50027 invalid webhook token, 10015 unknown webhook: the interaction is gone; the channel is not.
   return e !== null && (e.status === 401 || e.code === 50027 || e.code === 10015);
 }
 
-function channelGone(err: unknown): boolean {
+export function channelGone(err: unknown): boolean {
   const e = discordErrorOf(err);
   // 10003 unknown channel: a thread that was never opened; 50001 missing access to it.
   return e !== null && (e.code === 10003 || e.code === 50001);

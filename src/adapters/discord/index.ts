@@ -3,14 +3,20 @@
  * Ed25519-verified), @mentions and DMs over the gateway when a bot token is set, answers and
  * files back through the interaction webhook or the channel.
  *
+ * Message components: only the approval buttons (approvals.ts). A press comes in as a
+ * MESSAGE_COMPONENT interaction on the same URL, is checked by the `ApprovalDesk` and acknowledged
+ * within Discord's 3 s (a deferred update, or an ephemeral refusal told to the presser alone);
+ * other components are acknowledged and ignored.
+ *
  * Deliberately left out: which profile answers (the intake's router decides from `address`),
- * message components, and editing or deleting answers after the fact.
+ * other message components, modals, and editing or deleting answers after the fact.
  */
 import { Hono } from 'hono';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, IntakeResult } from '../types.js';
 import { createDiscordApi } from './api.js';
+import { createDiscordApprovals } from './approvals.js';
 import { createDeliverer } from './deliver.js';
 import { fetchAttachments } from './fetch.js';
 import { startGatewayClient, type GatewayClient } from './gateway-client.js';
@@ -32,7 +38,7 @@ export interface DiscordAdapterOptions {
   apiUrl: string;
   intake: Intake;
   logger: Logger;
-  /** Answers approval buttons (message components). */
+  /** Answers approval buttons (message components). Without it a press is told approvals are not answered here. */
   approvals?: ApprovalDesk;
   /** Clock for the interaction token's 15-minute life. */
   now?: () => number;
@@ -74,6 +80,7 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
     maxUploadBytes: opts.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES,
   });
   const ackDeadlineMs = opts.ackDeadlineMs ?? 2500;
+  const approvals = createDiscordApprovals({ api, logger, now, ackDeadlineMs, ...(opts.approvals ? { desk: opts.approvals } : {}) });
   let gateway: GatewayClient | null = null;
   let closed = false;
 
@@ -143,6 +150,8 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
         // Only chat-input commands start turns; user and message context menus are not offered.
         if (interaction.data?.type !== undefined && interaction.data.type !== 1) return c.json(ephemeral('This command type is not supported.'));
         return c.json(await onCommand(interaction));
+      case InteractionType.Component:
+        return c.json(await approvals.interact(interaction));
       case InteractionType.Autocomplete:
         return c.json({ type: ResponseType.AutocompleteResult, data: { choices: [] } });
       default:
@@ -168,6 +177,9 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
     },
 
     send: (message) => deliverer.send(message),
+
+    askApproval: (prompt) => approvals.ask(prompt),
+    approvalSettled: (prompt, outcome) => approvals.settled(prompt, outcome),
 
     fetchContext: (event, limits) => fetchAttachments(event, limits),
 

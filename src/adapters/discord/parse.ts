@@ -2,14 +2,21 @@
  * Discord payloads → `InboundEvent`, and the adapter-owned encodings of `conversation` and
  * `replyTo`. Nothing outside this folder parses these strings.
  *
- * Deliberately left out: component, modal and context-menu interactions (only chat-input slash
- * commands start turns), and any knowledge of which profile serves an address.
+ * Message components (approval buttons) are read here only as far as `data.custom_id`; they never
+ * start turns (approvals.ts answers them).
+ *
+ * Deliberately left out: modal and context-menu interactions (only chat-input slash commands start
+ * turns), and any knowledge of which profile serves an address.
  */
 import { z } from 'zod';
 import type { InboundAttachment, InboundEvent } from '../types.js';
 
 export const InteractionType = { Ping: 1, ApplicationCommand: 2, Component: 3, Autocomplete: 4, Modal: 5 } as const;
-export const ResponseType = { Pong: 1, Message: 4, Deferred: 5, AutocompleteResult: 8 } as const;
+export const ResponseType = { Pong: 1, Message: 4, Deferred: 5, DeferredUpdate: 6, UpdateMessage: 7, AutocompleteResult: 8 } as const;
+/** Message component types: an action row holds up to five buttons. */
+export const ComponentType = { ActionRow: 1, Button: 2 } as const;
+/** Button styles (https://discord.com/developers/docs/components/reference#button-button-styles). */
+export const ButtonStyle = { Primary: 1, Secondary: 2, Success: 3, Danger: 4, Link: 5 } as const;
 export const OptionType = { SubCommand: 1, SubCommandGroup: 2, String: 3, Attachment: 11 } as const;
 /** Interaction response flag: only the invoking user sees the message. */
 export const EPHEMERAL = 64;
@@ -60,10 +67,16 @@ export const interactionSchema = z.looseObject({
   channel: z.looseObject({ id: snowflake, type: z.number().int(), parent_id: snowflake.nullish() }).optional(),
   member: z.looseObject({ user: userSchema, nick: z.string().nullish() }).optional(),
   user: userSchema.optional(),
+  /** The message a component was attached to (component interactions only). */
+  message: z.looseObject({ id: snowflake, channel_id: snowflake.optional() }).optional(),
   data: z
     .looseObject({
-      name: z.string(),
+      /** Command interactions: the command's name. */
+      name: z.string().optional(),
       type: z.number().int().optional(),
+      /** Component interactions: the pressed component's `custom_id` and type. */
+      custom_id: z.string().optional(),
+      component_type: z.number().int().optional(),
       options: z.array(optionSchema).optional(),
       resolved: z.looseObject({ attachments: z.record(z.string(), attachmentSchema).optional() }).optional(),
     })
@@ -159,7 +172,7 @@ function commandAttachments(interaction: Interaction): InboundAttachment[] {
  */
 export function commandToEvent(interaction: Interaction, issuedAt: number): InboundEvent | null {
   const user = interaction.member?.user ?? interaction.user;
-  if (!interaction.data || !interaction.token || !interaction.channel_id || !user) return null;
+  if (!interaction.data?.name || !interaction.token || !interaction.channel_id || !user) return null;
   const guild = interaction.guild_id ?? DM_GUILD;
   const inThread = interaction.channel !== undefined && THREAD_TYPES.has(interaction.channel.type);
   const routeChannel = inThread && interaction.channel?.parent_id ? interaction.channel.parent_id : interaction.channel_id;
