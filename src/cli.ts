@@ -16,6 +16,7 @@ import { DEFAULT_LIMITS } from './sandbox/spec.js';
 import type { RuntimeSetting } from './sandbox/types.js';
 import { openStore } from './store/index.js';
 import { cliLogger, out, withContext } from './cli/common.js';
+import { registerApprovalCommands } from './cli/approvals.js';
 import { registerGatewayCommands } from './cli/gateway.js';
 import { registerPlatformCommands } from './cli/platforms.js';
 
@@ -35,6 +36,7 @@ export function buildProgram(): Command {
 
   registerGatewayCommands(program);
   registerPlatformCommands(program);
+  registerApprovalCommands(program);
 
   const db = program.command('db').description('database');
   db.command('migrate')

@@ -6,7 +6,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { approvalStore } from '../src/governance/approval-store.js';
+import { createApprovalBroker, type PendingApproval } from '../src/governance/approvals.js';
+import { openStore } from '../src/store/index.js';
 import { agentId, tempDir } from './helpers/env.js';
+import { createTestDatabase } from './helpers/pg.js';
 
 const BIN = fileURLToPath(new URL('../bin/agent-vm.js', import.meta.url));
 const dataDir = tempDir('cli');
@@ -66,5 +70,32 @@ describe('agent-vm CLI', () => {
     const r = cli(['db', 'migrate']);
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('migrations applied (pglite)\n');
+  });
+
+  it('lists and answers a pending approval from another process (Postgres)', async () => {
+    const tdb = await createTestDatabase();
+    const store = await openStore({ databaseUrl: tdb.url, dataDir });
+    try {
+      await store.migrate();
+      const seen: PendingApproval[] = [];
+      const unit = createApprovalBroker({ store: approvalStore(store.db), timeoutMs: 60_000, pollMs: 50, onRequest: (r) => seen.push(r) });
+      const decided = unit.request({ profile: 'helper', sessionKey: 's', tool: 'gh.create_issue', argsHash: 'h' });
+      while (seen.length === 0) await new Promise((r) => setTimeout(r, 10));
+      const id = seen[0]!.id;
+      const env = { DATABASE_URL: tdb.url };
+      const ls = cli(['approvals', 'ls'], env);
+      expect(ls.code).toBe(0);
+      expect(ls.stdout).toMatch(new RegExp(`^${id}\\thelper\\tgh\\.create_issue\\t\\d+ s\\t\\(operator only\\)$`, 'm'));
+      const yes = cli(['approvals', 'approve', id], env);
+      expect(yes).toMatchObject({ code: 0, stdout: `${id}: approved\n` });
+      expect(await decided).toEqual({ decision: 'approved', by: 'local:api' });
+      const again = cli(['approvals', 'deny', id], env);
+      expect(again.code).not.toBe(0);
+      expect(again.stderr).toMatch(/no pending approval .* see agent-vm approvals ls/);
+      expect(cli(['approvals', 'ls'], env).stdout).toBe('no pending approvals\n');
+    } finally {
+      await store.close();
+      await tdb.drop();
+    }
   });
 });
