@@ -24,6 +24,9 @@ import { runExec } from './exec.js';
 import { LABELS, WORKSPACE, createBody } from './hardening.js';
 import { readSnapshot, snapshotExists, snapshotPath, writeSnapshot } from './snapshot.js';
 
+/** How long exec waits for the engine to report a sandbox stopped after an exec died with it. */
+const SANDBOX_STOP_SETTLE_MS = 3_000;
+
 export interface DockerDriverOptions {
   docker: DockerConnection;
   runtime: RuntimeSetting;
@@ -328,7 +331,13 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         throw err;
       }
       if (result.exitCode !== 0) {
-        const after = await inspect(info.Id);
+        let after = await inspect(info.Id);
+        // No exit code at all means the exec died with its sandbox (gVisor's WaitPID fails with
+        // EOF); the engine may take a moment longer to report the container stopped.
+        for (let waited = 0; result.exitCode === null && !result.timedOut && after?.State.Running && waited < SANDBOX_STOP_SETTLE_MS; waited += 100) {
+          await new Promise((r) => setTimeout(r, 100));
+          after = await inspect(info.Id);
+        }
         if (after && !after.State.Running) {
           result.sandboxStopped = { exitCode: after.State.ExitCode, oomKilled: after.State.OOMKilled === true };
         }
