@@ -9,6 +9,7 @@ import type { InboundEvent, Intake, IntakeResult, OutboundMessage } from '../src
 import { isAgentVmError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
 import { startFakeClickUp, type FakeClickUp } from './fakes/clickup-api.js';
+import { commentPostedBody, deliverWebhook } from './helpers/clickup.js';
 
 const SECRET = 'clickup-webhook-secret-for-tests';
 const T0 = Date.UTC(2025, 0, 15, 12, 0, 0);
@@ -39,46 +40,19 @@ interface CommentOpts {
 }
 
 function commentPayload(o: CommentOpts = {}): string {
-  const taskId = o.taskId ?? 't1';
-  const text = o.text ?? '@support please summarise this task\n';
-  const user = { id: o.userId ?? 183, username: o.username ?? 'John', email: 'john@example.com', color: '#7b68ee', initials: 'J', profilePicture: null };
-  return JSON.stringify({
-    event: 'taskCommentPosted',
-    history_items: [
-      {
-        id: o.historyId ?? '2800803631413624919',
-        type: 1,
-        date: '1642737045116',
-        field: 'comment',
-        parent_id: '162641285',
-        data: {},
-        source: null,
-        user,
-        before: null,
-        after: '648893191',
-        comment: {
-          id: '648893191',
-          date: '1642737045116',
-          parent: taskId,
-          type: 1,
-          comment: o.blocks ?? [{ text: text.trimEnd(), attributes: {} }, { text: '\n', attributes: { 'block-id': 'block-1' } }],
-          text_content: text,
-          user,
-          reactions: [],
-        },
-      },
-    ],
-    task_id: taskId,
-    webhook_id: o.webhookId ?? '7fa3ec74-69a8-4530-a251-8a13730bd204',
+  return commentPostedBody({
+    historyId: o.historyId ?? '2800803631413624919',
+    taskId: o.taskId ?? 't1',
+    parentId: '162641285',
+    user: { id: o.userId ?? 183, username: o.username ?? 'John', email: 'john@example.com' },
+    text: o.text ?? '@support please summarise this task\n',
+    blocks: o.blocks,
+    date: '1642737045116',
+    webhookId: o.webhookId,
   });
 }
 
-function deliver(adapter: ClickUpAdapter, body: string, signature?: string | null): Promise<Response> {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  const sig = signature === undefined ? signClickUpBody(body, SECRET) : signature;
-  if (sig !== null) headers['x-signature'] = sig;
-  return Promise.resolve(adapter.routes.request('/clickup/webhook', { method: 'POST', headers, body }));
-}
+const deliver = (adapter: ClickUpAdapter, body: string, signature?: string | null) => deliverWebhook(adapter.routes, body, SECRET, signature);
 
 async function waitFor(check: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 5_000;

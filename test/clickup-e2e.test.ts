@@ -7,6 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signClickUpBody } from '../src/adapters/clickup/index.js';
 import { startFakeClickUp, type FakeClickUp } from './fakes/clickup-api.js';
+import { describeCalls } from './fakes/http.js';
+import { commentPostedBody, deliverWebhook } from './helpers/clickup.js';
 import { manifest, profileId, startTestGateway, type TestGateway } from './helpers/gateway.js';
 
 const SECRET = 'clickup-e2e-webhook-secret';
@@ -53,56 +55,20 @@ function seedTask(): string {
 
 function commentPayload(o: { taskId: string; text: string; historyId?: string; user?: { id: number; username: string } }): { body: string; eventId: string } {
   const historyId = o.historyId ?? String(BigInt('2800000000000000000') + BigInt(randomBytes(4).readUInt32BE()));
-  const user = { ...(o.user ?? HUMAN), email: 'someone@example.com', color: '#7b68ee', initials: 'J', profilePicture: null };
-  const body = JSON.stringify({
-    event: 'taskCommentPosted',
-    history_items: [
-      {
-        id: historyId,
-        type: 1,
-        date: String(Date.now()),
-        field: 'comment',
-        parent_id: o.taskId,
-        data: {},
-        source: null,
-        user,
-        before: null,
-        after: '648893191',
-        comment: {
-          id: '648893191',
-          date: String(Date.now()),
-          parent: o.taskId,
-          type: 1,
-          comment: [{ text: o.text, attributes: {} }, { text: '\n', attributes: { 'block-id': 'block-1' } }],
-          text_content: `${o.text}\n`,
-          user,
-          reactions: [],
-        },
-      },
-    ],
-    task_id: o.taskId,
-    webhook_id: '7fa3ec74-69a8-4530-a251-8a13730bd204',
+  const body = commentPostedBody({
+    historyId,
+    taskId: o.taskId,
+    parentId: o.taskId,
+    user: { ...(o.user ?? HUMAN), email: 'someone@example.com' },
+    text: `${o.text}\n`,
+    date: String(Date.now()),
   });
   return { body, eventId: `clickup:${historyId}` };
 }
 
-function deliver(body: string, signature: string | null = signClickUpBody(body, SECRET)): Promise<Response> {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (signature !== null) headers['x-signature'] = signature;
-  return Promise.resolve(gw.running.app.request('/clickup/webhook', { method: 'POST', headers, body }));
-}
+const deliver = (body: string, signature?: string | null) => deliverWebhook(gw.running.app, body, SECRET, signature);
 
-/** Waits until the event is terminal and the unit idle, so every call of the turn has been made. */
-async function settled(eventId: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const row = await gw.ctx.store.gateway.getEvent(eventId);
-    if (row && ['delivered', 'failed', 'rejected'].includes(row.status)) break;
-    if (Date.now() > deadline) throw new Error(`${eventId} stuck in ${row?.status}; calls: ${fake.calls.map((c) => `${c.method} ${c.path} ${c.status}`).join(', ')}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await gw.running.gateway.units.get(main)!.idle();
-}
+const settled = (eventId: string) => gw.settled(eventId, main, () => describeCalls(fake.calls));
 
 const comments = (taskId: string) => fake.find('POST', `/task/${taskId}/comment`).filter((c) => c.status === 200);
 const commentText = (c: { json?: unknown }) => (c.json as { comment_text: string }).comment_text;

@@ -10,20 +10,13 @@ import { createDiscordAdapter, registerCommands, type DiscordAdapter, type Disco
 import { isAgentVmError } from '../src/errors.js';
 import type { ApprovalDesk, ApprovalPrompt, InboundEvent, IntakeResult, OutboundMessage } from '../src/adapters/types.js';
 import { startFakeDiscord, type FakeDiscord } from './fakes/discord-api.js';
+import { PUBLIC_KEY_HEX, postInteraction as postTo, signed, slashCommand } from './helpers/discord.js';
 
 const GUILD = '900000000000000001';
 const CHANNEL = '900000000000000002';
 const THREAD = '900000000000000003';
 const USER = '900000000000000004';
 const logger = pino({ level: 'silent' });
-
-const keys = generateKeyPairSync('ed25519');
-const PUBLIC_KEY_HEX = keys.publicKey.export({ format: 'der', type: 'spki' }).subarray(12).toString('hex');
-
-function signed(body: string, timestamp = String(Math.floor(Date.now() / 1000))): Record<string, string> {
-  const signature = sign(null, Buffer.from(timestamp + body), keys.privateKey).toString('hex');
-  return { 'content-type': 'application/json', 'x-signature-ed25519': signature, 'x-signature-timestamp': timestamp };
-}
 
 function recordingIntake(verdict: (e: InboundEvent) => IntakeResult = () => ({ status: 'accepted', profile: 'helper' })) {
   const events: InboundEvent[] = [];
@@ -69,25 +62,10 @@ function makeAdapter(over: Partial<DiscordAdapterOptions> = {}) {
 }
 
 function interaction(over: Record<string, unknown> = {}) {
-  return {
-    id: String(BigInt('1000000000000000000') + BigInt(randomBytes(4).readUInt32BE())),
-    application_id: fake.applicationId,
-    type: 2,
-    token: `tok-${randomBytes(8).toString('hex')}`,
-    version: 1,
-    guild_id: GUILD,
-    channel_id: CHANNEL,
-    channel: { id: CHANNEL, type: 0 },
-    member: { user: { id: USER, username: 'ada', global_name: 'Ada' }, nick: null },
-    data: { id: '1', name: 'ask', type: 1, options: [{ name: 'prompt', type: 3, value: 'summarize the report' }] },
-    ...over,
-  };
+  return slashCommand({ applicationId: fake.applicationId, guild: GUILD, channel: CHANNEL, user: USER }, 'summarize the report', over);
 }
 
-async function postInteraction(adapter: DiscordAdapter, payload: unknown, headers?: Record<string, string>) {
-  const body = JSON.stringify(payload);
-  return adapter.routes.request('/discord/interactions', { method: 'POST', body, headers: headers ?? signed(body) });
-}
+const postInteraction = (adapter: DiscordAdapter, payload: unknown, headers?: Record<string, string>) => postTo(adapter.routes, payload, headers);
 
 function reply(event: InboundEvent, over: Partial<Extract<OutboundMessage, { kind: 'reply' }>> = {}): OutboundMessage {
   return { kind: 'reply', conversation: event.conversation, replyTo: event.replyTo, eventId: event.id, text: 'done', files: [], heldBack: [], ...over };

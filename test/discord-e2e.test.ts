@@ -3,9 +3,11 @@
  * (PGlite, in-process queue), the reference agent in a runsc sandbox, and the answers recorded
  * by the local fake of the Discord REST API.
  */
-import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeDiscord, type FakeDiscord, type RecordedCall } from './fakes/discord-api.js';
+import { describeCalls } from './fakes/http.js';
+import { PUBLIC_KEY_HEX, postInteraction, signed, slashCommand } from './helpers/discord.js';
 import { manifest, profileId, startTestGateway, type TestGateway } from './helpers/gateway.js';
 
 const GUILD = '910000000000000001';
@@ -13,9 +15,6 @@ const CHANNEL = '910000000000000002';
 const UNBOUND = '910000000000000003';
 const OTHER = '910000000000000005';
 const USER = '910000000000000004';
-
-const keys = generateKeyPairSync('ed25519');
-const PUBLIC_KEY_HEX = keys.publicKey.export({ format: 'der', type: 'spki' }).subarray(12).toString('hex');
 
 const main = profileId('discord-main');
 const spare = profileId('discord-spare');
@@ -44,48 +43,14 @@ afterAll(async () => {
 });
 
 function interaction(prompt: string, over: Record<string, unknown> = {}) {
-  return {
-    id: String(BigInt('1000000000000000000') + BigInt(randomBytes(4).readUInt32BE())),
-    application_id: fake.applicationId,
-    type: 2,
-    token: `tok-${randomBytes(8).toString('hex')}`,
-    version: 1,
-    guild_id: GUILD,
-    channel_id: CHANNEL,
-    channel: { id: CHANNEL, type: 0 },
-    member: { user: { id: USER, username: 'ada', global_name: 'Ada' }, nick: null },
-    data: { id: '1', name: 'ask', type: 1, options: [{ name: 'prompt', type: 3, value: prompt }] },
-    ...over,
-  };
+  return slashCommand({ applicationId: fake.applicationId, guild: GUILD, channel: CHANNEL, user: USER }, prompt, over);
 }
 
-function signed(body: string, key = keys.privateKey): Record<string, string> {
-  const timestamp = String(Math.floor(Date.now() / 1000));
-  return {
-    'content-type': 'application/json',
-    'x-signature-ed25519': sign(null, Buffer.from(timestamp + body), key).toString('hex'),
-    'x-signature-timestamp': timestamp,
-  };
-}
-
-async function post(payload: unknown, headers?: Record<string, string>): Promise<Response> {
-  const body = JSON.stringify(payload);
-  return gw.running.app.request('/discord/interactions', { method: 'POST', body, headers: headers ?? signed(body) });
-}
+const post = (payload: unknown, headers?: Record<string, string>) => postInteraction(gw.running.app, payload, headers);
 
 const originalPath = (token: string) => `/webhooks/${fake.applicationId}/${token}/messages/@original`;
 
-/** Waits until the turn's event is terminal and the unit is idle, so every call has been made. */
-async function settled(eventId: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const row = await gw.ctx.store.gateway.getEvent(eventId);
-    if (row && ['delivered', 'failed', 'rejected'].includes(row.status)) break;
-    if (Date.now() > deadline) throw new Error(`${eventId} stuck in ${row?.status}; calls: ${fake.calls.map((c) => `${c.method} ${c.path} ${c.status}`).join(', ')}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await gw.running.gateway.units.get(main)!.idle();
-}
+const settled = (eventId: string) => gw.settled(eventId, main, () => describeCalls(fake.calls));
 
 const content = (c: RecordedCall) => (c.json as { content?: string } | undefined)?.content;
 

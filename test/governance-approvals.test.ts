@@ -3,33 +3,13 @@
  * answered through another (the front door serving the channel); two answers, or an answer racing
  * the timeout, settle a request once; a request whose holder died is timed out by the next reader.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approvalStore } from '../src/governance/approval-store.js';
 import { createApprovalBroker, type ApprovalStore, type PendingApproval } from '../src/governance/approvals.js';
-import { openStore, type Store } from '../src/store/index.js';
-import { createTestDatabase } from './helpers/pg.js';
+import type { Store } from '../src/store/index.js';
+import { storeBackends } from './helpers/stores.js';
 
-const backends = [
-  {
-    kind: 'postgres',
-    async open() {
-      const tdb = await createTestDatabase();
-      const store = await openStore({ databaseUrl: tdb.url, dataDir: os.tmpdir() });
-      return { store, teardown: () => tdb.drop() };
-    },
-  },
-  {
-    kind: 'pglite',
-    async open() {
-      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'agentvm-approvals-'));
-      const store = await openStore({ dataDir });
-      return { store, teardown: () => rm(dataDir, { recursive: true, force: true }) };
-    },
-  },
-];
+const backends = storeBackends('approvals');
 
 const req = { profile: 'p', sessionKey: 's', tool: 'gh.create_issue', argsHash: 'h' };
 
@@ -46,17 +26,13 @@ async function until<T>(get: () => T | undefined): Promise<T> {
 describe.each(backends)('approvals in the database ($kind)', (backend) => {
   let store: Store;
   let rows: ApprovalStore;
-  let teardown: () => Promise<unknown>;
+  let close: () => Promise<void>;
 
   beforeAll(async () => {
-    ({ store, teardown } = await backend.open());
-    await store.migrate();
+    ({ store, close } = await backend.open());
     rows = approvalStore(store.db);
   });
-  afterAll(async () => {
-    await store?.close();
-    await teardown?.();
-  });
+  afterAll(() => close?.());
 
   it('carries an answer from the front door to the unit, from the approver only, once', async () => {
     const seen: PendingApproval[] = [];

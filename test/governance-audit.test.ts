@@ -3,34 +3,14 @@
  * row after a row is edited, deleted or re-linked directly in the database; and the proxy's
  * write-behind queue keeps order and fails closed while the database is unavailable.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuditLog, hashOf, type AuditEntry, type AuditLog } from '../src/governance/audit.js';
 import { createAuditQueue } from '../src/governance/audit-queue.js';
-import { openStore, type Store } from '../src/store/index.js';
-import { createTestDatabase } from './helpers/pg.js';
+import type { Store } from '../src/store/index.js';
+import { storeBackends } from './helpers/stores.js';
 
-const backends = [
-  {
-    kind: 'postgres',
-    async open() {
-      const tdb = await createTestDatabase();
-      const store = await openStore({ databaseUrl: tdb.url, dataDir: os.tmpdir() });
-      return { store, teardown: () => tdb.drop() };
-    },
-  },
-  {
-    kind: 'pglite',
-    async open() {
-      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'agentvm-audit-'));
-      const store = await openStore({ dataDir });
-      return { store, teardown: () => rm(dataDir, { recursive: true, force: true }) };
-    },
-  },
-];
+const backends = storeBackends('audit');
 
 const entry = (i: number): AuditEntry => ({
   profile: 'p',
@@ -43,18 +23,14 @@ const entry = (i: number): AuditEntry => ({
 
 describe.each(backends)('audit trail on $kind', (backend) => {
   let store: Store;
-  let teardown: () => Promise<void>;
+  let close: () => Promise<void>;
   let audit: AuditLog;
 
   beforeAll(async () => {
-    ({ store, teardown } = await backend.open());
-    await store.migrate();
+    ({ store, close } = await backend.open());
     audit = createAuditLog(store.db);
   });
-  afterAll(async () => {
-    await store?.close();
-    await teardown?.();
-  });
+  afterAll(() => close?.());
 
   it('verifies, then reports the first broken row after an edit, a re-link and a deletion', async () => {
     for (let i = 1; i <= 5; i++) await audit.record(entry(i));

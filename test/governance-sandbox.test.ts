@@ -22,6 +22,7 @@ import type { SandboxStdio } from '../src/sandbox/types.js';
 import { openStore, type Store } from '../src/store/index.js';
 import { audit as auditTable } from '../src/store/schema.js';
 import { STDIO_FAKE_SCRIPT, startFakeUpstream, type FakeUpstream } from './fakes/mcp-upstream.js';
+import { MCP_PORT } from '../src/gateway/tools.js';
 import { TEST_IMAGE, agentId } from './helpers/env.js';
 import { createTestDatabase, type TestDatabase } from './helpers/pg.js';
 import { makeDriver, sh, spec } from './helpers/sandbox.js';
@@ -97,7 +98,8 @@ beforeAll(async () => {
   const h = await driver.ensure(
     spec(agent, {
       stdin: true,
-      network: { mode: 'internal' },
+      // The host firewall opens only the MCP endpoint's port on the host address.
+      network: { mode: 'internal', hostPorts: [MCP_PORT] },
       command: ['node', '/opt/agent-vm/agents/reference/agent.mjs'],
       limits: { cpus: 1, memoryMiB: 512, pids: 512 },
     }),
@@ -107,7 +109,7 @@ beforeAll(async () => {
   hostAddress = h.hostAddress!;
 
   proxy = await createMcpProxy({
-    listen: { host: hostAddress, port: 0 },
+    listen: { host: hostAddress, port: MCP_PORT },
     db: store.db,
     audit: createAuditLog(store.db),
     secrets,

@@ -2,37 +2,26 @@
  * The gateway's sandbox service records each wake, including the runtime the engine actually
  * used, on both storage backends.
  */
-import fs from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSandboxService } from '../src/gateway/sandboxes.js';
-import { openStore, type Store } from '../src/store/index.js';
-import { agentId, tempDir } from './helpers/env.js';
-import { createTestDatabase } from './helpers/pg.js';
+import type { Store } from '../src/store/index.js';
+import { agentId } from './helpers/env.js';
 import { makeDriver, spec } from './helpers/sandbox.js';
+import { storeBackends } from './helpers/stores.js';
 
-describe.each(['pglite', 'postgres'] as const)('sandbox service on %s', (backend) => {
+describe.each(storeBackends('svc'))('sandbox service on $kind', (backend) => {
   let store: Store;
-  let cleanup: () => Promise<void>;
+  let close: () => Promise<void>;
   const driver = makeDriver();
-  const a = agentId(`svc-${backend}`);
+  const a = agentId(`svc-${backend.kind}`);
 
   beforeAll(async () => {
-    if (backend === 'postgres') {
-      const db = await createTestDatabase();
-      store = await openStore({ databaseUrl: db.url, dataDir: tempDir('unused') });
-      cleanup = db.drop;
-    } else {
-      const dir = tempDir('pglite');
-      store = await openStore({ dataDir: dir });
-      cleanup = () => fs.rm(dir, { recursive: true, force: true });
-    }
-    await store.migrate();
+    ({ store, close } = await backend.open());
   });
 
   afterAll(async () => {
     await driver.destroy(a).catch(() => undefined);
-    await store.close();
-    await cleanup();
+    await close();
   });
 
   it('records wake, sleep and destroy with the runtime actually used', async () => {

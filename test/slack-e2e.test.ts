@@ -81,12 +81,14 @@ async function post(payload: unknown, o: { secret?: string; headers?: Record<str
   });
 }
 
+const slackCalls = () => fake.calls.map((c) => c.method).join(', ');
+
 async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = probe();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; Slack calls: ${fake.calls.map((c) => c.method).join(', ')}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; Slack calls: ${slackCalls()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -94,17 +96,7 @@ async function until<T>(what: string, probe: () => T | undefined | false, timeou
 const inThread = (ts: string): FakeMessage[] => fake.messages.filter((m) => m.channel === BOUND && m.thread_ts === ts);
 const postsTo = (ts: string, channel = BOUND) => fake.callsTo('chat.postMessage').filter((c) => c.body.channel === channel && c.body.thread_ts === ts);
 
-/** The turn's event reached a terminal status (so every Slack call of the turn has been made). */
-async function settled(eventId: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const row = await gw.ctx.store.gateway.getEvent(`slack:${eventId}`);
-    if (row && ['delivered', 'failed', 'rejected'].includes(row.status)) break;
-    if (Date.now() > deadline) throw new Error(`event ${eventId} stuck in ${row?.status}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await gw.running.gateway.units.get(main)!.idle();
-}
+const settled = (eventId: string) => gw.settled(`slack:${eventId}`, main, slackCalls);
 
 describe('Slack end to end', () => {
   it('answers a mention in an unbound channel in its thread, and wakes no sandbox', async () => {

@@ -6,31 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isAgentVmError } from '../src/errors.js';
 import { agents, migrationsFolder, openStore, type AgentWake, type OpenStoreOptions, type Store } from '../src/store/index.js';
-import { createTestDatabase } from './helpers/pg.js';
+import { storeBackends } from './helpers/stores.js';
 
-interface Backend {
-  kind: Store['kind'];
-  setup(): Promise<{ opts: OpenStoreOptions; teardown(): Promise<void> }>;
-}
-
-const backends: Backend[] = [
-  {
-    kind: 'pglite',
-    async setup() {
-      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'agentvm-store-'));
-      return { opts: { dataDir }, teardown: () => rm(dataDir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    kind: 'postgres',
-    async setup() {
-      const tdb = await createTestDatabase();
-      // dataDir is unused with a databaseUrl; a path that does not exist proves nothing is written there.
-      const dataDir = path.join(os.tmpdir(), 'agentvm-store-unused');
-      return { opts: { databaseUrl: tdb.url, dataDir }, teardown: () => tdb.drop() };
-    },
-  },
-];
+const backends = storeBackends('store');
 
 function wake(id: string, over: Partial<AgentWake> = {}): AgentWake {
   return {

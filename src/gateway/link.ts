@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { SandboxDriver, SandboxSpec, SandboxStatus } from '../sandbox/types.js';
 import { connectAgent, type AgentConnection } from './acp.js';
 import type { SandboxService } from './sandboxes.js';
+import type { EgressEndpoint } from './egress.js';
 import type { ToolEndpoint } from './tools.js';
 
 export interface AgentLink {
@@ -31,6 +32,7 @@ export function createAgentLink(o: {
   audit: AuditLog;
   logger: Logger;
   tools?: ToolEndpoint;
+  egress?: EgressEndpoint;
   /** Checked against the runtime the engine actually used (risk tiers). */
   assertRuntime?: (runtime: string) => void;
 }): AgentLink {
@@ -59,7 +61,10 @@ export function createAgentLink(o: {
         throw err;
       }
     }
-    if (handle.hostAddress) await o.tools?.bind(handle.hostAddress);
+    if (handle.hostAddress) {
+      await o.tools?.bind(handle.hostAddress);
+      await o.egress?.bind(handle.hostAddress);
+    }
     await o.audit.record({ profile: o.profile, action: 'wake', decision: 'ok', subject: agentId, data: { action: handle.action, runtime: handle.runtime, wakeMs: handle.wakeMs, restored: handle.restored } });
     const io = await o.driver.attach(agentId);
     const c = await connectAgent(io, { logger: o.logger });

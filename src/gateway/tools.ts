@@ -35,6 +35,12 @@ export interface ToolEndpoint {
 
 export const usesTools = (p: Profile) => p.tools.servers.length > 0;
 
+/**
+ * The MCP endpoint's port on each agent's network (each network has its own host address). Fixed,
+ * because the host firewall opens only the ports named in the sandbox spec.
+ */
+export const MCP_PORT = 3129;
+
 export function createToolEndpoint(profile: Profile, d: ToolDeps): ToolEndpoint {
   let proxy: McpProxy | undefined;
   let boundTo: string | undefined;
@@ -43,7 +49,7 @@ export function createToolEndpoint(profile: Profile, d: ToolDeps): ToolEndpoint 
       if (!usesTools(profile) || (proxy && boundTo === hostAddress)) return;
       await proxy?.close().catch(() => undefined);
       proxy = await createMcpProxy({
-        listen: { host: hostAddress, port: 0 },
+        listen: { host: hostAddress, port: MCP_PORT },
         db: d.db,
         audit: d.audit,
         secrets: d.secrets,

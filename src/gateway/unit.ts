@@ -14,7 +14,8 @@ import type { Profile } from '../governance/profile.js';
 import type { Logger } from '../log.js';
 import type { RuntimeSetting, SandboxDriver, SandboxSpec } from '../sandbox/types.js';
 import { assertRuntimeAllowed, runtimeForTier } from '../governance/tiers.js';
-import { createToolEndpoint, usesTools, type ToolDeps } from './tools.js';
+import { createEgressEndpoint, EGRESS_PORT, usesEgress } from './egress.js';
+import { createToolEndpoint, MCP_PORT, usesTools, type ToolDeps } from './tools.js';
 import type { Store } from '../store/index.js';
 import type { EventRow } from '../store/gateway.js';
 import type { TurnQueue } from './queue.js';
@@ -70,9 +71,16 @@ export function sandboxSpecFor(profile: Profile, image: string, runtime?: Runtim
     env: profile.agent.env,
     ...(rt ? { runtime: rt } : {}),
     limits: profile.limits,
-    // No network at all, unless the agent has tools: then its own internal network, whose only
-    // peer is the gateway's MCP endpoint on the host.
-    network: usesTools(profile) ? { mode: 'internal' } : { mode: 'none' },
+    // No network at all, unless the agent has tools or egress: then its own internal network,
+    // whose only peers are the gateway's MCP endpoint and egress relay on the host.
+    network:
+      usesTools(profile) || usesEgress(profile)
+        ? {
+            mode: 'internal',
+            hostPorts: usesTools(profile) ? [MCP_PORT] : [],
+            ...(usesEgress(profile) ? { proxyPort: EGRESS_PORT } : {}),
+          }
+        : { mode: 'none' },
     stdin: true,
   };
 }
@@ -94,6 +102,7 @@ export function createUnit(o: UnitOptions): Unit {
 
   const spec = sandboxSpecFor(profile, o.image, runtimeForTier(profile.risk, profile.runtime, o.runtime));
   const tools = createToolEndpoint(profile, { ...o.tools, db: store.db, audit: o.audit, driver: o.driver, image: o.image, runtime: o.runtime, logger: log });
+  const egress = createEgressEndpoint(profile, { audit: o.audit, logger: log });
   const policy = { ...o.policy, mcpServers: async ({ conversation }: { conversation: string }) => tools.servers(conversation) };
 
   function kick(conversation: string, eventId: string): void {
@@ -185,6 +194,7 @@ export function createUnit(o: UnitOptions): Unit {
       audit: o.audit,
       logger: log,
       tools,
+      egress,
       assertRuntime: (rt) => assertRuntimeAllowed(profile.risk, rt as RuntimeSetting),
     });
     return link;
@@ -236,6 +246,7 @@ export function createUnit(o: UnitOptions): Unit {
       await o.queue.close();
       link?.detach();
       await tools.close().catch((err) => log.warn({ err }, 'closing the tool endpoint failed'));
+      await egress.close().catch((err) => log.warn({ err }, 'closing the egress relay failed'));
       await lock?.release().catch((err) => log.warn({ err }, 'releasing the unit lock failed'));
       log.info('unit stopped');
     },

@@ -25,7 +25,7 @@ const specSchema = z.object({
     memoryMiB: z.number().int().min(LIMIT_BOUNDS.memoryMiB.min).max(LIMIT_BOUNDS.memoryMiB.max),
     pids: z.number().int().min(LIMIT_BOUNDS.pids.min).max(LIMIT_BOUNDS.pids.max),
   }),
-  network: z.discriminatedUnion('mode', [z.object({ mode: z.literal('none') }), z.object({ mode: z.literal('internal') })]).optional(),
+  network: z.discriminatedUnion('mode', [z.object({ mode: z.literal('none') }), z.object({ mode: z.literal('internal'), hostPorts: z.array(z.number().int().min(1).max(65535)).max(16).optional(), proxyPort: z.number().int().min(1).max(65535).optional() })]).optional(),
   stdin: z.boolean().optional(),
 });
 

@@ -19,9 +19,22 @@ export interface SandboxLimits {
 
 /**
  * `none`: no interface but loopback. `internal`: a per-agent Docker network with no route out;
- * its only reachable peer is the host at the bridge gateway (where the egress proxy listens).
+ * its only reachable peer is the host at the bridge gateway (where the egress relay listens).
+ * Nothing else on the host answers it (a per-network firewall chain, see docker/firewall.ts).
+ * With `proxyPort`, the sandbox's HTTP_PROXY/HTTPS_PROXY (and lowercase) point at
+ * `http://<host address>:<proxyPort>`, and NO_PROXY at the host address itself.
  */
-export type SandboxNetwork = { mode: 'none' } | { mode: 'internal' };
+export type SandboxNetwork =
+  | { mode: 'none' }
+  | {
+      mode: 'internal';
+      /**
+       * The only TCP ports the sandbox may reach on the host address (the host firewall drops
+       * everything else the sandbox sends to the host). `proxyPort` is always among them.
+       */
+      hostPorts?: number[];
+      proxyPort?: number;
+    };
 
 export interface SandboxSpec {
   /** Lowercase letters, digits, '-', '_' and '.', starting with a letter or digit; at most 63. */

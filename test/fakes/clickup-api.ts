@@ -9,7 +9,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closeServer, headersOf, listen, readBody, type RecordedCall as HttpCall } from './http.js';
 
 export interface FakeTask {
   id: string;
@@ -29,16 +29,8 @@ export interface RecordedFile {
   data: Buffer;
 }
 
-export interface RecordedCall {
-  method: string;
-  /** Path without the `/api/v2` prefix for API calls (`/task/t1/comment`); the full path otherwise. */
-  path: string;
-  headers: Record<string, string>;
-  json?: unknown;
-  files: RecordedFile[];
-  /** The status the fake answered with. */
-  status: number;
-}
+/** A call; `path` is without the `/api/v2` prefix for API calls. */
+export type RecordedCall = HttpCall<RecordedFile>;
 
 export interface FakeClickUp {
   /** API base, ending in `/api/v2`. */
@@ -81,14 +73,12 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
   let nextId = 1000;
 
   const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      handle(req, Buffer.concat(chunks)).then(
+    readBody(req)
+      .then((body) => handle(req, body))
+      .then(
         (r) => reply(res, r),
         (err: unknown) => reply(res, { status: 500, json: { err: String(err), ECODE: 'FAKE_500' } }),
       );
-    });
   });
 
   interface Answer {
@@ -118,9 +108,7 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
     const u = new URL(req.url ?? '/', 'http://fake');
     const isApi = u.pathname.startsWith(`${API_PREFIX}/`);
     const path = isApi ? u.pathname.slice(API_PREFIX.length) : u.pathname;
-    const headers = Object.fromEntries(
-      Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : (v ?? '')]),
-    );
+    const headers = headersOf(req);
     const call: RecordedCall = { method: req.method ?? 'GET', path, headers, files: [], status: 0 };
     calls.push(call);
     const answer = (a: Answer): Answer => {
@@ -234,8 +222,7 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
     return answer({ status: 404, json: { err: `Route not found: ${call.method} ${path}`, ECODE: 'APP_001' } });
   }
 
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const origin = await listen(server);
 
   return {
     url: `${origin}${API_PREFIX}`,
@@ -259,11 +246,6 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
     find(method, path) {
       return calls.filter((c) => c.method === method && (typeof path === 'string' ? c.path === path : path.test(c.path)));
     },
-    close() {
-      return new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      });
-    },
+    close: () => closeServer(server),
   };
 }

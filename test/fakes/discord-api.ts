@@ -17,8 +17,8 @@
  * acknowledged, and `dispatch()` for MESSAGE_CREATE and friends.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { closeServer, describeCalls, headersOf, listen, readBody, type RecordedCall as HttpCall } from './http.js';
 
 export interface RecordedFile {
   /** Multipart field name, e.g. `files[0]`. */
@@ -27,16 +27,11 @@ export interface RecordedFile {
   data: Buffer;
 }
 
-export interface RecordedCall {
-  method: string;
-  /** Path without `/api` and `/v<N>`, e.g. `/webhooks/1/tok/messages/@original`. */
-  path: string;
-  headers: Record<string, string>;
-  /** The JSON body, or the parsed `payload_json` of a multipart body. */
-  json?: unknown;
-  files: RecordedFile[];
-  /** The status the fake answered with. */
-  status: number;
+/**
+ * A call; `path` is without `/api` and `/v<N>` (`/webhooks/1/tok/messages/@original`), and `json`
+ * of a multipart body is its parsed `payload_json`.
+ */
+export interface RecordedCall extends HttpCall<RecordedFile> {
   /** The JSON the fake answered with (e.g. the created message, with its id). */
   response?: unknown;
 }
@@ -134,12 +129,6 @@ let nextId = 1_300_000_000_000_000_000n;
 function snowflake(): string {
   nextId += 1n;
   return nextId.toString();
-}
-
-async function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
 }
 
 async function parseBody(req: http.IncomingMessage, raw: Buffer): Promise<{ json?: unknown; files: RecordedFile[] }> {
@@ -290,8 +279,7 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
         return;
       }
       const apiPath = /^\/api(?:\/v\d+)?(\/.*)$/.exec(url.pathname)?.[1];
-      const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : (v ?? '')]));
-      const call: RecordedCall = { method: req.method ?? 'GET', path: apiPath ?? url.pathname, headers, files: [], status: 0 };
+      const call: RecordedCall = { method: req.method ?? 'GET', path: apiPath ?? url.pathname, headers: headersOf(req), files: [], status: 0 };
       try {
         Object.assign(call, await parseBody(req, raw));
       } catch (err) {
@@ -393,8 +381,7 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
     });
   });
 
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  origin = await listen(server);
 
   const matches = (c: RecordedCall, method: string, path: string | RegExp) =>
     c.method === method && c.status < 300 && (typeof path === 'string' ? c.path === path : path.test(c.path));
@@ -441,15 +428,14 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
       for (;;) {
         const found = calls.filter((c) => matches(c, method, path));
         if (found.length >= count) return found;
-        if (Date.now() > deadline) throw new Error(`fake discord: no ${count}× ${method} ${String(path)}; saw ${calls.map((c) => `${c.method} ${c.path} ${c.status}`).join(', ')}`);
+        if (Date.now() > deadline) throw new Error(`fake discord: no ${count}× ${method} ${String(path)}; saw ${describeCalls(calls)}`);
         await new Promise((r) => setTimeout(r, 20));
       }
     },
     async close() {
       for (const ws of sockets) ws.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer(server);
     },
   };
   return fake;

@@ -9,8 +9,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { closeServer, headersOf, listen, readBody } from './http.js';
 
 export interface FakeSlackCall {
   method: string;
@@ -83,12 +83,6 @@ export interface FakeSlack {
 
 const JSON_FIELDS = new Set(['files', 'blocks', 'attachments', 'loading_messages', 'metadata']);
 
-async function readBody(req: http.IncomingMessage): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const p of req) parts.push(p as Buffer);
-  return Buffer.concat(parts);
-}
-
 async function parseBody(raw: Buffer, contentType: string): Promise<Record<string, unknown>> {
   if (raw.length === 0) return {};
   if (contentType.includes('application/json')) return JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
@@ -137,8 +131,7 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
       ws.send(JSON.stringify({ type: 'hello', num_connections: 1, connection_info: { app_id: 'AFAKE' } }));
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const origin = await listen(server);
 
   const fake: FakeSlack = {
     url: `${origin}/api/`,
@@ -195,8 +188,7 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
     async close() {
       for (const ws of sockets) ws.terminate();
       wss.close();
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      await closeServer(server);
     },
   };
 
@@ -258,8 +250,7 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
     if (req.method !== 'POST' || !url.pathname.startsWith('/api/')) return void send(404, { ok: false, error: 'unknown_method' });
     const method = url.pathname.slice('/api/'.length);
     const body = await parseBody(await readBody(req), req.headers['content-type'] ?? '');
-    const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
-    fake.calls.push({ method, body, headers });
+    fake.calls.push({ method, body, headers: headersOf(req) });
 
     const queued = failures.get(method);
     const failure = queued?.shift();

@@ -47,6 +47,11 @@ export interface TestGateway {
   profilesDir: string;
   /** Sends through the local channel and waits for the outcome. */
   send(m: LocalMessage): Promise<{ eventId: string; conversation: string; progress: string[]; outcome: TurnOutcome }>;
+  /**
+   * Waits until the event is terminal and the unit of `profile` is idle, so every platform call of
+   * the turn has been made; `calls` tells what the platform's fake saw, for the error after 30 s.
+   */
+  settled(eventId: string, profile: string, calls: () => string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -78,6 +83,16 @@ export async function startTestGateway(opts: {
         else outcome = o;
       }
       return { eventId: event.id, conversation: event.conversation, progress, outcome: outcome! };
+    },
+    async settled(eventId, profile, calls) {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const row = await ctx.store.gateway.getEvent(eventId);
+        if (row && ['delivered', 'failed', 'rejected'].includes(row.status)) break;
+        if (Date.now() > deadline) throw new Error(`${eventId} stuck in ${row?.status}; calls: ${calls()}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await running.gateway.units.get(profile)!.idle();
     },
     async close() {
       await running.stop();

@@ -23,6 +23,7 @@ import {
 import { runExec } from './exec.js';
 import { LABELS, WORKSPACE, createBody } from './hardening.js';
 import { readSnapshot, snapshotExists, snapshotPath, writeSnapshot } from './snapshot.js';
+import { bridgeName, guardBridge, hostPortsOf, proxyEnv, unguardBridge } from './firewall.js';
 
 /** How long exec waits for the engine to report a sandbox stopped after an exec died with it. */
 const SANDBOX_STOP_SETTLE_MS = 3_000;
@@ -137,13 +138,32 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       if (!isNotFound(err)) throw err;
       try {
         await call(() =>
-          docker.createNetwork({ Name: n.network, Internal: true, CheckDuplicate: true, Labels: labels(agentId) }),
+          docker.createNetwork({
+            Name: n.network,
+            Internal: true,
+            CheckDuplicate: true,
+            Labels: labels(agentId),
+            // Our own bridge name, so the host firewall chain can name the interface.
+            Options: { 'com.docker.network.bridge.name': bridgeName(prefix, agentId) },
+          }),
         );
       } catch (e) {
         if (!isConflict(e)) throw e;
       }
     }
     return n.network;
+  }
+
+  /** The Linux bridge behind an agent's network (ours, or Docker's `br-<id>` for older networks). */
+  async function bridgeOf(agentId: string): Promise<string> {
+    const info = (await call(() => docker.getNetwork(names(agentId).network).inspect())) as { Id: string; Options?: Record<string, string> };
+    return info.Options?.['com.docker.network.bridge.name'] ?? `br-${info.Id.slice(0, 12)}`;
+  }
+
+  /** Closes the host to the sandbox except the spec's ports; before the container runs. */
+  async function guard(spec: SandboxSpec): Promise<void> {
+    if (spec.network?.mode !== 'internal') return;
+    await guardBridge(await bridgeOf(spec.agentId), await hostAddress(spec.agentId), hostPortsOf(spec));
   }
 
   async function hostAddress(agentId: string): Promise<string> {
@@ -166,10 +186,16 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
     const choice = await runtimeFor(spec.runtime ?? options.runtime);
     const [id, existing] = await Promise.all([imageId(spec.image), inspect(n.container)]);
     const networkName = spec.network?.mode === 'internal' ? n.network : undefined;
+    // The proxy address is the network's gateway, stable for the network's life, so the spec
+    // hash stays the same from wake to wake.
+    const proxyPort = spec.network?.mode === 'internal' ? spec.network.proxyPort : undefined;
+    if (proxyPort) await ensureNetwork(spec.agentId);
+    const env = proxyPort ? { ...spec.env, ...proxyEnv(await hostAddress(spec.agentId), proxyPort) } : spec.env;
     const body = createBody({
-      spec, containerName: n.container, volumeName: n.volume, networkName, engineRuntime: choice.engineRuntime, imageId: id,
+      spec: { ...spec, ...(env ? { env } : {}) }, containerName: n.container, volumeName: n.volume, networkName, engineRuntime: choice.engineRuntime, imageId: id,
     });
-    const specHash = hashOf(body);
+    const ports = hostPortsOf(spec);
+    const specHash = hashOf(ports.length > 0 ? { ...body, hostPorts: ports } : body);
     const handle = (containerId: string, action: SandboxHandle['action'], restored = false): SandboxHandle => ({
       agentId: spec.agentId, containerId, runtime: choice.runtime, engineRuntime: choice.engineRuntime, specHash,
       image: spec.image, action, restored,
@@ -185,6 +211,7 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         return handle(existing.Id, 'unpaused');
       }
       if (same && (state.Status === 'created' || state.Status === 'exited')) {
+        await guard(spec);
         await startContainer(existing.Id);
         return handle(existing.Id, 'started');
       }
@@ -197,7 +224,10 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
     }
 
     const volumeIsNew = await ensureVolume(spec.agentId);
-    if (networkName) await ensureNetwork(spec.agentId);
+    if (networkName) {
+      await ensureNetwork(spec.agentId);
+      await guard(spec);
+    }
     const snap = snapshotPath(options.snapshotDir, spec.agentId);
     const restore = volumeIsNew && (await snapshotExists(snap));
 
@@ -295,7 +325,9 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         }
         await call(() => docker.getContainer(n.container).remove({ force: true })).then(() => removed.containers++, ignore404);
         await call(() => docker.getVolume(n.volume).remove()).then(() => removed.volumes++, ignore404);
+        const bridge = await bridgeOf(agentId).catch(() => undefined);
         await call(() => docker.getNetwork(n.network).remove()).then(() => removed.networks++, ignore404);
+        if (bridge) await unguardBridge(bridge);
         await fs.rm(snapshotPath(options.snapshotDir, agentId)).then(() => (removed.snapshot = true), () => undefined);
 
         const [c, v, nw] = await Promise.all([

@@ -1,0 +1,91 @@
+/**
+ * The host side of an agent's internal network. Docker's `--internal` stops traffic from leaving
+ * the bridge for other networks, but the host itself still answers on every address it has
+ * (measured here: a sandbox reached a host service on 0.0.0.0 through its own gateway address,
+ * docker0 and eth0). So each agent's bridge gets its own iptables chain on INPUT that accepts only
+ * TCP to the host address on the ports the spec names (the gateway's MCP endpoint and egress
+ * relay) plus replies, and refuses everything else.
+ *
+ * Fails closed: if the rules cannot be installed, the sandbox is not started.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import { AgentVmError } from '../../errors.js';
+import type { SandboxSpec } from '../types.js';
+
+const run = promisify(execFile);
+
+/** One chain per bridge; iptables chain names are at most 28 characters. */
+export function chainFor(bridge: string): string {
+  return `AVM-${createHash('sha256').update(bridge).digest('hex').slice(0, 16)}`;
+}
+
+async function iptables(args: string[]): Promise<{ ok: boolean; stderr: string }> {
+  try {
+    await run('iptables', ['-w', '5', ...args], { timeout: 15_000 });
+    return { ok: true, stderr: '' };
+  } catch (err) {
+    const e = err as { stderr?: string; code?: string | number; message?: string };
+    if (e.code === 'ENOENT') {
+      throw new AgentVmError('firewall_unavailable', 'iptables is not installed; agent-vm needs it to close the host to sandboxes on an internal network', { status: 500 });
+    }
+    return { ok: false, stderr: (e.stderr ?? e.message ?? '').trim() };
+  }
+}
+
+async function must(args: string[], what: string): Promise<void> {
+  const r = await iptables(args);
+  if (!r.ok) {
+    throw new AgentVmError('firewall_failed', `could not ${what} (iptables ${args.join(' ')}: ${r.stderr || 'failed'}); agent-vm needs root or CAP_NET_ADMIN`, { status: 500 });
+  }
+}
+
+/** Installs (or refreshes) the rules for one bridge. Idempotent. */
+export async function guardBridge(bridge: string, hostAddress: string, ports: readonly number[]): Promise<void> {
+  const chain = chainFor(bridge);
+  const created = await iptables(['-N', chain]);
+  if (!created.ok && !/exists/i.test(created.stderr)) {
+    throw new AgentVmError('firewall_failed', `could not create iptables chain ${chain}: ${created.stderr}; agent-vm needs root or CAP_NET_ADMIN`, { status: 500 });
+  }
+  // Jump first (if the chain were empty for a moment, a DROP below is what we are adding anyway).
+  if (!(await iptables(['-C', 'INPUT', '-i', bridge, '-j', chain])).ok) {
+    await must(['-I', 'INPUT', '1', '-i', bridge, '-j', chain], `send ${bridge} traffic to ${chain}`);
+  }
+  await must(['-F', chain], `reset ${chain}`);
+  await must(['-A', chain, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'], `allow replies on ${bridge}`);
+  for (const port of [...new Set(ports)].sort((a, b) => a - b)) {
+    await must(['-A', chain, '-d', hostAddress, '-p', 'tcp', '--dport', String(port), '-j', 'ACCEPT'], `open ${hostAddress}:${port} on ${bridge}`);
+  }
+  // Refused at once (a reset) rather than silently dropped, so an agent fails fast.
+  await must(['-A', chain, '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset'], `close the host to ${bridge}`);
+  await must(['-A', chain, '-j', 'DROP'], `close the host to ${bridge}`);
+}
+
+/** Removes a bridge's rules (after its network is gone). Missing rules are fine. */
+export async function unguardBridge(bridge: string): Promise<void> {
+  const chain = chainFor(bridge);
+  while ((await iptables(['-D', 'INPUT', '-i', bridge, '-j', chain])).ok) {
+    // a rule inserted twice by a race is removed too
+  }
+  await iptables(['-F', chain]);
+  await iptables(['-X', chain]);
+}
+
+/** Proxy settings for a sandbox whose only way out is the egress relay at `host:port`. */
+export function proxyEnv(host: string, port: number): Record<string, string> {
+  const url = `http://${host}:${port}`;
+  return { HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url, NO_PROXY: host, no_proxy: host };
+}
+
+/** Host ports an internal-network sandbox may reach at its host address. */
+export function hostPortsOf(spec: SandboxSpec): number[] {
+  if (spec.network?.mode !== 'internal') return [];
+  const ports = new Set([...(spec.network.hostPorts ?? []), ...(spec.network.proxyPort ? [spec.network.proxyPort] : [])]);
+  return [...ports].sort((a, b) => a - b);
+}
+
+/** At most 15 characters (IFNAMSIZ), unique per agent and name prefix. */
+export function bridgeName(prefix: string, agentId: string): string {
+  return `avm${createHash('sha256').update(`${prefix}/${agentId}`).digest('hex').slice(0, 12)}`;
+}
