@@ -4,6 +4,9 @@
  * gateway-side and are redacted from replies, and approvals time out as denials.
  */
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localEvent, localMessageSchema } from '../src/adapters/local/index.js';
 import { signSlackRequest } from '../src/adapters/slack/index.js';
@@ -17,6 +20,13 @@ const SLACK_SECRET = 'gov-slack-signing-secret';
 const TEAM = 'T0FAKE';
 const CHANNEL = 'C0TOOLS01';
 const HUMAN = 'UHUMAN001';
+/** A host service the profile may reach through the egress relay, on this machine's LAN address. */
+const lanAddress = Object.entries(os.networkInterfaces())
+  .filter(([name]) => !/^(docker|br-|avm|veth)/.test(name))
+  .flatMap(([, addrs]) => addrs ?? [])
+  .find((a) => a.family === 'IPv4' && !a.internal)?.address;
+let target: http.Server;
+let targetPort: number;
 let upstream: FakeUpstream;
 let slack: FakeSlack;
 let gw: TestGateway;
@@ -24,6 +34,9 @@ let gw: TestGateway;
 beforeAll(async () => {
   upstream = await startFakeUpstream();
   slack = await startFakeSlack();
+  target = http.createServer((_req, res) => res.end('outside'));
+  await new Promise<void>((r) => target.listen(0, '0.0.0.0', r));
+  targetPort = (target.address() as AddressInfo).port;
   gw = await startTestGateway({
     manifests: [
       manifest(tooly, {
@@ -36,6 +49,7 @@ beforeAll(async () => {
           approval: ['srv.add'],
         },
         secrets: { UP_TOKEN: 'secret://UP_TOKEN' },
+        egress: { allow: [`${lanAddress}:${targetPort}`] },
         bindings: [
           { platform: 'local', channels: ['*'] },
           { platform: 'slack', team: TEAM, channels: [CHANNEL] },
@@ -51,6 +65,8 @@ afterAll(async () => {
   await gw?.close();
   await upstream?.close();
   await slack?.close();
+  target?.closeAllConnections();
+  await new Promise((r) => target?.close(r));
 });
 
 const say = async (text: string) => replyText((await gw.send({ profile: tooly, text, conversation: 'tools' })).outcome);
@@ -174,5 +190,25 @@ describe('approval buttons in Slack, through the gateway', () => {
 
     const decisions = (await gw.running.gateway.audit.tail(200)).filter((a) => a.action === 'tool.approval' && a.profile === tooly);
     expect(decisions.at(-1)).toMatchObject({ decision: 'approved', subject: 'srv.add', reason: `approved by slack:${HUMAN}` });
+  });
+});
+
+describe('egress through the gateway', () => {
+  it("reaches an allowlisted host:port only through the profile's relay, and audits each attempt", async () => {
+    const connect = (t: string) =>
+      say(
+        `sh node -e 'const h=require("http");const p=new URL(process.env.HTTPS_PROXY);h.request({host:p.hostname,port:p.port,method:"CONNECT",path:process.argv[1]}).on("connect",r=>{console.log("status "+r.statusCode);process.exit(0)}).on("response",r=>{console.log("status "+r.statusCode);process.exit(0)}).on("error",e=>console.log("error "+e.code)).end()' ${t}`,
+      );
+    // The reference agent answers `sh` with "exit <code>" and the output.
+    expect(await connect(`${lanAddress}:${targetPort}`)).toMatch(/^status 200$/m);
+    expect(await connect('example.com:443')).toMatch(/^status 403$/m);
+    // Straight out, without the relay: nothing.
+    expect(await say(`sh node -e 'fetch("http://${lanAddress}:${targetPort}/").then(r=>console.log("reached"),e=>console.log("blocked"))'`)).toMatch(/^blocked$/m);
+    await new Promise((r) => setTimeout(r, 100));
+    const rows = (await gw.running.gateway.audit.tail(200)).filter((a) => a.action === 'egress.connect' && a.profile === tooly);
+    expect(rows.map((r) => [r.decision, r.subject])).toEqual([
+      ['allow', `${lanAddress}:${targetPort}`],
+      ['deny', 'example.com:443'],
+    ]);
   });
 });
