@@ -41,25 +41,61 @@ async function must(args: string[], what: string): Promise<void> {
   }
 }
 
-/** Installs (or refreshes) the rules for one bridge. Idempotent. */
+/** The chain's rules, in `iptables -S` form. */
+function rulesFor(chain: string, hostAddress: string, ports: readonly number[]): string[] {
+  return [
+    `-A ${chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    ...[...new Set(ports)].sort((a, b) => a - b).map((p) => `-A ${chain} -d ${hostAddress}/32 -p tcp -m tcp --dport ${p} -j ACCEPT`),
+    // Refused at once (a reset) rather than silently dropped, so an agent fails fast.
+    `-A ${chain} -p tcp -j REJECT --reject-with tcp-reset`,
+    `-A ${chain} -j DROP`,
+  ];
+}
+
+/**
+ * Installs (or refreshes) the rules for one bridge. Idempotent. The common case, a sandbox woken
+ * again with its rules still in place, costs two `iptables` calls; otherwise the chain is
+ * rewritten in one `iptables-restore` transaction (never empty in between).
+ */
 export async function guardBridge(bridge: string, hostAddress: string, ports: readonly number[]): Promise<void> {
   const chain = chainFor(bridge);
-  const created = await iptables(['-N', chain]);
-  if (!created.ok && !/exists/i.test(created.stderr)) {
-    throw new AgentVmError('firewall_failed', `could not create iptables chain ${chain}: ${created.stderr}; agent-vm needs root or CAP_NET_ADMIN`, { status: 500 });
-  }
-  // Jump first (if the chain were empty for a moment, a DROP below is what we are adding anyway).
-  if (!(await iptables(['-C', 'INPUT', '-i', bridge, '-j', chain])).ok) {
+  const want = rulesFor(chain, hostAddress, ports);
+  const [listed, jump] = await Promise.all([
+    listChain(chain),
+    iptables(['-C', 'INPUT', '-i', bridge, '-j', chain]),
+  ]);
+  if (listed !== undefined && listed.join('\n') === want.join('\n') && jump.ok) return;
+  // --noflush keeps every other table and chain; a chain declared here is created or emptied.
+  await restore(['*filter', `:${chain} - [0:0]`, ...want, 'COMMIT', ''].join('\n'), `install the rules of ${chain}`);
+  if (!jump.ok && !(await iptables(['-C', 'INPUT', '-i', bridge, '-j', chain])).ok) {
     await must(['-I', 'INPUT', '1', '-i', bridge, '-j', chain], `send ${bridge} traffic to ${chain}`);
   }
-  await must(['-F', chain], `reset ${chain}`);
-  await must(['-A', chain, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'], `allow replies on ${bridge}`);
-  for (const port of [...new Set(ports)].sort((a, b) => a - b)) {
-    await must(['-A', chain, '-d', hostAddress, '-p', 'tcp', '--dport', String(port), '-j', 'ACCEPT'], `open ${hostAddress}:${port} on ${bridge}`);
+}
+
+/** The chain's `-A` rules, or undefined when it does not exist. */
+async function listChain(chain: string): Promise<string[] | undefined> {
+  try {
+    const { stdout } = await run('iptables', ['-w', '5', '-S', chain], { timeout: 15_000 });
+    return stdout.split('\n').filter((l) => l.startsWith('-A '));
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 'ENOENT') return void (await iptables(['-V']));
+    return undefined;
   }
-  // Refused at once (a reset) rather than silently dropped, so an agent fails fast.
-  await must(['-A', chain, '-p', 'tcp', '-j', 'REJECT', '--reject-with', 'tcp-reset'], `close the host to ${bridge}`);
-  await must(['-A', chain, '-j', 'DROP'], `close the host to ${bridge}`);
+}
+
+function restore(input: string, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = execFile('iptables-restore', ['-w', '5', '--noflush'], { timeout: 15_000 }, (err, _out, stderr) => {
+      if (!err) return resolve();
+      const code = (err as { code?: unknown }).code;
+      reject(
+        code === 'ENOENT'
+          ? new AgentVmError('firewall_unavailable', 'iptables-restore is not installed; agent-vm needs iptables to close the host to sandboxes on an internal network', { status: 500 })
+          : new AgentVmError('firewall_failed', `could not ${what} (iptables-restore: ${String(stderr).trim() || err.message}); agent-vm needs root or CAP_NET_ADMIN`, { status: 500 }),
+      );
+    });
+    child.stdin?.end(input);
+  });
 }
 
 /** Removes a bridge's rules (after its network is gone). Missing rules are fine. */
