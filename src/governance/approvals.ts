@@ -77,7 +77,7 @@ export interface StoredApproval {
   expiresAt: Date;
 }
 
-/** Where requests live (implemented over the database by src/store/approvals.ts). */
+/** Where requests live (implemented over the database by approval-store.ts). */
 export interface ApprovalStore {
   insert(row: Omit<StoredApproval, 'status' | 'answeredBy'>): Promise<void>;
   get(id: string): Promise<StoredApproval | undefined>;
@@ -120,8 +120,8 @@ export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBr
   const now = options.now ?? Date.now;
   const pollMs = options.pollMs ?? 250;
   const { store } = options;
-  /** Requests this process is waiting on: an answer given here wakes them without a poll. */
-  const waiting = new Map<string, { wake: () => void; shutdown: () => void }>();
+  /** Requests this process is waiting on: an answer given here, or close(), wakes them without a poll. */
+  const waiting = new Map<string, () => void>();
   let closed = false;
 
   async function request(req: ApprovalRequest): Promise<ApprovalAnswer> {
@@ -154,11 +154,10 @@ export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBr
     }
 
     let settled: StoredApproval | undefined;
-    let shuttingDown = false;
     while (!settled) {
       const left = pending.expiresAt.getTime() - now();
-      if (shuttingDown || left <= 0) {
-        settled = (await store.close(pending.id, shuttingDown ? 'denied' : 'timeout', shuttingDown ? 'system:shutdown' : null)) ?? (await store.get(pending.id));
+      if (closed || left <= 0) {
+        settled = (await store.close(pending.id, closed ? 'denied' : 'timeout', closed ? 'system:shutdown' : null)) ?? (await store.get(pending.id));
         break;
       }
       await new Promise<void>((resolve) => {
@@ -168,13 +167,7 @@ export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBr
           waiting.delete(pending.id);
           resolve();
         }
-        waiting.set(pending.id, {
-          wake: done,
-          shutdown: () => {
-            shuttingDown = true;
-            done();
-          },
-        });
+        waiting.set(pending.id, done);
       });
       const row = await store.get(pending.id).catch(() => undefined);
       if (row && row.status !== 'pending') settled = row;
@@ -202,12 +195,12 @@ export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBr
       if (by && !row.approvers.includes(who)) return { status: 'not_allowed', approvers: row.approvers };
       const taken = await store.answer(id, decision === 'approved' ? 'approved' : 'denied', who);
       if (!taken) return { status: 'unknown' };
-      waiting.get(id)?.wake();
+      waiting.get(id)?.();
       return { status: 'answered' };
     },
     async close() {
       closed = true;
-      for (const w of [...waiting.values()]) w.shutdown();
+      for (const wake of [...waiting.values()]) wake();
     },
   };
 }
