@@ -19,7 +19,7 @@ import type { Logger } from '../../log.js';
 import type { ApprovalDesk, ApprovalOutcome, ApprovalPrompt } from '../types.js';
 import type { DiscordApi, MessageBody, SentMessage } from './api.js';
 import { channelGone, INTERACTION_TOKEN_SAFE_MS, tokenRejected } from './deliver.js';
-import { ButtonStyle, ComponentType, conversationChannel, decodeReplyTo, EPHEMERAL, ResponseType, type Interaction, type ReplyTarget } from './parse.js';
+import { ButtonStyle, ComponentType, replyTargetOf, EPHEMERAL, ResponseType, type Interaction, type ReplyTarget } from './parse.js';
 
 export const APPROVE_PREFIX = 'agentvm_approve:';
 export const DENY_PREFIX = 'agentvm_deny:';
@@ -102,10 +102,8 @@ export function createDiscordApprovals(deps: DiscordApprovalsOptions): DiscordAp
   const posted = new Map<string, Posted>();
 
   function targetOf(p: ApprovalPrompt): ReplyTarget {
-    const decoded = decodeReplyTo(p.replyTo);
-    if (decoded) return decoded;
-    const conv = conversationChannel(p.conversation);
-    if (conv) return { kind: 'channel', channel: conv.channel };
+    const t = replyTargetOf(p.replyTo, p.conversation);
+    if (t) return t;
     throw new AgentVmError('discord_bad_target', `no Discord channel for approval ${p.id}`, { status: 500, retryable: false });
   }
 

@@ -14,7 +14,7 @@ import { AgentVmError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { OutboundFile, OutboundMessage } from '../types.js';
 import { discordErrorOf, type DiscordApi, type MessageBody } from './api.js';
-import { conversationChannel, decodeReplyTo, type ReplyTarget } from './parse.js';
+import { replyTargetOf, type ReplyTarget } from './parse.js';
 import { MESSAGE_LIMIT, notSentText, planAttachments, progressText, splitMessage } from './render.js';
 
 /** Discord's interaction token lives 15 minutes; stop using it a minute early. */
@@ -72,10 +72,8 @@ export function createDeliverer(opts: DelivererOptions) {
   }
 
   function targetOf(msg: OutboundMessage): ReplyTarget {
-    const decoded = decodeReplyTo(msg.replyTo);
-    if (decoded) return decoded;
-    const conv = conversationChannel(msg.conversation);
-    if (conv) return { kind: 'channel', channel: conv.channel };
+    const t = replyTargetOf(msg.replyTo, msg.conversation);
+    if (t) return t;
     throw new AgentVmError('discord_bad_target', `no Discord channel for event ${msg.eventId}`, { status: 500, retryable: false });
   }
 

@@ -130,6 +130,14 @@ export function conversationChannel(conversation: string): { guild: string; chan
   return m ? { guild: m[1]!, channel: m[2]! } : null;
 }
 
+/** Where a message of a conversation goes: the encoded `replyTo` when there is one, else the conversation's channel. */
+export function replyTargetOf(replyTo: string | undefined, conversation: string): ReplyTarget | null {
+  const decoded = decodeReplyTo(replyTo);
+  if (decoded) return decoded;
+  const conv = conversationChannel(conversation);
+  return conv ? { kind: 'channel', channel: conv.channel } : null;
+}
+
 function displayName(user: z.infer<typeof userSchema>): string | undefined {
   return user.global_name ?? user.username ?? undefined;
 }
