@@ -40,7 +40,7 @@ export interface EgressRelay {
   close(): Promise<void>;
 }
 
-export type EgressVerdict = { ok: true; address: string } | { ok: false; reason: string };
+export type EgressVerdict = { ok: true; address: string; port: number } | { ok: false; reason: string };
 
 /** Addresses the relay never connects to, whatever the allowlist says. */
 export function forbiddenAddress(address: string): string | undefined {
@@ -108,7 +108,7 @@ export async function createEgressRelay(o: EgressRelayOptions): Promise<EgressRe
       const bad = forbiddenAddress(a);
       if (bad) return { ok: false, reason: `${t.host} resolves to a ${bad}` };
     }
-    return { ok: true, address: addresses[0]! };
+    return { ok: true, address: addresses[0]!, port: t.port };
   }
 
   function refuse(socket: Duplex, status: number, reason: string): void {
@@ -137,7 +137,7 @@ export async function createEgressRelay(o: EgressRelayOptions): Promise<EgressRe
       delete headers['proxy-authorization'];
       delete headers['proxy-connection'];
       const upstream = http.request(
-        { host: verdict.address, port: Number(url.port || 80), method: req.method, path: `${url.pathname}${url.search}`, headers, timeout: connectTimeoutMs },
+        { host: verdict.address, port: verdict.port, method: req.method, path: `${url.pathname}${url.search}`, headers, timeout: connectTimeoutMs },
         (up) => {
           res.writeHead(up.statusCode ?? 502, up.headers);
           up.pipe(res);
@@ -158,8 +158,7 @@ export async function createEgressRelay(o: EgressRelayOptions): Promise<EgressRe
     void decide(target).then((verdict) => {
       audit(target, verdict, 'connect');
       if (!verdict.ok) return refuse(client, 403, `${target} refused: ${verdict.reason}`);
-      const { port } = parseTarget(target)!;
-      const upstream = net.connect({ host: verdict.address, port });
+      const upstream = net.connect({ host: verdict.address, port: verdict.port });
       tunnels.add(upstream);
       tunnels.add(client);
       let established = false;

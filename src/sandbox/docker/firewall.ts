@@ -21,16 +21,18 @@ export function chainFor(bridge: string): string {
   return `AVM-${createHash('sha256').update(bridge).digest('hex').slice(0, 16)}`;
 }
 
-async function iptables(args: string[]): Promise<{ ok: boolean; stderr: string }> {
+function unavailable(command: string): AgentVmError {
+  return new AgentVmError('firewall_unavailable', `${command} is not installed; agent-vm needs iptables to close the host to sandboxes on an internal network`, { status: 500 });
+}
+
+async function iptables(args: string[]): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   try {
-    await run('iptables', ['-w', '5', ...args], { timeout: 15_000 });
-    return { ok: true, stderr: '' };
+    const { stdout } = await run('iptables', ['-w', '5', ...args], { timeout: 15_000 });
+    return { ok: true, stdout, stderr: '' };
   } catch (err) {
     const e = err as { stderr?: string; code?: string | number; message?: string };
-    if (e.code === 'ENOENT') {
-      throw new AgentVmError('firewall_unavailable', 'iptables is not installed; agent-vm needs it to close the host to sandboxes on an internal network', { status: 500 });
-    }
-    return { ok: false, stderr: (e.stderr ?? e.message ?? '').trim() };
+    if (e.code === 'ENOENT') throw unavailable('iptables');
+    return { ok: false, stdout: '', stderr: (e.stderr ?? e.message ?? '').trim() };
   }
 }
 
@@ -74,13 +76,8 @@ export async function guardBridge(bridge: string, hostAddress: string, ports: re
 
 /** The chain's `-A` rules, or undefined when it does not exist. */
 async function listChain(chain: string): Promise<string[] | undefined> {
-  try {
-    const { stdout } = await run('iptables', ['-w', '5', '-S', chain], { timeout: 15_000 });
-    return stdout.split('\n').filter((l) => l.startsWith('-A '));
-  } catch (err) {
-    if ((err as { code?: unknown }).code === 'ENOENT') return void (await iptables(['-V']));
-    return undefined;
-  }
+  const r = await iptables(['-S', chain]);
+  return r.ok ? r.stdout.split('\n').filter((l) => l.startsWith('-A ')) : undefined;
 }
 
 function restore(input: string, what: string): Promise<void> {
@@ -90,7 +87,7 @@ function restore(input: string, what: string): Promise<void> {
       const code = (err as { code?: unknown }).code;
       reject(
         code === 'ENOENT'
-          ? new AgentVmError('firewall_unavailable', 'iptables-restore is not installed; agent-vm needs iptables to close the host to sandboxes on an internal network', { status: 500 })
+          ? unavailable('iptables-restore')
           : new AgentVmError('firewall_failed', `could not ${what} (iptables-restore: ${String(stderr).trim() || err.message}); agent-vm needs root or CAP_NET_ADMIN`, { status: 500 }),
       );
     });

@@ -186,10 +186,10 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
     const choice = await runtimeFor(spec.runtime ?? options.runtime);
     const [id, existing] = await Promise.all([imageId(spec.image), inspect(n.container)]);
     const networkName = spec.network?.mode === 'internal' ? n.network : undefined;
-    // The proxy address is the network's gateway, stable for the network's life, so the spec
-    // hash stays the same from wake to wake.
+    // Before the create body: the proxy address is the network's gateway, stable for the
+    // network's life, so the spec hash stays the same from wake to wake.
+    if (networkName) await ensureNetwork(spec.agentId);
     const proxyPort = spec.network?.mode === 'internal' ? spec.network.proxyPort : undefined;
-    if (proxyPort) await ensureNetwork(spec.agentId);
     const env = proxyPort ? { ...spec.env, ...proxyEnv(await hostAddress(spec.agentId), proxyPort) } : spec.env;
     const body = createBody({
       spec: { ...spec, ...(env ? { env } : {}) }, containerName: n.container, volumeName: n.volume, networkName, engineRuntime: choice.engineRuntime, imageId: id,
@@ -224,10 +224,7 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
     }
 
     const volumeIsNew = await ensureVolume(spec.agentId);
-    if (networkName) {
-      await ensureNetwork(spec.agentId);
-      await guard(spec);
-    }
+    await guard(spec);
     const snap = snapshotPath(options.snapshotDir, spec.agentId);
     const restore = volumeIsNew && (await snapshotExists(snap));
 
