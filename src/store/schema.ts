@@ -122,7 +122,11 @@ export const audit = pgTable('audit', {
   hash: text('hash').notNull(),
 });
 
-/** Tool definitions pinned when a profile is approved; a changed definition is hidden until re-pinned. */
+/**
+ * Tool definitions pinned when a profile is approved; a changed definition is hidden until re-pinned.
+ * The pinned definition is kept beside its hash, and the last definition seen that differs from it
+ * (`seen_*`, "quarantined"), so an operator can read the difference before re-pinning.
+ */
 export const toolPins = pgTable(
   'tool_pins',
   {
@@ -130,6 +134,14 @@ export const toolPins = pgTable(
     tool: text('tool').notNull(),
     hash: text('hash').notNull(),
     pinnedAt: timestamp('pinned_at', { withTimezone: true }).notNull().defaultNow(),
+    /** name, description and input schema as pinned (made storable); null for pins taken before it was kept. */
+    definition: jsonb('definition'),
+    /** Who re-pinned (`cli:<user>`, `local:api`); null for the first, automatic pin. */
+    pinnedBy: text('pinned_by'),
+    /** The differing definition last seen, hidden until someone re-pins it; null when none. */
+    seenHash: text('seen_hash'),
+    seenDefinition: jsonb('seen_definition'),
+    seenAt: timestamp('seen_at', { withTimezone: true }),
   },
   (t) => [primaryKey({ columns: [t.profile, t.tool] })],
 );
