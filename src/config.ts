@@ -33,6 +33,8 @@ export interface Config {
   slack: { signingSecret?: string; botToken?: string; appToken?: string; apiUrl: string };
   discord: { publicKey?: string; botToken?: string; applicationId?: string; apiUrl: string };
   clickup: { webhookSecret?: string; token?: string; apiUrl: string };
+  /** Provider API base URLs the model relay forwards to (proxies, tests); keys come only from `secret://`. */
+  modelApis: { anthropic: string; openai: string; gemini: string };
 }
 
 const bool = z
@@ -89,6 +91,9 @@ const schema = z.object({
   CLICKUP_WEBHOOK_SECRET: secret.optional(),
   CLICKUP_TOKEN: secret.optional(),
   CLICKUP_API_URL: url.default('https://api.clickup.com/api/v2'),
+  AGENTVM_ANTHROPIC_API_URL: url.default('https://api.anthropic.com'),
+  AGENTVM_OPENAI_API_URL: url.default('https://api.openai.com'),
+  AGENTVM_GEMINI_API_URL: url.default('https://generativelanguage.googleapis.com'),
 }).superRefine((e, ctx) => {
   if (e.AGENTVM_RUNTIME === 'runc' && !e.AGENTVM_ALLOW_RUNC) {
     ctx.addIssue({
@@ -172,5 +177,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       apiUrl: e.DISCORD_API_URL,
     },
     clickup: { webhookSecret: e.CLICKUP_WEBHOOK_SECRET, token: e.CLICKUP_TOKEN, apiUrl: e.CLICKUP_API_URL },
+    modelApis: { anthropic: e.AGENTVM_ANTHROPIC_API_URL, openai: e.AGENTVM_OPENAI_API_URL, gemini: e.AGENTVM_GEMINI_API_URL },
   };
 }

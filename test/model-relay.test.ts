@@ -9,7 +9,12 @@ import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ModelProvider } from '../src/governance/model-relay/index.js';
+import { loadConfig } from '../src/config.js';
+import { upstreamUrl } from '../src/governance/model-relay/forward.js';
+import { createModelRelay, type ModelProvider } from '../src/governance/model-relay/index.js';
+import { anthropic as anthropicSpec } from '../src/governance/model-relay/providers.js';
+import { createSecretResolver } from '../src/governance/secrets.js';
+import { createLogger } from '../src/log.js';
 import { authHeaders, rawRequest, startHarness, streamingCall, type Harness } from './fakes/providers/harness.js';
 
 let h: Harness;
@@ -344,5 +349,21 @@ describe('model lists and the reachability probe', () => {
     expect((await rawRequest(h.relay.url, { method: 'HEAD', path: '/' })).status).toBe(200);
     expect((await rawRequest(h.relay.url, { method: 'HEAD', path: '/anthropic' })).status).toBe(200);
     expect(h.fakes.anthropic.requests.length).toBe(before);
+  });
+});
+
+describe('settings', () => {
+  it('AGENTVM_*_API_URL default to the public APIs, can be overridden, and must be URLs', async () => {
+    expect(loadConfig({}).modelApis).toEqual({ anthropic: 'https://api.anthropic.com', openai: 'https://api.openai.com', gemini: 'https://generativelanguage.googleapis.com' });
+    const c = loadConfig({ AGENTVM_ANTHROPIC_API_URL: 'https://proxy.example/anthropic', AGENTVM_OPENAI_API_URL: 'http://127.0.0.1:9', AGENTVM_GEMINI_API_URL: 'https://g.example' });
+    expect(c.modelApis.anthropic).toBe('https://proxy.example/anthropic');
+    // A base URL with a path (an enterprise proxy) keeps it; only listed query parameters follow.
+    const route = anthropicSpec.match('POST', '/v1/messages')!;
+    expect(upstreamUrl(new URL('https://proxy.example/anthropic/'), route, new URLSearchParams('beta=true&key=x')).href).toBe('https://proxy.example/anthropic/v1/messages?beta=true');
+    expect(() => loadConfig({ AGENTVM_OPENAI_API_URL: 'not a url' })).toThrow(/AGENTVM_OPENAI_API_URL/);
+    const relay = await createModelRelay({ listen: { host: '127.0.0.1', port: 0 }, upstreams: c.modelApis, secrets: createSecretResolver({ env: {} }), logger: createLogger('silent') });
+    await relay.close();
+    await relay.close();
+    await expect(createModelRelay({ listen: { host: '127.0.0.1', port: 0 }, upstreams: { ...c.modelApis, gemini: 'ftp://x' }, secrets: createSecretResolver({ env: {} }), logger: createLogger('silent') })).rejects.toThrow(/must be http/);
   });
 });
