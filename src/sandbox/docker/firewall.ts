@@ -4,7 +4,7 @@
  * (measured here: a sandbox reached a host service on 0.0.0.0 through its own gateway address,
  * docker0 and eth0). So each agent's bridge gets its own iptables chain on INPUT that accepts only
  * TCP to the host address on the ports the spec names (the gateway's MCP endpoint and egress
- * relay) plus replies, and refuses everything else.
+ * relay) plus replies, and refuses everything else, DNS (port 53) first of all.
  *
  * Fails closed: if the rules cannot be installed, the sandbox is not started.
  */
@@ -47,6 +47,12 @@ async function must(args: string[], what: string): Promise<void> {
 function rulesFor(chain: string, hostAddress: string, ports: readonly number[]): string[] {
   return [
     `-A ${chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    // DNS to the host, before any accepted port: the sandbox's DNS upstream is the host address
+    // (hardening.ts dnsFor), so whatever Docker's embedded resolver forwards from the sandbox's
+    // namespace ends here, refused at once so a lookup fails fast. Their own rules, so their
+    // counters show what was refused.
+    `-A ${chain} -p udp -m udp --dport 53 -j REJECT --reject-with icmp-port-unreachable`,
+    `-A ${chain} -p tcp -m tcp --dport 53 -j REJECT --reject-with tcp-reset`,
     ...[...new Set(ports)].sort((a, b) => a - b).map((p) => `-A ${chain} -d ${hostAddress}/32 -p tcp -m tcp --dport ${p} -j ACCEPT`),
     // Refused at once (a reset) rather than silently dropped, so an agent fails fast.
     `-A ${chain} -p tcp -j REJECT --reject-with tcp-reset`,

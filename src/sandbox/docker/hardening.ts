@@ -39,6 +39,26 @@ export interface CreateInputs {
   engineRuntime: string;
   /** Image id (sha256:…), so a rebuilt image changes the spec hash. */
   imageId: string;
+  /**
+   * With a network: the host's address on it (the bridge gateway). It becomes the sandbox's only
+   * DNS upstream, see `dnsFor`.
+   */
+  hostAddress?: string | undefined;
+}
+
+/**
+ * The DNS upstream of a sandbox on an internal network. A sandbox needs no DNS (the egress relay
+ * resolves names itself, and the relay and MCP endpoint are addressed by IP), but Docker's
+ * embedded resolver (127.0.0.11) answers it anyway and forwards every name it does not know to
+ * an upstream. Measured on Docker 20.10 under runsc: without `Dns` the upstream is the host's
+ * resolv.conf, and a loopback nameserver there (dnsmasq, unbound on 127.0.0.1) is queried from
+ * the host's own namespace, which no firewall on the agent's bridge sees: a DNS channel out.
+ * With `Dns` set, every upstream is dialed from the sandbox's network namespace; naming the
+ * host address makes that the one place forwarded queries go, and the agent's firewall chain
+ * refuses port 53 there (firewall.ts). With network `none` there is no resolver to reach.
+ */
+export function dnsFor(i: Pick<CreateInputs, 'networkName' | 'hostAddress'>): { Dns: string[] } | Record<string, never> {
+  return i.networkName !== undefined && i.hostAddress !== undefined ? { Dns: [i.hostAddress] } : {};
 }
 
 /** The create body without labels: exactly what the spec hash covers. */
@@ -73,6 +93,7 @@ export function createBody(i: CreateInputs): ContainerCreateOptions {
       NanoCpus: Math.round(spec.limits.cpus * 1e9),
       PidsLimit: spec.limits.pids,
       Mounts: [{ Type: 'volume', Source: i.volumeName, Target: WORKSPACE, ReadOnly: false }],
+      ...dnsFor(i),
     },
   };
 }
