@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # `npm test`: prepares what the integration tests need (Docker engine with runsc, the agent
-# image), then runs every test. Extra arguments go to vitest (e.g. `npm test -- test/sandbox.test.ts`).
+# image and the preset agents' images), then runs every test. Extra arguments go to vitest
+# (e.g. `npm test -- test/sandbox.test.ts`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules ] || npm ci --no-audit --no-fund
 bash scripts/host-setup.sh
 npm run --silent build
 npx tsc -p tsconfig.test.json --noEmit
-node bin/agent-vm.js image build
+# The agent image, then the preset agents' images on top of it (test/presets-agents.test.ts):
+# pinned npm packages installed on the host (cached under ~/.cache/agent-vm, so only the first
+# build downloads), no registry pulls. An unchanged preset image is left as it is.
+node bin/agent-vm.js image build --agents claude,codex,gemini
 report=$(mktemp -t agentvm-vitest-XXXXXX.json)
 trap 'rm -f "$report"' EXIT
 status=0

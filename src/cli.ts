@@ -2,6 +2,8 @@
  * The `agent-vm` command. Every failure is one clear line on stderr and a non-zero exit;
  * nothing here reads the environment except through loadConfig.
  */
+import os from 'node:os';
+import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { loadConfig, type Config } from './config.js';
 import { openContext, type Context } from './context.js';
@@ -12,6 +14,8 @@ import { describeBinding } from './governance/profile.js';
 import { loadProfiles } from './governance/profiles.js';
 import { checkProfileSecrets, createSecretResolver } from './governance/secrets.js';
 import { buildAgentImage } from './sandbox/docker/image.js';
+import { buildPresetImage } from './sandbox/docker/preset-image.js';
+import { PRESET_NAMES, isPresetName, presetImageRecipe, readPresetPins, type PresetName } from './governance/presets.js';
 import { DEFAULT_LIMITS } from './sandbox/spec.js';
 import type { RuntimeSetting } from './sandbox/types.js';
 import { openStore } from './store/index.js';
@@ -19,6 +23,7 @@ import { cliLogger, out, withContext } from './cli/common.js';
 import { registerApprovalCommands } from './cli/approvals.js';
 import { registerGatewayCommands } from './cli/gateway.js';
 import { registerPlatformCommands } from './cli/platforms.js';
+import { registerToolCommands } from './cli/tools.js';
 
 function positiveNumber(name: string) {
   return (v: string): number => {
@@ -26,6 +31,17 @@ function positiveNumber(name: string) {
     if (!Number.isFinite(n) || n <= 0) throw new AgentVmError('usage', `${name} must be a positive number, got ${JSON.stringify(v)}`, { status: 400 });
     return n;
   };
+}
+
+/** `--agents claude,codex` → preset names; `reference` is the agent image itself and adds nothing. */
+function parsePresetList(v: string | undefined): PresetName[] {
+  if (v === undefined) return [];
+  const names = [...new Set(v.split(',').map((s) => s.trim()).filter(Boolean))];
+  const bad = names.filter((n) => !isPresetName(n));
+  if (bad.length > 0 || names.length === 0) {
+    throw new AgentVmError('usage', `--agents: unknown preset ${bad.map((b) => JSON.stringify(b)).join(', ') || '(none given)'}; expected a comma-separated list of ${PRESET_NAMES.join(', ')}`, { status: 400 });
+  }
+  return names.filter(isPresetName);
 }
 
 export function buildProgram(): Command {
@@ -37,6 +53,7 @@ export function buildProgram(): Command {
   registerGatewayCommands(program);
   registerPlatformCommands(program);
   registerApprovalCommands(program);
+  registerToolCommands(program);
 
   const db = program.command('db').description('database');
   db.command('migrate')
@@ -169,21 +186,42 @@ export function buildProgram(): Command {
   const image = program.command('image').description('the agent runtime image');
   image
     .command('build')
-    .description('build the agent image: offline from a Debian base (debootstrap), or from --base')
+    .description('build the agent image: offline from a Debian base (debootstrap), or from --base; --agents adds preset images on top')
     .option('--base <image>', 'registry base image that has node (e.g. node:22-bookworm-slim)')
     .option('--rebuild-base', 'rebuild the Debian base even if it exists')
     .option('--mirror <url>', 'Debian mirror for debootstrap')
-    .action(async (o: { base?: string; rebuildBase?: boolean; mirror?: string }) => {
+    .option('--agents <presets>', `preset images to build FROM the agent image, comma-separated: ${PRESET_NAMES.filter((n) => n !== 'reference').join(',')} (pinned in agents/presets/versions.json)`)
+    .option('--cache-dir <dir>', 'where staged npm installs and npm downloads persist between builds (default: ~/.cache/agent-vm)')
+    .option('--force', 'rebuild preset images even when their inputs are unchanged')
+    .action(async (o: { base?: string; rebuildBase?: boolean; mirror?: string; agents?: string; cacheDir?: string; force?: boolean }) => {
       const config = loadConfig();
+      const presets = parsePresetList(o.agents);
+      const logger = createLogger(config.logLevel);
       const r = await buildAgentImage({
         docker: config.docker,
         image: config.image,
         base: o.base,
         rebuildBase: o.rebuildBase,
         mirror: o.mirror,
-        logger: createLogger(config.logLevel),
+        logger,
       });
       out(`built ${r.image} (${r.imageId.slice(7, 19)}) from ${r.base}${r.baseBuilt ? ' (base built with debootstrap)' : ''} in ${r.seconds} s`);
+      const pins = presets.length > 0 ? readPresetPins() : {};
+      for (const name of presets) {
+        const recipe = presetImageRecipe(name, pins);
+        if (!recipe) continue;
+        const p = await buildPresetImage({
+          docker: config.docker,
+          baseImage: config.image,
+          cacheDir: o.cacheDir ?? path.join(os.homedir(), '.cache', 'agent-vm'),
+          recipe,
+          force: o.force,
+          logger,
+        });
+        const mb = (n: number) => `${Math.round(n / 1e6)} MB`;
+        const what = p.action === 'unchanged' ? 'up to date' : `built${p.stageCached ? ' (npm install from cache)' : ''}`;
+        out(`${what}: ${p.image} (${p.imageId.slice(7, 19)}) ${p.preset} ${p.version}, ${mb(p.sizeBytes)} (${mb(p.sizeBytes - r.sizeBytes)} over ${r.image}) in ${p.seconds} s`);
+      }
     });
 
   return program;

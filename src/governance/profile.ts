@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { DEFAULT_LIMITS, LIMIT_BOUNDS, RUNTIME_SETTINGS } from '../sandbox/spec.js';
+import { PRESET_NAMES, reservedEnv } from './presets.js';
 import { tierViolations } from './tiers.js';
 
 /** A profile id: also the manifest's file name without `.yaml`/`.yml`. */
@@ -131,10 +132,24 @@ export const profileSchema = z
     version: z.literal(1, { error: (i) => `unsupported manifest version ${JSON.stringify(i.input)}; this agent-vm reads version 1` }),
     id: z.string().regex(PROFILE_ID_PATTERN, 'must be 1-40 lowercase letters, digits or "-", starting with a letter or digit'),
     name: z.string().min(1, 'must not be empty').max(100),
-    agent: z.strictObject({
-      command: z.array(nonEmpty).min(1, 'must name the agent program, e.g. ["node", "agent.mjs"]'),
-      env: z.record(envName, z.string()).default({}),
-    }),
+    agent: z
+      .strictObject({
+        /** A known agent (presets.ts): image, command, env and model relay wiring come with it. */
+        preset: z.enum(PRESET_NAMES).optional(),
+        /** Any other ACP-on-stdio program, run in `image` (default AGENTVM_IMAGE). */
+        command: z.array(nonEmpty).min(1, 'must name the agent program, e.g. ["node", "agent.mjs"]').optional(),
+        env: z.record(envName, z.string()).default({}),
+      })
+      .superRefine((a, ctx) => {
+        if ((a.preset === undefined) === (a.command === undefined)) {
+          ctx.addIssue({ code: 'custom', path: [], message: `set exactly one of preset (${PRESET_NAMES.join(', ')}) or command (any ACP program on stdio)` });
+        }
+        if (a.preset === undefined) return;
+        const reserved = new Set(reservedEnv(a.preset));
+        for (const k of Object.keys(a.env)) {
+          if (reserved.has(k)) ctx.addIssue({ code: 'custom', path: ['env', k], message: `set by preset ${a.preset}; a manifest cannot change it` });
+        }
+      }),
     image: nonEmpty.optional(),
     runtime: z.enum(RUNTIME_SETTINGS).optional(),
     limits: z

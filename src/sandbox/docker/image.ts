@@ -17,6 +17,14 @@ import type { Logger } from '../../log.js';
 import { connectDocker, engineError, isNotFound, type DockerClient } from './engine.js';
 
 export const DEFAULT_BASE_IMAGE = 'agent-vm/base:bookworm';
+/**
+ * Debian packages added to debootstrap's minbase. libssl3 is what the Codex preset's native
+ * binary links (libssl.so.3, libcrypto.so.3); about 6 MB, so every preset builds FROM one base.
+ */
+const BASE_PACKAGES = ['libssl3'];
+/** Bumped whenever the base recipe changes: a base with another value is rebuilt by `image build`. */
+const BASE_RECIPE = `2:${BASE_PACKAGES.join(',')}`;
+const BASE_RECIPE_LABEL = 'agent-vm.base-recipe';
 const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 export interface ImageBuildOptions {
@@ -37,10 +45,11 @@ export interface ImageBuildResult {
   imageId: string;
   base: string;
   baseBuilt: boolean;
+  sizeBytes: number;
   seconds: number;
 }
 
-function run(cmd: string, args: string[], opts: { stdout?: 'pipe' | 'ignore' } = {}): { done: Promise<void>; stdout: Readable | null } {
+export function run(cmd: string, args: string[], opts: { stdout?: 'pipe' | 'ignore' } = {}): { done: Promise<void>; stdout: Readable | null } {
   const child = spawn(cmd, args, { stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
@@ -63,7 +72,7 @@ function run(cmd: string, args: string[], opts: { stdout?: 'pipe' | 'ignore' } =
  * The legacy builder's cache key includes file times; a fixed time makes identical inputs give
  * an identical image in any checkout, so agents are not re-created after every fresh install.
  */
-async function stampMtimes(dir: string): Promise<void> {
+export async function stampMtimes(dir: string): Promise<void> {
   const epoch = new Date('2000-01-01T00:00:00Z');
   for (const entry of await fs.readdir(dir, { withFileTypes: true, recursive: true })) {
     await fs.utimes(path.join(entry.parentPath, entry.name), epoch, epoch);
@@ -73,12 +82,13 @@ async function stampMtimes(dir: string): Promise<void> {
 
 /**
  * Each agent under agents/<name>/ ships its built output (dist/) as /opt/agent-vm/agents/<name>/
- * in the image: one self-contained file per agent, no sources or tests.
+ * in the image: one self-contained file per agent, no sources or tests. agents/presets/ is the
+ * data of the preset images (preset-image.ts), not an agent of this image.
  */
 async function stageAgents(src: string, dest: string): Promise<void> {
   await fs.mkdir(dest, { recursive: true });
   for (const entry of await fs.readdir(src, { withFileTypes: true })) {
-    if (!entry.isDirectory()) continue;
+    if (!entry.isDirectory() || entry.name === 'presets') continue;
     const dist = path.join(src, entry.name, 'dist');
     if (!existsSync(dist)) {
       throw new AgentVmError('image_build_failed', `agents/${entry.name} is not built (no ${dist}); run \`npm run build\` first`);
@@ -87,18 +97,19 @@ async function stageAgents(src: string, dest: string): Promise<void> {
   }
 }
 
-async function hasImage(docker: DockerClient, name: string): Promise<boolean> {
+/** The image's labels ({} when it has none), or undefined when there is no such image. */
+export async function imageLabels(docker: DockerClient, name: string): Promise<Record<string, string> | undefined> {
   try {
-    await docker.getImage(name).inspect();
-    return true;
+    const info = await docker.getImage(name).inspect();
+    return info.Config?.Labels ?? {};
   } catch (err) {
-    if (isNotFound(err)) return false;
+    if (isNotFound(err)) return undefined;
     throw err;
   }
 }
 
 /** Follows a build/import progress stream and turns an error message in it into an exception. */
-async function follow(docker: DockerClient, stream: NodeJS.ReadableStream, log: Logger): Promise<void> {
+export async function follow(docker: DockerClient, stream: NodeJS.ReadableStream, log: Logger): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     docker.modem.followProgress(
       stream,
@@ -126,7 +137,7 @@ async function buildBase(docker: DockerClient, o: ImageBuildOptions, log: Logger
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'agentvm-rootfs-'));
   try {
     log.info({ mirror: o.mirror }, 'debootstrap: building the Debian base (about 30 s)');
-    await run('debootstrap', ['--variant=minbase', 'bookworm', dir, o.mirror ?? 'http://deb.debian.org/debian']).done;
+    await run('debootstrap', ['--variant=minbase', `--include=${BASE_PACKAGES.join(',')}`, 'bookworm', dir, o.mirror ?? 'http://deb.debian.org/debian']).done;
     // Package caches are dead weight in every sandbox.
     for (const sub of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
       await fs.rm(path.join(dir, sub), { recursive: true, force: true });
@@ -134,7 +145,7 @@ async function buildBase(docker: DockerClient, o: ImageBuildOptions, log: Logger
     }
     const tar = run('tar', ['-C', dir, '-c', '.'], { stdout: 'pipe' });
     const [repo, tag] = DEFAULT_BASE_IMAGE.split(':') as [string, string];
-    const stream = await docker.importImage(tar.stdout as unknown as NodeJS.ReadableStream, { repo, tag });
+    const stream = await docker.importImage(tar.stdout as unknown as NodeJS.ReadableStream, { repo, tag, changes: [`LABEL ${BASE_RECIPE_LABEL}=${BASE_RECIPE}`] });
     await Promise.all([follow(docker, stream, log), tar.done]);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
@@ -148,7 +159,7 @@ export async function buildAgentImage(o: ImageBuildOptions): Promise<ImageBuildR
   try {
     const base = o.base ?? DEFAULT_BASE_IMAGE;
     let baseBuilt = false;
-    if (!o.base && (o.rebuildBase || !(await hasImage(docker, base)))) {
+    if (!o.base && (o.rebuildBase || (await imageLabels(docker, base))?.[BASE_RECIPE_LABEL] !== BASE_RECIPE)) {
       await buildBase(docker, o, log);
       baseBuilt = true;
     }
@@ -177,7 +188,7 @@ export async function buildAgentImage(o: ImageBuildOptions): Promise<ImageBuildR
       await fs.rm(ctx, { recursive: true, force: true });
     }
     const info = await docker.getImage(o.image).inspect();
-    return { image: o.image, imageId: info.Id, base, baseBuilt, seconds: Math.round((performance.now() - started) / 100) / 10 };
+    return { image: o.image, imageId: info.Id, base, baseBuilt, sizeBytes: info.Size, seconds: Math.round((performance.now() - started) / 100) / 10 };
   } catch (err) {
     if (err instanceof AgentVmError) throw err;
     throw engineError(err, o.docker);
