@@ -125,3 +125,27 @@ describe('createApp', () => {
     expect(await (await b.request('/metrics')).text()).toMatch(/^agentvm_ready 0$/m);
   });
 });
+
+describe('one error shape', () => {
+  it('renders AgentVmError, HTTPException and unexpected errors as {error, message}; an unexpected one says nothing more', async () => {
+    const { AgentVmError } = await import('./errors.js');
+    const { HTTPException } = await import('hono/http-exception');
+    const app = createApp({ logger, checks: [] });
+    app.get('/agentvm', () => {
+      throw new AgentVmError('payload_too_large', 'too big', { status: 413 });
+    });
+    app.get('/hono', () => {
+      throw new HTTPException(401, { message: 'no token' });
+    });
+    app.get('/bug', () => {
+      throw new Error('secret detail: /etc/shadow');
+    });
+    const body = async (path: string) => {
+      const res = await app.request(path);
+      return { status: res.status, body: await res.json() };
+    };
+    expect(await body('/agentvm')).toEqual({ status: 413, body: { error: 'payload_too_large', message: 'too big' } });
+    expect(await body('/hono')).toEqual({ status: 401, body: { error: 'unauthorized', message: 'no token' } });
+    expect(await body('/bug')).toEqual({ status: 500, body: { error: 'internal', message: 'internal error' } });
+  });
+});

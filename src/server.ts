@@ -1,9 +1,12 @@
 /**
  * The HTTP surface. Platform endpoints are mounted by their adapters as they are added;
- * errors are mapped to responses in one place.
+ * every request body is bounded before any route sees it (body-limit.ts), and errors are mapped
+ * to responses in one place: every error answer is `{error, message}` with the error's status.
  */
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import { Registry, collectDefaultMetrics, Gauge } from 'prom-client';
+import { DEFAULT_MAX_BODY_BYTES, limitBody } from './body-limit.js';
 import { AgentVmError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -16,6 +19,8 @@ export interface AppDeps {
   logger: Logger;
   checks: ReadinessCheck[];
   registry?: Registry;
+  /** Largest request body any endpoint reads (default 1 MiB); routes may set a lower one. */
+  maxBodyBytes?: number;
 }
 
 export function createMetricsRegistry(): Registry {
@@ -26,6 +31,8 @@ export function createMetricsRegistry(): Registry {
 
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
+  // First, so it covers every route, including the ones mounted after createApp returns.
+  app.use('*', limitBody(deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES));
   const registry = deps.registry ?? createMetricsRegistry();
   const ready = new Gauge({ name: 'agentvm_ready', help: '1 when every readiness check passes', registers: [registry] });
 
@@ -54,14 +61,28 @@ export function createApp(deps: AppDeps): Hono {
 
   app.notFound((c) => c.json({ error: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` }, 404));
 
-  app.onError((err, c) => {
-    if (err instanceof AgentVmError) {
-      if (err.status >= 500) deps.logger.error({ err, code: err.code }, 'request failed');
-      return c.json({ error: err.code, message: err.message }, err.status as 400);
-    }
-    deps.logger.error({ err }, 'unhandled error');
-    return c.json({ error: 'internal', message: 'internal error' }, 500);
-  });
+  app.onError((err, c) => renderError(err, c, deps.logger));
 
   return app;
+}
+
+const HTTP_CODES: Record<number, string> = { 400: 'bad_request', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 413: 'payload_too_large' };
+
+/**
+ * The one error renderer. AgentVmError: its code, message and status. Hono's own HTTPException
+ * (e.g. a malformed JSON body): its status, with a code derived from it. Anything else is a bug:
+ * logged, and answered 500 without details (they may hold what a caller must not see).
+ */
+export function renderError(err: Error, c: Context, logger: Logger): Response {
+  if (err instanceof AgentVmError) {
+    if (err.status >= 500) logger.error({ err, code: err.code }, 'request failed');
+    return c.json({ error: err.code, message: err.message }, err.status as 400);
+  }
+  if (err instanceof HTTPException) {
+    if (err.status >= 500) logger.error({ err }, 'request failed');
+    const code = HTTP_CODES[err.status] ?? (err.status < 500 ? 'bad_request' : 'internal');
+    return c.json({ error: code, message: err.message || 'request refused' }, err.status);
+  }
+  logger.error({ err }, 'unhandled error');
+  return c.json({ error: 'internal', message: 'internal error' }, 500);
 }

@@ -8,6 +8,7 @@ import { createClickUpAdapter, registerWebhook, signClickUpBody, type ClickUpAda
 import type { InboundEvent, Intake, IntakeResult, OutboundMessage } from '../src/adapters/types.js';
 import { isAgentVmError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
+import { mounted } from './helpers/app.js';
 import { startFakeClickUp, type FakeClickUp } from './fakes/clickup-api.js';
 import { commentPostedBody, deliverWebhook } from './helpers/clickup.js';
 
@@ -52,7 +53,7 @@ function commentPayload(o: CommentOpts = {}): string {
   });
 }
 
-const deliver = (adapter: ClickUpAdapter, body: string, signature?: string | null) => deliverWebhook(adapter.routes, body, SECRET, signature);
+const deliver = (adapter: ClickUpAdapter, body: string, signature?: string | null) => deliverWebhook(mounted(adapter.routes), body, SECRET, signature);
 
 async function waitFor(check: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 5_000;
@@ -323,7 +324,8 @@ describe('ClickUp adapter', () => {
         expect(ctx.preamble).toContain('Collect the numbers and write the summary.');
         expect(ctx.files.map((f) => ({ name: f.name, data: f.data.toString() }))).toEqual([
           { name: 'spec.pdf', data: '%PDF-1.7 spec' },
-          { name: 'data.csv', data: 'a,b\n1,2\n' },
+          // As ClickUp named it: the sandbox's inbox cleans and dedupes names (src/sandbox/inbox.ts).
+          { name: '../data.csv', data: 'a,b\n1,2\n' },
         ]);
         expect(ctx.skipped).toEqual([
           { name: 'big.bin', reason: 'larger than 1024 bytes' },

@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDiscordAdapter, registerCommands, type DiscordAdapter, type DiscordAdapterOptions } from '../src/adapters/discord/index.js';
 import { isAgentVmError } from '../src/errors.js';
 import type { ApprovalDesk, ApprovalPrompt, InboundEvent, IntakeResult, OutboundMessage } from '../src/adapters/types.js';
+import { mounted } from './helpers/app.js';
 import { startFakeDiscord, type FakeDiscord } from './fakes/discord-api.js';
 import { PUBLIC_KEY_HEX, postInteraction as postTo, signed, slashCommand } from './helpers/discord.js';
 
@@ -65,7 +66,7 @@ function interaction(over: Record<string, unknown> = {}) {
   return slashCommand({ applicationId: fake.applicationId, guild: GUILD, channel: CHANNEL, user: USER }, 'summarize the report', over);
 }
 
-const postInteraction = (adapter: DiscordAdapter, payload: unknown, headers?: Record<string, string>) => postTo(adapter.routes, payload, headers);
+const postInteraction = (adapter: DiscordAdapter, payload: unknown, headers?: Record<string, string>) => postTo(mounted(adapter.routes), payload, headers);
 
 function reply(event: InboundEvent, over: Partial<Extract<OutboundMessage, { kind: 'reply' }>> = {}): OutboundMessage {
   return { kind: 'reply', conversation: event.conversation, replyTo: event.replyTo, eventId: event.id, text: 'done', files: [], heldBack: [], ...over };
@@ -90,22 +91,22 @@ describe('verification', () => {
     const good = signed(body);
 
     const badSig = { ...good, 'x-signature-ed25519': good['x-signature-ed25519']!.replace(/^./, (c) => (c === 'a' ? 'b' : 'a')) };
-    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body, headers: badSig })).status).toBe(401);
+    expect((await mounted(adapter.routes).request('/discord/interactions', { method: 'POST', body, headers: badSig })).status).toBe(401);
 
     const changed = body.replace('summarize the report', 'delete everything');
-    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body: changed, headers: good })).status).toBe(401);
+    expect((await mounted(adapter.routes).request('/discord/interactions', { method: 'POST', body: changed, headers: good })).status).toBe(401);
 
     const otherTimestamp = { ...good, 'x-signature-timestamp': String(Number(good['x-signature-timestamp']) + 1) };
-    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body, headers: otherTimestamp })).status).toBe(401);
+    expect((await mounted(adapter.routes).request('/discord/interactions', { method: 'POST', body, headers: otherTimestamp })).status).toBe(401);
 
     const missing = { 'content-type': 'application/json' };
-    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body, headers: missing })).status).toBe(401);
+    expect((await mounted(adapter.routes).request('/discord/interactions', { method: 'POST', body, headers: missing })).status).toBe(401);
 
     // Signed by someone else's key.
     const other = generateKeyPairSync('ed25519');
     const ts = good['x-signature-timestamp']!;
     const forged = { ...good, 'x-signature-ed25519': sign(null, Buffer.from(ts + body), other.privateKey).toString('hex') };
-    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body, headers: forged })).status).toBe(401);
+    expect((await mounted(adapter.routes).request('/discord/interactions', { method: 'POST', body, headers: forged })).status).toBe(401);
 
     expect(intake.events).toHaveLength(0);
   });
@@ -115,7 +116,7 @@ describe('payload checks after verification', () => {
   it('answers 400 to a signed body that is not an interaction for this application', async () => {
     const { adapter, intake } = makeAdapter();
     const notJson = 'not json';
-    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body: notJson, headers: signed(notJson) })).status).toBe(400);
+    expect((await mounted(adapter.routes).request('/discord/interactions', { method: 'POST', body: notJson, headers: signed(notJson) })).status).toBe(400);
     expect((await postInteraction(adapter, { hello: 'world' })).status).toBe(400);
     expect((await postInteraction(adapter, interaction({ application_id: '123' }))).status).toBe(400);
     expect(intake.events).toHaveLength(0);
@@ -806,9 +807,9 @@ describe('approval buttons', () => {
     const body = JSON.stringify(press(`${APPROVE}${id}`));
     const good = signed(body);
     const bad = { ...good, 'x-signature-ed25519': good['x-signature-ed25519']!.replace(/^./, (c) => (c === 'a' ? 'b' : 'a')) };
-    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body, headers: bad })).status).toBe(401);
+    expect((await mounted(adapter.routes).request('/discord/interactions', { method: 'POST', body, headers: bad })).status).toBe(401);
     const forged = body.replace(USER, OTHER);
-    expect((await adapter.routes.request('/discord/interactions', { method: 'POST', body: forged, headers: good })).status).toBe(401);
+    expect((await mounted(adapter.routes).request('/discord/interactions', { method: 'POST', body: forged, headers: good })).status).toBe(401);
     expect(answers).toHaveLength(0);
   });
 

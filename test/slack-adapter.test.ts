@@ -10,6 +10,7 @@ import { markdownToMrkdwn, splitMessage } from '../src/adapters/slack/mrkdwn.js'
 import type { InboundEvent, Intake, IntakeResult, OutboundMessage } from '../src/adapters/types.js';
 import { AgentVmError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
+import { mounted } from './helpers/app.js';
 import { startFakeSlack, type FakeSlack } from './fakes/slack-api.js';
 
 const SECRET = 'test-signing-secret';
@@ -82,7 +83,7 @@ async function post(
   const raw = JSON.stringify(payload);
   const ts = String(o.ts ?? Math.floor(clock / 1000));
   const signature = signSlackRequest(o.secret ?? SECRET, ts, raw);
-  return adapter.routes.request('/slack/events', {
+  return mounted(adapter.routes).request('/slack/events', {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-slack-request-timestamp': ts, 'x-slack-signature': signature, ...o.headers },
     body: o.body ? o.body(raw) : raw,
@@ -133,7 +134,7 @@ describe('signature verification', () => {
 
   it('answers 401 when the signature headers are missing', async () => {
     const intake = recordingIntake();
-    const res = await makeAdapter(intake).routes.request('/slack/events', { method: 'POST', body: JSON.stringify(envelope(mention())) });
+    const res = await mounted(makeAdapter(intake).routes).request('/slack/events', { method: 'POST', body: JSON.stringify(envelope(mention())) });
     expect(res.status).toBe(401);
     expect(intake.events).toEqual([]);
   });
@@ -404,7 +405,8 @@ describe('fetchContext', () => {
     const ctx = await adapter.fetchContext(event([
       att(ok, '../../notes.txt', 11), att(big, 'big.bin', 5000), att(big, 'lying.bin', 10), att(sneaky, 'sneaky.bin'), att(ok, 'notes.txt'), att(extra, 'extra.txt'),
     ]), { maxFileBytes: 1000, maxFiles: 2 });
-    expect(ctx.files.map((f) => [f.name, f.data.toString()])).toEqual([['notes.txt', 'hello notes'], ['notes (2).txt', 'hello notes']]);
+    // Names as Slack gave them: the sandbox's inbox cleans and dedupes them (src/sandbox/inbox.ts).
+    expect(ctx.files.map((f) => [f.name, f.data.toString()])).toEqual([['../../notes.txt', 'hello notes'], ['notes.txt', 'hello notes']]);
     expect(ctx.skipped).toEqual([
       { name: 'big.bin', reason: 'too large (5000 bytes, limit 1000)' },
       { name: 'lying.bin', reason: 'too large (5000 bytes, limit 1000)' },

@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createSlackAdapter, signSlackRequest } from '../src/adapters/slack/index.js';
 import type { ApprovalDesk, ApprovalPrompt } from '../src/adapters/types.js';
 import { createLogger } from '../src/log.js';
+import { mounted } from './helpers/app.js';
 import { startFakeSlack, type FakeSlack } from './fakes/slack-api.js';
 
 const SECRET = 'test-signing-secret';
@@ -95,7 +96,7 @@ function press(user: string, action: 'agentvm_approve' | 'agentvm_deny', value =
 async function postInteraction(adapter: ReturnType<typeof makeAdapter>, payload: unknown, o: { path?: string; secret?: string } = {}) {
   const body = `payload=${encodeURIComponent(JSON.stringify(payload))}`;
   const ts = String(NOW / 1000);
-  return adapter.routes.request(o.path ?? '/slack/interactivity', {
+  return mounted(adapter.routes).request(o.path ?? '/slack/interactivity', {
     method: 'POST',
     headers: {
       'content-type': 'application/x-www-form-urlencoded',
@@ -172,7 +173,7 @@ describe('Slack approval buttons', () => {
     const adapter = makeAdapter();
     const res = await postInteraction(adapter, press('UASKER', 'agentvm_approve'), { secret: 'not-the-secret' });
     expect(res.status).toBe(401);
-    const bad = await adapter.routes.request('/slack/interactivity', {
+    const bad = await mounted(adapter.routes).request('/slack/interactivity', {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       body: `payload=${encodeURIComponent(JSON.stringify(press('UASKER', 'agentvm_approve')))}`,

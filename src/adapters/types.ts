@@ -53,8 +53,12 @@ export interface InboundEvent {
 /** What the gateway did with an event; the adapter acknowledges the platform accordingly. */
 export type IntakeResult =
   | { status: 'accepted'; profile: string }
-  /** Seen before (a platform retry): acknowledge and do nothing. */
-  | { status: 'duplicate'; profile: string | null }
+  /**
+   * Seen before (a platform retry): acknowledge and do nothing. `conversation` is the stored
+   * event's (the first delivery's), which a resend may not repeat faithfully (the local API
+   * makes a new one per request); the gateway's intake always sets it.
+   */
+  | { status: 'duplicate'; profile: string | null; conversation?: string }
   /** No profile serves this address. `message` is what the user should be told; nothing was woken. */
   | { status: 'rejected'; reason: 'unbound' | 'ambiguous' | 'profile_invalid'; message: string };
 

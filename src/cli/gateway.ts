@@ -6,6 +6,7 @@ import path from 'node:path';
 import { serve } from '@hono/node-server';
 import type { Command } from 'commander';
 import { localConversation, localEvent, localMessageSchema } from '../adapters/local/index.js';
+import { MESSAGES_PATH, NDJSON, outcomeFromWire, parseStreamLine, type MessageHead, type MessageRequest } from '../adapters/local/wire.js';
 import type { TurnOutcome } from '../adapters/types.js';
 import { startGatewayApp } from '../app.js';
 import { loadConfig, type Config } from '../config.js';
@@ -14,7 +15,9 @@ import { AgentVmError, isAgentVmError } from '../errors.js';
 import { createAuditLog } from '../governance/audit.js';
 import { loadProfiles } from '../governance/profiles.js';
 import { createLogger } from '../log.js';
-import { cliLogger, out, withContext } from './common.js';
+import { heldBackOf } from '../store/gateway.js';
+import { printable } from '../text.js';
+import { cliLogger, out, printableLines, replyReport, withContext } from './common.js';
 
 function onSignals(stop: (signal: string) => Promise<void>): void {
   let stopping = false;
@@ -94,53 +97,68 @@ interface SendOptions {
   json?: boolean;
 }
 
-/** Prints an outcome and writes files; returns the exit code. */
-async function report(outcome: TurnOutcome, o: SendOptions, head: { eventId: string; conversation: string }): Promise<number> {
+/**
+ * Where a produced file goes under --out: its name relative to the outbox (`charts/data.csv`
+ * → `<out>/charts/data.csv`), or undefined when the name could leave --out (a server at
+ * --server is not trusted to send only the names the gateway validated).
+ */
+function outPath(outDir: string, name: string): string | undefined {
+  const parts = name.split('/');
+  // eslint-disable-next-line no-control-regex
+  if (name.length > 1024 || parts.some((p) => p === '' || p === '.' || p === '..' || p.includes('\\') || /[\u0000-\u001f\u007f]/.test(p))) return undefined;
+  return path.join(outDir, ...parts);
+}
+
+/** Prints an outcome (escaped, see `replyReport`) and writes files; returns the exit code. */
+async function report(outcome: TurnOutcome, o: SendOptions, head: Pick<MessageHead, 'eventId' | 'conversation'>): Promise<number> {
   if (outcome.kind === 'progress') {
-    if (!o.json) process.stderr.write(`… ${outcome.text}\n`);
+    if (!o.json) process.stderr.write(`… ${printable(outcome.text)}\n`);
     return 0;
   }
   if (outcome.kind === 'notice') {
     if (o.json) out(JSON.stringify({ ...head, status: 'failed', text: outcome.text }));
-    else process.stderr.write(`agent-vm: ${outcome.text}\n`);
+    else process.stderr.write(`agent-vm: ${printableLines(outcome.text, '  ')}\n`);
     return 1;
   }
-  const written: string[] = [];
-  if (outcome.files.length > 0) {
-    await mkdir(o.out, { recursive: true });
-    for (const f of outcome.files) {
-      // Names were validated when they left the sandbox; basename again so nothing escapes --out.
-      const file = path.join(o.out, path.basename(f.name));
-      await writeFile(file, f.data);
-      written.push(file);
+  const written: Array<{ file: string; bytes: number }> = [];
+  const heldBack = [...outcome.heldBack];
+  for (const f of outcome.files) {
+    const file = outPath(o.out, f.name);
+    if (!file) {
+      heldBack.push({ name: f.name, reason: 'not written: the name would leave --out' });
+      continue;
     }
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(file, f.data);
+    written.push({ file, bytes: f.data.length });
   }
   if (o.json) {
-    out(JSON.stringify({ ...head, status: 'replied', text: outcome.text, files: written, heldBack: outcome.heldBack }));
+    out(JSON.stringify({ ...head, status: 'replied', text: outcome.text, files: written.map((w) => w.file), heldBack }));
     return 0;
   }
-  out(outcome.text);
-  for (const [i, f] of outcome.files.entries()) process.stderr.write(`file: ${written[i]} (${f.data.length} bytes)\n`);
-  for (const h of outcome.heldBack) process.stderr.write(`held back: ${h.name}: ${h.reason}\n`);
-  process.stderr.write(`conversation: ${head.conversation}\n`);
+  const lines = replyReport({ text: outcome.text, written, heldBack, conversation: head.conversation });
+  for (const l of lines.stdout) out(l);
+  for (const l of lines.stderr) process.stderr.write(`${l}\n`);
   return 0;
 }
 
 async function sendViaServer(config: Config, profile: string, text: string, o: SendOptions): Promise<number> {
   if (!config.apiToken) throw new AgentVmError('usage', 'agent-vm send --server needs AGENTVM_API_TOKEN (the server\'s bearer token)', { status: 400 });
-  const url = new URL('/v1/messages', o.server);
+  const url = new URL(MESSAGES_PATH, o.server);
+  const request: MessageRequest = { profile, text, conversation: o.conversation, channel: o.channel, id: o.id };
   const res = await fetch(url, {
     method: 'POST',
-    headers: { authorization: `Bearer ${config.apiToken}`, 'content-type': 'application/json', accept: 'application/x-ndjson' },
-    body: JSON.stringify({ profile, text, conversation: o.conversation, channel: o.channel, id: o.id }),
+    headers: { authorization: `Bearer ${config.apiToken}`, 'content-type': 'application/json', accept: NDJSON },
+    body: JSON.stringify(request),
   }).catch((cause: unknown) => {
     throw new AgentVmError('server_unreachable', `cannot reach agent-vm at ${url.origin}: ${cause instanceof Error ? cause.message : String(cause)}`, { status: 503, cause });
   });
   if (!res.ok || !res.body) {
-    const body = (await res.json().catch(() => ({}))) as { message?: string };
-    throw new AgentVmError('send_failed', body.message ?? `the server answered ${res.status}`, { status: res.status < 500 ? 400 : 502 });
+    const body = (await res.json().catch(() => ({}))) as { message?: unknown };
+    const message = typeof body.message === 'string' ? printable(body.message, 500) : `the server answered ${res.status}`;
+    throw new AgentVmError('send_failed', message, { status: res.status < 500 ? 400 : 502 });
   }
-  let head = { eventId: '', conversation: '' };
+  let head: Pick<MessageHead, 'eventId' | 'conversation'> = { eventId: '', conversation: '' };
   let code = 1;
   let buf = '';
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
@@ -150,10 +168,9 @@ async function sendViaServer(config: Config, profile: string, text: string, o: S
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
       if (!line.trim()) continue;
-      const m = JSON.parse(line) as { type: string; text: string; eventId?: string; conversation?: string; files?: Array<{ name: string; base64: string }>; heldBack?: Array<{ name: string; reason: string }> };
-      if (m.type === 'accepted') head = { eventId: m.eventId ?? '', conversation: m.conversation ?? '' };
-      else if (m.type === 'reply') code = await report({ kind: 'reply', text: m.text, files: (m.files ?? []).map((f) => ({ name: f.name, data: Buffer.from(f.base64, 'base64') })), heldBack: m.heldBack ?? [] }, o, head);
-      else code = await report({ kind: m.type as 'progress' | 'notice', text: m.text }, o, head);
+      const m = parseStreamLine(line);
+      if (m.type === 'accepted') head = { eventId: m.eventId, conversation: m.conversation };
+      else code = await report(outcomeFromWire(m), o, head);
     }
   }
   return code;
@@ -179,7 +196,8 @@ async function sendInProcess(config: Config, profile: string, text: string, o: S
       const event = localEvent(parsed.data, 'cli');
       const result = await running.gateway.intake.accept(event);
       if (result.status === 'rejected') throw new AgentVmError(`rejected_${result.reason}`, result.message, { status: 404 });
-      const head = { eventId: event.id, conversation: event.conversation };
+      // A resent --id is the first sending's turn, in its conversation.
+      const head = { eventId: event.id, conversation: result.status === 'duplicate' && result.conversation ? result.conversation : event.conversation };
       let code = 1;
       for await (const outcome of running.gateway.watcher.watch(event.id)) code = await report(outcome, o, head);
       return code;
@@ -225,10 +243,16 @@ export function registerGatewayCommands(program: Command): void {
     .action((conversation: string, o: { json?: boolean }) =>
       withContext(async ({ store }) => {
         const rows = await store.gateway.transcript(conversation);
-        if (rows.length === 0) throw new AgentVmError('not_found', `no transcript for conversation "${conversation}"${conversation.includes(':') ? '' : ` (local conversations are named ${localConversation('<profile>', conversation)})`}`, { status: 404 });
+        if (rows.length === 0) throw new AgentVmError('not_found', `no transcript for conversation "${printable(conversation)}"${conversation.includes(':') ? '' : ` (local conversations are named ${localConversation('<profile>', printable(conversation))})`}`, { status: 404 });
+        // Entries are agents' and people's text: escaped, and continuation lines indented under
+        // the text column, so no entry can forge another (or a file line).
+        const indent = ' '.repeat(24 + 2 + 8 + 2);
         for (const r of rows) {
           if (o.json) out(JSON.stringify({ at: r.createdAt, kind: r.kind, eventId: r.eventId, text: r.text, meta: r.meta }));
-          else out(`${r.createdAt.toISOString()}  ${r.kind.padEnd(8)}  ${r.kind === 'file' ? `${r.text} (${(r.meta as { size?: number } | null)?.size ?? '?'} bytes)` : r.text}`);
+          else {
+            out(`${r.createdAt.toISOString()}  ${r.kind.padEnd(8)}  ${r.kind === 'file' ? `${printable(r.text, 1100)} (${(r.meta as { size?: number } | null)?.size ?? '?'} bytes)` : printableLines(r.text, indent)}`);
+            if (r.kind === 'reply') for (const h of heldBackOf(r)) out(`${indent}held back: ${printable(h.name)}: ${printable(h.reason, 300)}`);
+          }
         }
       }),
     );

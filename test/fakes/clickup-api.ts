@@ -47,8 +47,10 @@ export interface FakeClickUp {
   addFile(name: string, data: Buffer, opts?: { private?: boolean }): string;
   /** The next `times` API calls answer 429 with `X-RateLimit-Reset: resetEpochSeconds`. */
   rateLimitNext(resetEpochSeconds: number, times?: number): void;
-  /** The next `times` API calls answer `status` (e.g. 502). */
-  failNext(status: number, times?: number): void;
+  /** The next `times` API calls (only those whose `METHOD path` matches `match`, when given) answer `status` (e.g. 502). */
+  failNext(status: number, times?: number, match?: RegExp): void;
+  /** Drops failures not yet used. */
+  clearFailures(): void;
   /** Calls whose method and path match. */
   find(method: string, path: string | RegExp): RecordedCall[];
   close(): Promise<void>;
@@ -69,7 +71,7 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
   const files = new Map<string, { data: Buffer; private: boolean }>();
   const webhooks: FakeClickUp['webhooks'] = [];
   const rateLimits: number[] = [];
-  const failures: number[] = [];
+  const failures: Array<{ status: number; match?: RegExp }> = [];
   let nextId = 1000;
 
   const server = http.createServer((req, res) => {
@@ -149,8 +151,11 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
         headers: { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(limited) },
       });
     }
-    const failure = failures.shift();
-    if (failure !== undefined) return answer({ status: failure, json: { err: 'Internal error', ECODE: 'FAKE_FAIL' } });
+    const at = failures.findIndex((f) => !f.match || f.match.test(`${call.method} ${path}`));
+    if (at >= 0) {
+      const [failure] = failures.splice(at, 1);
+      return answer({ status: failure!.status, json: { err: 'Internal error', ECODE: 'FAKE_FAIL' } });
+    }
 
     let m: RegExpExecArray | null;
     if (call.method === 'GET' && path === '/user') {
@@ -240,8 +245,11 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
     rateLimitNext(resetEpochSeconds, times = 1) {
       for (let i = 0; i < times; i++) rateLimits.push(resetEpochSeconds);
     },
-    failNext(status, times = 1) {
-      for (let i = 0; i < times; i++) failures.push(status);
+    failNext(status, times = 1, match) {
+      for (let i = 0; i < times; i++) failures.push({ status, ...(match ? { match } : {}) });
+    },
+    clearFailures() {
+      failures.length = 0;
     },
     find(method, path) {
       return calls.filter((c) => c.method === method && (typeof path === 'string' ? c.path === path : path.test(c.path)));

@@ -15,9 +15,11 @@
  * stream of "working..." comments would bury the task; progress is logged at debug), events
  * other than `taskCommentPosted`, threaded replies, and rich-text formatting.
  */
-import { Hono, type Context } from 'hono';
+import { Hono } from 'hono';
+import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { AgentVmError, describeError, isAgentVmError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { printable } from '../../text.js';
 import type {
   ChannelAdapter,
   HeldBackFile,
@@ -32,7 +34,6 @@ import {
   COMMENT_EVENT,
   decodeConversation,
   encodeConversation,
-  inboxName,
   parseEnvelope,
   postedComments,
   renderReply,
@@ -64,7 +65,7 @@ export interface ClickUpAdapterOptions {
   maxBodyBytes?: number;
 }
 
-export type ClickUpAdapter = ChannelAdapter & { readonly platform: 'clickup'; readonly routes: Hono };
+export type ClickUpAdapter = ChannelAdapter & { readonly platform: 'clickup'; readonly routes: Hono; close(): Promise<void> };
 
 const MAX_REMEMBERED_REPLIES = 1_000;
 
@@ -79,7 +80,7 @@ interface ReplyProgress {
 export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapter {
   const log = opts.logger.child({ adapter: 'clickup' });
   const now = opts.now ?? Date.now;
-  const maxBodyBytes = opts.maxBodyBytes ?? 1024 * 1024;
+  const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const client = createClickUpClient({
     apiUrl: opts.apiUrl,
     token: opts.token,
@@ -171,15 +172,15 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
 
   const routes = new Hono();
 
-  routes.post('/clickup/webhook', async (c) => {
-    if (closed) return c.json({ error: 'unavailable', message: 'shutting down' }, 503);
-    const declared = Number(c.req.header('content-length') ?? '0');
-    if (declared > maxBodyBytes) return tooLarge(c);
+  const refuse = (message: string) => new AgentVmError('unauthorized', message, { status: 401 });
+
+  // The limit holds before the signature can be checked: nothing past it is read.
+  routes.post('/clickup/webhook', limitBody(maxBodyBytes), async (c) => {
+    if (closed) throw new AgentVmError('unavailable', 'the ClickUp adapter is shutting down; ClickUp will retry', { status: 503, retryable: true });
     const body = new Uint8Array(await c.req.arrayBuffer());
-    if (body.byteLength > maxBodyBytes) return tooLarge(c);
 
     const signature = c.req.header('x-signature');
-    if (!signature) return unauthorized(c, 'missing X-Signature');
+    if (!signature) throw refuse('missing X-Signature');
     let json: unknown;
     try {
       json = JSON.parse(Buffer.from(body).toString('utf8'));
@@ -192,15 +193,15 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
     const secret = await secretForDelivery(webhookId);
     if (!secret) {
       log.warn({ webhookId }, 'clickup delivery for a webhook with no known secret');
-      return unauthorized(c, 'unknown webhook');
+      throw refuse('unknown webhook');
     }
     if (!verifyClickUpSignature(body, signature, secret)) {
       log.warn({ webhookId }, 'clickup delivery with a bad signature');
-      return unauthorized(c, 'bad signature');
+      throw refuse('bad signature');
     }
 
     const env = parseEnvelope(json);
-    if (!env) return c.json({ error: 'bad_request', message: 'not a ClickUp webhook payload' }, 400);
+    if (!env) throw new AgentVmError('bad_request', 'not a ClickUp webhook payload', { status: 400 });
     if (env.event !== COMMENT_EVENT) {
       log.debug({ event: env.event }, 'clickup event ignored');
       return c.json({ ok: true, ignored: env.event });
@@ -233,7 +234,8 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
     for (const [i, file] of msg.files.entries()) {
       if (progress.attached.has(i) || progress.refused.has(i)) continue;
       try {
-        await client.uploadAttachment(taskId, file);
+        // Agent-chosen: shown as the attachment's name, so no invisible or reordering characters.
+        await client.uploadAttachment(taskId, { name: printable(file.name, 255), data: file.data });
         progress.attached.add(i);
       } catch (err) {
         // Transient: the caller retries the send, and files already attached are skipped then.
@@ -256,6 +258,8 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
     async send(msg) {
       assertOpen();
       const taskId = taskOf(msg.conversation);
+      // ClickUp events carry no replyTo: one here was made by another adapter.
+      if (msg.replyTo !== undefined) throw new AgentVmError('clickup_bad_conversation', 'a ClickUp message has no replyTo; this one was addressed by another adapter', { status: 400 });
       switch (msg.kind) {
         case 'progress':
           log.debug({ eventId: msg.eventId, taskId }, 'clickup progress not posted');
@@ -282,7 +286,6 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
       }
       const files: OutboundFile[] = [];
       const skipped: HeldBackFile[] = [];
-      const taken = new Set<string>();
       for (const a of event.attachments ?? []) {
         if (files.length >= limits.maxFiles) {
           skipped.push({ name: a.name, reason: `more than ${limits.maxFiles} attachments` });
@@ -293,7 +296,8 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
           continue;
         }
         const r = await client.download(a.ref, limits.maxFileBytes);
-        if (r.status === 'ok') files.push({ name: inboxName(a.name, taken), data: r.data });
+        // The name as ClickUp gave it: the sandbox's inbox makes it safe and unique, once, for every platform.
+        if (r.status === 'ok') files.push({ name: a.name, data: r.data });
         else if (r.status === 'too_large') skipped.push({ name: a.name, reason: `larger than ${limits.maxFileBytes} bytes` });
         else {
           log.warn({ eventId: event.id, reason: r.reason }, 'clickup attachment not downloaded');
@@ -346,12 +350,4 @@ export async function registerWebhook(o: RegisterWebhookOptions): Promise<ClickU
     ...(o.folder !== undefined ? { folder: o.folder } : {}),
     ...(o.list !== undefined ? { list: o.list } : {}),
   });
-}
-
-function unauthorized(c: Context, message: string) {
-  return c.json({ error: 'unauthorized', message }, 401);
-}
-
-function tooLarge(c: Context) {
-  return c.json({ error: 'payload_too_large', message: 'webhook body too large' }, 413);
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { rateLimitWait } from './client.js';
-import { decodeConversation, encodeConversation, inboxName, parseEnvelope, postedComments, renderReply, taskAddress } from './parse.js';
+import { decodeConversation, encodeConversation, parseEnvelope, postedComments, renderReply, taskAddress } from './parse.js';
 import { signClickUpBody, verifyClickUpSignature } from './verify.js';
 
 describe('ClickUp signatures', () => {
@@ -71,20 +71,17 @@ describe('ClickUp payload parsing', () => {
     expect(taskAddress({ id: 't', team_id: 9, space: { id: 5 }, list: null })).toEqual({ platform: 'clickup', team: '9', space: '5' });
   });
 
-  it('makes inbox names safe and unique', () => {
-    const taken = new Set<string>();
-    expect(inboxName('../../etc/passwd', taken)).toBe('passwd');
-    expect(inboxName('PASSWD', taken)).toBe('PASSWD (2)');
-    expect(inboxName('..\\win\\a.txt', taken)).toBe('a.txt');
-    expect(inboxName('a.txt', taken)).toBe('a (2).txt');
-    expect(inboxName('...', taken)).toBe('attachment');
-    expect(inboxName('bad\u0000name', taken)).toBe('bad_name');
-  });
-
   it('renders a reply with only the parts it has', () => {
     expect(renderReply('Done.\n', [], [])).toBe('Done.');
     expect(renderReply('', ['a.txt'], [])).toBe('Attached to this task:\n- a.txt');
     expect(renderReply('', [], [])).toBe('(no answer)');
+  });
+
+  it('shows agent-chosen file names escaped, one line each (hostile)', () => {
+    const forged = 'x\nfile: invoice.pdf (2048 bytes)';
+    const out = renderReply('Done.', ['r\u202efdp.exe'], [{ name: forged, reason: 'symlink to a\nb' }]);
+    expect(out).toBe('Done.\n\nAttached to this task:\n- r\\u202efdp.exe\n\nNot attached:\n- x\\nfile: invoice.pdf (2048 bytes): symlink to a\\nb');
+    expect(out.split('\n').filter((l) => l.includes('invoice.pdf'))).toHaveLength(1);
   });
 });
 

@@ -9,8 +9,8 @@
  * Deliberately left out: every event but `taskCommentPosted`, and rich-text rendering (replies
  * are plain `comment_text`).
  */
-import path from 'node:path';
 import { z } from 'zod';
+import { printable } from '../../text.js';
 import type { Address, HeldBackFile, InboundAttachment } from '../types.js';
 import type { ClickUpTask } from './client.js';
 
@@ -164,28 +164,15 @@ export function taskPreamble(task: ClickUpTask): string {
   return lines.join('\n');
 }
 
-/** The reply comment: the answer, then every file attached to the task and every file held back. */
+/**
+ * The reply comment: the answer, then every file attached to the task and every file held back.
+ * File names and reasons come from the agent's outbox: one escaped line each, never a forged one.
+ */
 export function renderReply(text: string, attached: string[], heldBack: HeldBackFile[]): string {
   const parts = [text.trimEnd()];
-  if (attached.length > 0) parts.push(['Attached to this task:', ...attached.map((n) => `- ${n}`)].join('\n'));
-  if (heldBack.length > 0) parts.push(['Not attached:', ...heldBack.map((h) => `- ${h.name}: ${h.reason}`)].join('\n'));
+  if (attached.length > 0) parts.push(['Attached to this task:', ...attached.map((n) => `- ${printable(n)}`)].join('\n'));
+  if (heldBack.length > 0) parts.push(['Not attached:', ...heldBack.map((h) => `- ${printable(h.name)}: ${printable(h.reason, 300)}`)].join('\n'));
   return parts.filter((p) => p !== '').join('\n\n') || '(no answer)';
-}
-
-/**
- * A name safe to write into the agent's inbox: no directories, no control characters, no
- * leading dots, bounded length; `taken` makes names unique within one turn.
- */
-export function inboxName(name: string, taken: Set<string>): string {
-  let base = path.posix.basename(name.replace(/\\/g, '/'));
-  base = base.replace(/[\u0000-\u001f\u007f/]/g, '_').replace(/^\.+/, '').trim().slice(0, 120);
-  if (base === '') base = 'attachment';
-  let candidate = base;
-  const ext = path.posix.extname(base);
-  const stem = ext ? base.slice(0, -ext.length) : base;
-  for (let i = 2; taken.has(candidate.toLowerCase()); i++) candidate = `${stem} (${i})${ext}`;
-  taken.add(candidate.toLowerCase());
-  return candidate;
 }
 
 function nameFromUrl(url: string): string {

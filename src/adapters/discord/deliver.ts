@@ -74,7 +74,7 @@ export function createDeliverer(opts: DelivererOptions) {
   function targetOf(msg: OutboundMessage): ReplyTarget {
     const t = replyTargetOf(msg.replyTo, msg.conversation);
     if (t) return t;
-    throw new AgentVmError('discord_bad_target', `no Discord channel for event ${msg.eventId}`, { status: 500, retryable: false });
+    throw new AgentVmError('discord_bad_target', `event ${msg.eventId}: not a Discord conversation or replyTo (made by another adapter?)`, { status: 400, retryable: false });
   }
 
   function tokenLive(t: ReplyTarget): t is Extract<ReplyTarget, { kind: 'interaction' }> {

@@ -9,7 +9,6 @@
 import { readBodyCapped } from '../http.js';
 import { describeError } from '../../errors.js';
 import type { HeldBackFile, InboundAttachment, InboundEvent, OutboundFile, TurnContext } from '../types.js';
-import { uploadName } from './render.js';
 
 const DOWNLOAD_TIMEOUT_MS = 30_000;
 
@@ -28,7 +27,7 @@ async function download(url: URL, maxBytes: number): Promise<Buffer | string> {
   return data === 'too_large' ? `too large (over ${maxBytes} bytes)` : data;
 }
 
-async function fetchOne(a: InboundAttachment, index: number, maxFileBytes: number): Promise<OutboundFile | HeldBackFile> {
+async function fetchOne(a: InboundAttachment, maxFileBytes: number): Promise<OutboundFile | HeldBackFile> {
   let url: URL;
   try {
     url = new URL(a.ref);
@@ -39,7 +38,8 @@ async function fetchOne(a: InboundAttachment, index: number, maxFileBytes: numbe
   if (a.size !== undefined && a.size > maxFileBytes) return { name: a.name, reason: `too large (${a.size} bytes, limit ${maxFileBytes})` };
   try {
     const data = await download(url, maxFileBytes);
-    return typeof data === 'string' ? { name: a.name, reason: data } : { name: uploadName(a.name, index), data };
+    // The name as Discord gave it: the sandbox's inbox makes it safe and unique, once, for every platform.
+    return typeof data === 'string' ? { name: a.name, reason: data } : { name: a.name, data };
   } catch (err) {
     return { name: a.name, reason: `download failed (${describeError(err)})` };
   }
@@ -51,7 +51,7 @@ export async function fetchAttachments(event: InboundEvent, limits: { maxFileByt
   const skipped: HeldBackFile[] = attachments
     .slice(wanted.length)
     .map((a) => ({ name: a.name, reason: `too many files (limit ${limits.maxFiles})` }));
-  const results = await Promise.all(wanted.map((a, i) => fetchOne(a, i, limits.maxFileBytes)));
+  const results = await Promise.all(wanted.map((a) => fetchOne(a, limits.maxFileBytes)));
   const files: OutboundFile[] = [];
   for (const r of results) {
     if ('data' in r) files.push(r);

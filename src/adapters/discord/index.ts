@@ -12,7 +12,8 @@
  * other message components, modals, and editing or deleting answers after the fact.
  */
 import { Hono } from 'hono';
-import { describeError } from '../../errors.js';
+import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
+import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, IntakeResult } from '../types.js';
 import { createDiscordApi } from './api.js';
@@ -60,7 +61,6 @@ export interface DiscordAdapter extends ChannelAdapter {
   close(): Promise<void>;
 }
 
-const MAX_BODY_BYTES = 1024 * 1024;
 const NO_MENTIONS = { parse: [] as string[] };
 
 function ephemeral(content: string) {
@@ -122,26 +122,24 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
   }
 
   const routes = new Hono();
-  routes.post('/discord/interactions', async (c) => {
-    const declared = Number(c.req.header('content-length') ?? 0);
-    if (declared > MAX_BODY_BYTES) return c.json({ error: 'payload_too_large', message: 'request body too large' }, 413);
+  // Interactions are a few KiB; the limit holds before the signature can be checked.
+  routes.post('/discord/interactions', limitBody(DEFAULT_MAX_BODY_BYTES), async (c) => {
     const raw = new Uint8Array(await c.req.arrayBuffer());
-    if (raw.byteLength > MAX_BODY_BYTES) return c.json({ error: 'payload_too_large', message: 'request body too large' }, 413);
     if (!verifier(c.req.header('x-signature-ed25519'), c.req.header('x-signature-timestamp'), raw)) {
       logger.warn('discord interaction with a missing or bad signature');
-      return c.json({ error: 'invalid_signature', message: 'bad request signature' }, 401);
+      throw new AgentVmError('invalid_signature', 'bad request signature', { status: 401 });
     }
     let parsed;
     try {
       parsed = interactionSchema.safeParse(JSON.parse(Buffer.from(raw).toString('utf8')));
     } catch {
-      return c.json({ error: 'bad_request', message: 'body is not JSON' }, 400);
+      throw new AgentVmError('bad_request', 'body is not JSON', { status: 400 });
     }
-    if (!parsed.success) return c.json({ error: 'bad_request', message: 'not a Discord interaction' }, 400);
+    if (!parsed.success) throw new AgentVmError('bad_request', 'not a Discord interaction', { status: 400 });
     const interaction = parsed.data;
     if (interaction.application_id !== opts.applicationId) {
       logger.warn({ applicationId: interaction.application_id }, 'discord interaction for another application');
-      return c.json({ error: 'wrong_application', message: 'interaction is for another application' }, 400);
+      throw new AgentVmError('wrong_application', 'interaction is for another application', { status: 400 });
     }
     switch (interaction.type) {
       case InteractionType.Ping:

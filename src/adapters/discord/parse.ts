@@ -130,12 +130,16 @@ export function conversationChannel(conversation: string): { guild: string; chan
   return m ? { guild: m[1]!, channel: m[2]! } : null;
 }
 
-/** Where a message of a conversation goes: the encoded `replyTo` when there is one, else the conversation's channel. */
+/**
+ * Where a message of a conversation goes: the encoded `replyTo` when there is one, else the
+ * conversation's channel. Null (refused) when either is not ours: a `replyTo` this adapter did
+ * not encode is never replaced by a guess.
+ */
 export function replyTargetOf(replyTo: string | undefined, conversation: string): ReplyTarget | null {
-  const decoded = decodeReplyTo(replyTo);
-  if (decoded) return decoded;
   const conv = conversationChannel(conversation);
-  return conv ? { kind: 'channel', channel: conv.channel } : null;
+  if (!conv) return null;
+  if (replyTo === undefined) return { kind: 'channel', channel: conv.channel };
+  return decodeReplyTo(replyTo);
 }
 
 function displayName(user: z.infer<typeof userSchema>): string | undefined {

@@ -6,6 +6,7 @@
  * Deliberately left out: embeds and components; replies are plain text plus attachments.
  */
 import path from 'node:path';
+import { printable } from '../../text.js';
 import type { HeldBackFile, OutboundFile } from '../types.js';
 
 export const MESSAGE_LIMIT = 2000;
@@ -69,9 +70,12 @@ export function splitMessage(text: string, limit: number = MESSAGE_LIMIT): strin
   return chunks.length > 0 ? chunks : [''];
 }
 
-/** A file name safe for a multipart filename and for Discord: no path, no control characters. */
+/**
+ * A file name safe for a multipart filename and for Discord: no path, no control characters, and
+ * no invisible or reordering ones (shown as escapes, so `invoice\u202efdp.exe` cannot pose as a PDF).
+ */
 export function uploadName(name: string, index: number): string {
-  const base = path.posix.basename(name.replace(/\\/g, '/'));
+  const base = printable(path.posix.basename(name.replace(/\\/g, '/')), 1000);
   const cleaned = base.replace(/[\u0000-\u001f\u007f"<>:|?*]/g, '_').slice(-100);
   return cleaned && cleaned !== '.' && cleaned !== '..' ? cleaned : `file-${index + 1}`;
 }
@@ -121,7 +125,8 @@ export function planAttachments(files: OutboundFile[], heldBack: HeldBackFile[],
 /** Names every file that was not attached, so nothing disappears silently. */
 export function notSentText(notSent: HeldBackFile[]): string {
   if (notSent.length === 0) return '';
-  const lines = notSent.map((f) => `- \`${f.name.replace(/`/g, "'")}\`: ${f.reason}`);
+  // Names and reasons come from the agent's outbox: one escaped line each, never a forged one.
+  const lines = notSent.map((f) => `- \`${printable(f.name).replace(/`/g, "'")}\`: ${printable(f.reason, 300).replace(/`/g, "'")}`);
   return `**Not attached (${notSent.length}):**\n${lines.join('\n')}`;
 }
 

@@ -8,22 +8,19 @@
 import { randomUUID, timingSafeEqual, createHash } from 'node:crypto';
 import { Hono } from 'hono';
 import { stream } from 'hono/streaming';
-import { z } from 'zod';
+import type { z } from 'zod';
+import { AgentVmError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, TurnOutcome, TurnWatcher } from '../types.js';
+import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
+import { MESSAGES_PATH, NDJSON, messageAnswer, messageRequestSchema, outcomeToWire, type MessageHead, type MessageRequest, type StreamLine } from './wire.js';
 
-const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export * from './wire.js';
+/** The request body of `POST /v1/messages` (wire.ts), under the name the CLI and tests know. */
+export const localMessageSchema = messageRequestSchema;
+export type LocalMessage = MessageRequest;
 
-export const localMessageSchema = z.strictObject({
-  profile: z.string().min(1).max(64),
-  text: z.string().trim().min(1, 'must not be empty').max(100_000),
-  conversation: z.string().regex(SAFE_ID, 'must be 1-128 letters, digits, ".", "_" or "-"').optional(),
-  channel: z.string().regex(SAFE_ID, 'must be 1-128 letters, digits, ".", "_" or "-"').optional(),
-  /** Your own id for this message: sending it again returns the same turn instead of running a new one. */
-  id: z.string().regex(SAFE_ID, 'must be 1-128 letters, digits, ".", "_" or "-"').optional(),
-  user: z.string().max(128).optional(),
-});
-export type LocalMessage = z.input<typeof localMessageSchema>;
+const LOCAL_CONVERSATION = /^local:[^:\s]{1,64}:[A-Za-z0-9._-]{1,128}$/;
 
 /** The conversation key of a local conversation, as `agent-vm transcript` takes it. */
 export const localConversation = (profile: string, conversation: string) => `local:${profile}:${conversation}`;
@@ -40,17 +37,6 @@ export function localEvent(m: z.output<typeof localMessageSchema>, defaultChanne
   };
 }
 
-/** JSON form of an outcome: files as base64. */
-export function outcomeJson(o: TurnOutcome): Record<string, unknown> {
-  if (o.kind !== 'reply') return { type: o.kind, text: o.text };
-  return {
-    type: 'reply',
-    text: o.text,
-    files: o.files.map((f) => ({ name: f.name, size: f.data.length, base64: f.data.toString('base64') })),
-    heldBack: o.heldBack,
-  };
-}
-
 function tokenMatches(given: string | undefined, expected: string): boolean {
   if (!given) return false;
   // Hash both so the comparison is constant-time regardless of length.
@@ -63,12 +49,14 @@ export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; ap
   const routes = new Hono();
   routes.use('/v1/*', async (c, next) => {
     if (!o.apiToken) {
-      return c.json({ error: 'api_disabled', message: 'the local HTTP API is disabled; set AGENTVM_API_TOKEN to enable it' }, 403);
+      throw new AgentVmError('api_disabled', 'the local HTTP API is disabled; set AGENTVM_API_TOKEN to enable it', { status: 403 });
     }
     const auth = c.req.header('authorization');
     const bearer = auth?.startsWith('Bearer ') ? auth.slice('Bearer '.length) : undefined;
     if (!tokenMatches(bearer, o.apiToken)) {
-      return c.json({ error: 'unauthorized', message: 'missing or wrong bearer token' }, 401, { 'WWW-Authenticate': 'Bearer' });
+      // Set before throwing: the one error renderer answers on this same context.
+      c.header('WWW-Authenticate', 'Bearer');
+      throw new AgentVmError('unauthorized', 'missing or wrong bearer token', { status: 401 });
     }
     await next();
   });
@@ -85,33 +73,37 @@ export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; ap
     }
     return c.json({ id: c.req.param('id'), decision });
   });
-  routes.post('/v1/messages', async (c) => {
+  routes.post(MESSAGES_PATH, limitBody(DEFAULT_MAX_BODY_BYTES), async (c) => {
     let body: unknown;
     try {
       body = await c.req.json();
     } catch {
-      return c.json({ error: 'bad_request', message: 'the body must be JSON' }, 400);
+      throw new AgentVmError('bad_request', 'the body must be JSON', { status: 400 });
     }
-    const parsed = localMessageSchema.safeParse(body);
+    const parsed = messageRequestSchema.safeParse(body);
     if (!parsed.success) {
       const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`);
-      return c.json({ error: 'bad_request', message: problems.join('; ') }, 400);
+      throw new AgentVmError('bad_request', problems.join('; '), { status: 400 });
     }
     const event = localEvent(parsed.data, 'api');
     const result = await o.intake.accept(event);
     if (result.status === 'rejected') {
-      return c.json({ error: result.reason, message: result.message }, result.reason === 'profile_invalid' ? 409 : 404);
+      throw new AgentVmError(result.reason, result.message, { status: result.reason === 'profile_invalid' ? 409 : 404 });
     }
-    const head = { eventId: event.id, conversation: event.conversation, profile: result.profile, duplicate: result.status === 'duplicate' };
+    // A resent id answers with the first sending's turn: its conversation, not the new random one
+    // (nor one the resend names).
+    const conversation = result.status === 'duplicate' && result.conversation ? result.conversation : event.conversation;
+    const head: MessageHead = { eventId: event.id, conversation, profile: result.profile, duplicate: result.status === 'duplicate' };
     const ac = new AbortController();
     c.req.raw.signal.addEventListener('abort', () => ac.abort());
 
-    if ((c.req.header('accept') ?? '').includes('application/x-ndjson')) {
-      c.header('Content-Type', 'application/x-ndjson');
+    if ((c.req.header('accept') ?? '').includes(NDJSON)) {
+      c.header('Content-Type', NDJSON);
+      const line = (l: StreamLine) => `${JSON.stringify(l)}\n`;
       return stream(c, async (s) => {
         s.onAbort(() => ac.abort());
-        await s.write(`${JSON.stringify({ type: 'accepted', ...head })}\n`);
-        for await (const out of o.watcher.watch(event.id, ac.signal)) await s.write(`${JSON.stringify(outcomeJson(out))}\n`);
+        await s.write(line({ type: 'accepted', ...head }));
+        for await (const out of o.watcher.watch(event.id, ac.signal)) await s.write(line(outcomeToWire(out)));
       });
     }
     const progress: string[] = [];
@@ -120,14 +112,19 @@ export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; ap
       if (out.kind === 'progress') progress.push(out.text);
       else final = out;
     }
-    if (!final) return c.json({ error: 'aborted', message: 'the request ended before the turn did' }, 499 as 400);
-    return c.json({ ...head, status: final.kind === 'reply' ? 'replied' : 'failed', progress, ...outcomeJson(final) });
+    if (!final) throw new AgentVmError('aborted', 'the request ended before the turn did', { status: 499 });
+    return c.json(messageAnswer(head, progress, final));
   });
 
   return {
     platform: 'local',
     routes,
-    // The caller is waiting on the watcher; there is nothing to push.
-    async send() {},
+    // The caller is waiting on the watcher; there is nothing to push. What another adapter
+    // addressed is still refused, as every adapter does, rather than silently dropped.
+    async send(msg) {
+      if (!LOCAL_CONVERSATION.test(msg.conversation) || msg.replyTo !== undefined) {
+        throw new AgentVmError('local_bad_conversation', 'not a local conversation (local:<profile>:<id>, no replyTo)', { status: 400 });
+      }
+    },
   };
 }

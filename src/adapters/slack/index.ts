@@ -16,11 +16,10 @@
  * Deliberately left out: slash commands, modals and OAuth installs for many workspaces; one bot
  * token serves one workspace.
  */
-import path from 'node:path';
 import { Hono, type Context } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import type { RetryOptions } from '@slack/web-api';
-import { describeError } from '../../errors.js';
+import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
+import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, IntakeResult, OutboundFile, TurnContext } from '../types.js';
 import { createSlackApi } from './api.js';
@@ -64,7 +63,6 @@ export interface SlackAdapterOptions {
 /** Every optional part of the seam is present. */
 export type SlackAdapter = Required<ChannelAdapter>;
 
-const MAX_BODY_BYTES = 1024 * 1024;
 const TIMEOUT = Symbol('timeout');
 
 export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
@@ -162,8 +160,8 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     }
   }
 
-  /** Reads and verifies a signed Slack request; a Response when it is refused. */
-  async function verified(c: Context): Promise<{ body: string } | Response> {
+  /** Reads and verifies a signed Slack request; throws 401 when it is refused. */
+  async function verified(c: Context): Promise<string> {
     const body = await c.req.text();
     const verdict = verifySlackSignature({
       signingSecret: opts.signingSecret,
@@ -174,9 +172,9 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     });
     if (!verdict.ok) {
       logger.warn({ reason: verdict.reason }, 'slack: request refused');
-      return c.json({ error: 'slack_signature_invalid', message: verdict.reason }, 401);
+      throw new AgentVmError('slack_signature_invalid', `request refused: ${verdict.reason}`, { status: 401 });
     }
-    return { body };
+    return body;
   }
 
   /** Interactivity arrives form-encoded as `payload=<json>`; acknowledged at once, handled after. */
@@ -188,24 +186,17 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     } catch {
       payload = undefined;
     }
-    if (payload === undefined) return c.json({ error: 'bad_request', message: 'expected a form-encoded interactivity payload' }, 400);
+    if (payload === undefined) throw new AgentVmError('bad_request', 'expected a form-encoded interactivity payload', { status: 400 });
     later('interaction', () => approvals.interact(payload));
     return c.body(null, 200);
   }
 
-  const limit = bodyLimit({
-    maxSize: MAX_BODY_BYTES,
-    onError: (c) => c.json({ error: 'payload_too_large', message: 'request body too large' }, 413),
-  });
+  // Slack's payloads are a few KiB; the limit holds before the signature can be checked.
+  const limit = limitBody(DEFAULT_MAX_BODY_BYTES);
   const routes = new Hono();
-  routes.post('/slack/interactivity', limit, async (c) => {
-    const v = await verified(c);
-    return v instanceof Response ? v : interaction(c, v.body);
-  });
+  routes.post('/slack/interactivity', limit, async (c) => interaction(c, await verified(c)));
   routes.post('/slack/events', limit, async (c) => {
-    const v = await verified(c);
-    if (v instanceof Response) return v;
-    const { body } = v;
+    const body = await verified(c);
     if ((c.req.header('content-type') ?? '').includes('application/x-www-form-urlencoded') && body.startsWith('payload=')) {
       return interaction(c, body);
     }
@@ -227,7 +218,8 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
       case 'ignored':
         return c.json({ ok: true, ignored: handled.reason });
       case 'failed':
-        return c.json({ error: 'intake_failed', message: handled.reason }, 503);
+        // 5xx makes Slack retry, which is what an event that may not be stored needs.
+        throw new AgentVmError('intake_failed', `${handled.reason}; Slack will retry`, { status: 503, retryable: true });
     }
   });
 
@@ -238,7 +230,6 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
   async function fetchContext(event: InboundEvent, limits: { maxFileBytes: number; maxFiles: number }): Promise<TurnContext> {
     const files: OutboundFile[] = [];
     const skipped: TurnContext['skipped'] = [];
-    const used = new Set<string>();
     for (const a of event.platform === 'slack' ? event.attachments ?? [] : []) {
       if (files.length >= limits.maxFiles) {
         skipped.push({ name: a.name, reason: `too many files (limit ${limits.maxFiles})` });
@@ -254,7 +245,8 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
         skipped.push({ name: a.name, reason: got.reason });
         continue;
       }
-      files.push({ name: uniqueName(safeName(a.name), used), data: got.data });
+      // The name as Slack gave it: the sandbox's inbox makes it safe and unique, once, for every platform.
+      files.push({ name: a.name, data: got.data });
     }
     return { files, skipped };
   }
@@ -304,20 +296,4 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
       return closing;
     },
   };
-}
-
-/** A file name safe to write into the agent's inbox: no directories, no control characters. */
-function safeName(name: string): string {
-  const base = path.posix.basename(name.replace(/\\/g, '/')).replace(/[\u0000-\u001f\u007f]/g, '').trim();
-  return base === '' || base === '.' || base === '..' ? 'file' : base;
-}
-
-function uniqueName(name: string, used: Set<string>): string {
-  let candidate = name;
-  for (let i = 2; used.has(candidate); i++) {
-    const ext = path.posix.extname(name);
-    candidate = `${name.slice(0, name.length - ext.length)} (${i})${ext}`;
-  }
-  used.add(candidate);
-  return candidate;
 }

@@ -11,6 +11,7 @@
  */
 import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { printable } from '../../text.js';
 import type { OutboundMessage } from '../types.js';
 import { slackErrorCode, type SlackApi } from './api.js';
 import { escapeText, markdownToMrkdwn, splitMessage } from './mrkdwn.js';
@@ -166,11 +167,13 @@ export function createSender(deps: {
     }
     for (const [i, file] of msg.files.entries()) {
       await step(t, `file:${i}`, async () => {
-        await api.uploadFile({ channel, threadTs, name: file.name, data: file.data });
+        // Agent-chosen: shown as the file's title, so no invisible or reordering characters.
+        await api.uploadFile({ channel, threadTs, name: printable(file.name, 255), data: file.data });
       });
     }
     if (msg.heldBack.length > 0) {
-      const lines = msg.heldBack.map((h) => `• \`${escapeText(h.name.replace(/`/g, "'"))}\`: ${escapeText(h.reason)}`);
+      // Names and reasons come from the agent's outbox: one escaped line each, never a forged one.
+      const lines = msg.heldBack.map((h) => `• \`${escapeText(printable(h.name).replace(/`/g, "'"))}\`: ${escapeText(printable(h.reason, 300))}`);
       const text = `${msg.heldBack.length === 1 ? 'One file was' : `${msg.heldBack.length} files were`} not sent:\n${lines.join('\n')}`;
       await step(t, 'heldBack', () => deliverText(t, channel, threadTs, truncate(text, deps.maxMessageChars)));
     }
@@ -189,6 +192,10 @@ export function createSender(deps: {
 
   return {
     send(msg) {
+      // Slack events carry no replyTo: one here was made by another adapter.
+      if (msg.replyTo !== undefined) {
+        return Promise.reject(new AgentVmError('slack_bad_conversation', 'a Slack message has no replyTo; this one was addressed by another adapter', { status: 400 }));
+      }
       return serial(msg.conversation, () => {
         if (msg.kind === 'progress') return progress(msg);
         if (msg.kind === 'reply') return reply(msg);

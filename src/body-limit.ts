@@ -1,0 +1,65 @@
+/**
+ * Request bodies are bounded before anyone looks at them: every endpoint is reachable without
+ * credentials (a signature or token is checked *after* the body is read, since it covers the
+ * body), so an unbounded read would let anyone make the process buffer gigabytes.
+ *
+ * `limitBody` reads the body itself with a byte counter, chunk by chunk, whatever
+ * `Content-Length` or `Transfer-Encoding` say, and stops at the limit: nothing past the first
+ * chunk that crosses it is read, and the refusal asks the HTTP server to close the connection
+ * (`Connection: close`) so the unread rest is never drained. Within the limit the body is held
+ * in memory once and handed on as an ordinary `Request` body.
+ *
+ * Deliberately left out: streaming bodies past the limit to a handler. Nothing here needs it,
+ * and every handler then sees a body that is complete and small.
+ */
+import type { MiddlewareHandler } from 'hono';
+import { AgentVmError } from './errors.js';
+
+/** The default ceiling for any request body: platform webhooks are a few KiB, `/v1/messages` under 1 MiB. */
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
+/** Requests already read by a `limitBody` at or below a given limit, so nested limits read once. */
+const bounded = new WeakMap<Request, number>();
+
+function tooLarge(maxBytes: number): AgentVmError {
+  return new AgentVmError('payload_too_large', `the request body is over the ${maxBytes}-byte limit; nothing past the limit was read`, { status: 413 });
+}
+
+/**
+ * Middleware: refuses (413, `payload_too_large`) a body over `maxBytes`, reading at most the
+ * chunk that crosses it. Requests without a body pass untouched.
+ */
+export function limitBody(maxBytes: number = DEFAULT_MAX_BODY_BYTES): MiddlewareHandler {
+  return async function limitBody(c, next) {
+    const raw = c.req.raw;
+    const seen = bounded.get(raw);
+    if (!raw.body || (seen !== undefined && seen <= maxBytes)) return next();
+    const declared = raw.headers.get('content-length');
+    if (declared !== null && /^\d+$/.test(declared) && Number(declared) > maxBytes) {
+      c.header('Connection', 'close');
+      throw tooLarge(maxBytes);
+    }
+    const reader = raw.body.getReader();
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > maxBytes) {
+        // Not reader.cancel(): that destroys the socket before the 413 can be written. The
+        // reader stays unread (TCP backpressure holds the client), and `Connection: close`
+        // makes the server drop the connection once the answer is out, without draining it.
+        reader.releaseLock();
+        c.header('Connection', 'close');
+        throw tooLarge(maxBytes);
+      }
+      chunks.push(value);
+    }
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    const next_ = new Request(raw, { body });
+    bounded.set(next_, maxBytes);
+    c.req.raw = next_;
+    await next();
+  };
+}
