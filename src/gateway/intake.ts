@@ -17,7 +17,7 @@ export function createIntake(o: { router: () => Router; repo: GatewayRepo; queue
     async accept(event: InboundEvent): Promise<IntakeResult> {
       const route = o.router().route(event);
       if (!route.ok) {
-        const { inserted } = await o.repo.insertEvent({
+        const { row: seen, inserted } = await o.repo.insertEvent({
           id: event.id,
           platform: event.platform,
           profile: null,
@@ -26,7 +26,7 @@ export function createIntake(o: { router: () => Router; repo: GatewayRepo; queue
           payload: event,
           error: route.message,
         });
-        if (!inserted) return { status: 'duplicate', profile: null };
+        if (!inserted) return { status: 'duplicate', profile: null, conversation: seen.conversation };
         void o.audit.push({ action: 'route', decision: 'reject', reason: route.detail, subject: event.id, data: { platform: event.platform } });
         log.info({ eventId: event.id, reason: route.reason }, 'event rejected');
         return { status: 'rejected', reason: route.reason, message: route.message };
@@ -48,7 +48,7 @@ export function createIntake(o: { router: () => Router; repo: GatewayRepo; queue
         // queue it now; the job is a no-op if the turn already ran.
         if (row.status === 'queued' && row.profile) await o.queues.queue(row.profile).add({ eventId: row.id, conversation: row.conversation });
         log.debug({ eventId: event.id }, 'duplicate event');
-        return { status: 'duplicate', profile: row.profile };
+        return { status: 'duplicate', profile: row.profile, conversation: row.conversation };
       }
       void o.audit.push({ profile, action: 'route', decision: 'allow', subject: event.id, data: { platform: event.platform } });
       await o.queues.queue(profile).add({ eventId: event.id, conversation: event.conversation });
