@@ -418,8 +418,8 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
 
     async writeFiles(agentId, dir, files) {
       assertAgentId(agentId);
-      const names_ = files.map((f, i) => safeFileName(f.name, `file-${i + 1}`));
-      const archive = packFiles(dir, files);
+      // The names packFiles wrote are the paths returned: duplicates were renamed there.
+      const { archive, names: written } = packFiles(dir, files);
       try {
         // The workspace is a volume, so the engine extracts into it even with a read-only root.
         await call(() => docker.getContainer(names(agentId).container).putArchive(archive, { path: WORKSPACE }));
@@ -427,7 +427,7 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
         throw err;
       }
-      return names_.map((n) => `${WORKSPACE}/${dir}/${n}`);
+      return written.map((n) => `${WORKSPACE}/${dir}/${n}`);
     },
 
     snapshot(agentId) {
