@@ -225,8 +225,12 @@ export async function createModelRelay(o: ModelRelayOptions): Promise<ModelRelay
       emit({ ...ev, type: 'key_unresolved', secret: entry.keyName, note });
       return refuse(res, spec, 502, `agent-vm: ${note}`, NO_RETRY);
     }
-    // The turn may have ended (or the token been revoked) while the body was read.
-    if (!book.honoured(entry) || res.destroyed) return void res.destroy();
+    // The turn may have ended (or the token been revoked) while the body was read or the key resolved.
+    if (res.destroyed) return;
+    if (!book.honoured(entry)) {
+      emit({ type: 'unauthorized', provider, profile, reason: 'no_turn', route: route.name });
+      return refuse(res, spec, 401, 'agent-vm model relay: this API key is not valid now (it is honoured only while the agent runs a turn)', NO_RETRY, true);
+    }
 
     forward(
       { spec, route, base: upstreams[provider], query, req, res, body, key, allow, agents, idleTimeoutMs },
