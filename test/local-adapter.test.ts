@@ -3,6 +3,7 @@
  * the first sending's turn and conversation, errors are the one `{error, message}` shape, and the
  * wire module both sides share reads back what the route writes (and refuses what it did not).
  */
+import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { createLocalAdapter, parseStreamLine, type MessageAnswer } from '../src/adapters/local/index.js';
 import type { Intake, TurnOutcome } from '../src/adapters/types.js';
@@ -77,6 +78,32 @@ describe('POST /v1/messages', () => {
         err = e;
       }
       expect(isAgentVmError(err, 'bad_answer'), bad).toBe(true);
+    }
+  });
+});
+
+describe('a resent id through the real intake', () => {
+  it('answers duplicate with the stored conversation, whatever conversation the resend carries', async () => {
+    const { startTestGateway, manifest, profileId } = await import('./helpers/gateway.js');
+    const { localEvent, localMessageSchema } = await import('../src/adapters/local/index.js');
+    const { Queue } = await import('bullmq');
+    const { queueName } = await import('../src/gateway/queue.js');
+    const redisUrl = 'redis://127.0.0.1:6379';
+    const id = profileId('dup');
+    const msgId = `e-${randomUUID()}`;
+    // A front door only (no unit runs the turn): the intake is what is under test.
+    const gw = await startTestGateway({ manifests: [manifest(id)], units: 'none', env: { REDIS_URL: redisUrl } });
+    try {
+      const first = localEvent(localMessageSchema.parse({ profile: id, text: 'echo once', id: msgId }), 'test');
+      const again = localEvent(localMessageSchema.parse({ profile: id, text: 'echo once', id: msgId, conversation: 'elsewhere' }), 'test');
+      expect(await gw.running.gateway.intake.accept(first)).toEqual({ status: 'accepted', profile: id });
+      expect(again.conversation).not.toBe(first.conversation);
+      expect(await gw.running.gateway.intake.accept(again)).toEqual({ status: 'duplicate', profile: id, conversation: first.conversation });
+    } finally {
+      await gw.close();
+      const q = new Queue(queueName(id), { connection: { url: redisUrl } });
+      await q.obliterate({ force: true });
+      await q.close();
     }
   });
 });
