@@ -39,11 +39,14 @@ export interface UploadResult {
 }
 
 /**
- * POSTs `totalBytes` of `chunkBytes`-sized chunks with `Transfer-Encoding: chunked` (no
- * Content-Length), respecting backpressure, and stops writing once the server answers or closes.
+ * POSTs `totalBytes` in `chunkBytes`-sized writes with `Transfer-Encoding: chunked` (no
+ * Content-Length; or, with `declared`, an honest Content-Length), respecting backpressure, and stops writing once the server answers or closes.
  * Resolves with the answer, if one came.
  */
-export function chunkedUpload(url: string, o: { totalBytes: number; chunkBytes?: number; headers?: Record<string, string>; timeoutMs?: number }): Promise<UploadResult> {
+export function chunkedUpload(
+  url: string,
+  o: { totalBytes: number; chunkBytes?: number; headers?: Record<string, string>; timeoutMs?: number; /** Send Content-Length: totalBytes instead of chunked. */ declared?: boolean },
+): Promise<UploadResult> {
   const chunk = Buffer.alloc(o.chunkBytes ?? 64 * 1024, 0x61);
   return new Promise((resolve, reject) => {
     let sent = 0;
@@ -51,7 +54,8 @@ export function chunkedUpload(url: string, o: { totalBytes: number; chunkBytes?:
     let status: number | undefined;
     let body = '';
     // A connection of its own (no keep-alive agent), so the server's count is this upload's.
-    const req = http.request(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked', ...o.headers } });
+    const framing = o.declared ? { 'content-length': String(o.totalBytes) } : { 'transfer-encoding': 'chunked' };
+    const req = http.request(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', ...framing, ...o.headers } });
     const timer = setTimeout(() => {
       req.destroy();
       reject(new Error(`upload to ${url} still running after ${o.timeoutMs ?? 30_000} ms (sent ${sent} bytes)`));
