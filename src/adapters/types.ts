@@ -98,7 +98,11 @@ export type OutboundMessage =
 export interface TurnContext {
   /** Prepended to the prompt, e.g. a ClickUp task's name and description. */
   preamble?: string;
-  /** Written to /workspace/inbox/ before the turn. */
+  /**
+   * Written to the conversation's inbox before the turn, under the names the platform gave: the
+   * sandbox layer (src/sandbox/inbox.ts) makes them safe and unique, and the agent is told the
+   * paths actually written. Adapters do not clean names themselves.
+   */
   files: OutboundFile[];
   /** Attachments not fetched (too large, download failed), told to the agent and the user. */
   skipped: HeldBackFile[];
