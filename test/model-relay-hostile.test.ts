@@ -93,48 +93,85 @@ describe('request bodies are bounded', () => {
   it('a declared Content-Length over the cap is 413 before any of the body is read', async () => {
     const s = session('anthropic');
     const before = totalRequests();
-    const answer = await rawSocket(h.relay.url, `POST /anthropic/v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${s.token}\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n`);
+    const answer = await rawSocket(h.relay.url, `POST /anthropic/v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${s.token}\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n`, /request_too_large/);
     expect(answer).toMatch(/^HTTP\/1\.1 413 /);
     expect(answer).toContain('request_too_large');
     expect(totalRequests()).toBe(before);
   });
 
   it('a chunked body is counted as it arrives: 413 while the client is still sending, the rest never read', async () => {
+    // Repeated: the 413 must reach the client every time, never lost to a reset.
+    for (let round = 0; round < 5; round++) await chunkedOverLimit();
+  });
+
+  it('a client that keeps sending after the 413 is cut after the bounded drain', async () => {
     const s = session('openai');
     const u = new URL(h.relay.url);
-    const result = await new Promise<{ answer: string; sentAtAnswer: number }>((resolve, reject) => {
+    const t0 = Date.now();
+    const outcome = await new Promise<{ sent: number; answer: string }>((resolve) => {
       const sock = net.connect({ host: u.hostname, port: Number(u.port) });
       let sent = 0;
       let answer = '';
-      let sentAtAnswer = -1;
-      const chunk = Buffer.alloc(16 * 1024, 'a');
-      let timer: NodeJS.Timeout | undefined;
-      sock.on('connect', () => {
-        sock.write(`POST /openai/v1/responses HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${s.token}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n`);
-        timer = setInterval(() => {
-          if (sentAtAnswer >= 0 || sent > 8 * 1024 * 1024 || sock.destroyed) return;
-          sock.write(`${chunk.length.toString(16)}\r\n`);
-          sock.write(chunk);
-          sock.write('\r\n');
+      const chunk = Buffer.alloc(64 * 1024, 'a');
+      const pump = () => {
+        while (!sock.destroyed && sent < 64 * 1024 * 1024) {
           sent += chunk.length;
-        }, 1);
-      });
-      sock.on('data', (d) => {
-        if (sentAtAnswer < 0) sentAtAnswer = sent;
-        answer += d.toString('latin1');
-      });
-      const finish = () => {
-        clearInterval(timer);
-        resolve({ answer, sentAtAnswer });
+          if (!sock.write(`${chunk.length.toString(16)}\r\n${chunk.toString('latin1')}\r\n`)) return void sock.once('drain', pump);
+        }
       };
-      sock.on('close', finish);
-      sock.on('error', () => (answer ? finish() : reject(new Error('connection failed before an answer'))));
+      sock.on('connect', () => {
+        sock.write(`POST /openai/v1/responses HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${s.token}\r\ntransfer-encoding: chunked\r\n\r\n`);
+        pump();
+      });
+      sock.on('data', (d) => void (answer += d.toString('latin1')));
+      sock.on('error', () => undefined);
+      sock.on('close', () => resolve({ sent, answer }));
     });
-    expect(result.answer).toMatch(/^HTTP\/1\.1 413 /);
-    expect(result.sentAtAnswer).toBeGreaterThan(64 * 1024);
-    expect(result.sentAtAnswer).toBeLessThan(1024 * 1024);
+    expect(outcome.answer).toMatch(/^HTTP\/1\.1 413 /);
+    // Cut long before the 64 MiB the client meant to send (cap + drain + socket buffers).
+    expect(outcome.sent).toBeLessThan(32 * 1024 * 1024);
+    expect(Date.now() - t0).toBeLessThan(5000);
   });
 });
+
+/** Sends a chunked body past the cap, slowly, until the relay answers; checks the answer came early. */
+async function chunkedOverLimit(): Promise<void> {
+  const s = session('openai');
+  const u = new URL(h.relay.url);
+  const result = await new Promise<{ answer: string; sentAtAnswer: number }>((resolve, reject) => {
+    const sock = net.connect({ host: u.hostname, port: Number(u.port) });
+    let sent = 0;
+    let answer = '';
+    let sentAtAnswer = -1;
+    const chunk = Buffer.alloc(16 * 1024, 'a');
+    let timer: NodeJS.Timeout | undefined;
+    sock.on('connect', () => {
+      sock.write(`POST /openai/v1/responses HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${s.token}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n`);
+      timer = setInterval(() => {
+        if (sentAtAnswer >= 0 || sent > 8 * 1024 * 1024 || sock.destroyed) return;
+        sock.write(`${chunk.length.toString(16)}\r\n`);
+        sock.write(chunk);
+        sock.write('\r\n');
+        sent += chunk.length;
+      }, 1);
+    });
+    sock.on('data', (d) => {
+      if (sentAtAnswer < 0) sentAtAnswer = sent;
+      answer += d.toString('latin1');
+      // A client reads the refusal and stops sending; the relay drops what was still in flight.
+      if (answer.includes('request_too_large')) sock.destroy();
+    });
+    const finish = () => {
+      clearInterval(timer);
+      resolve({ answer, sentAtAnswer });
+    };
+    sock.on('close', finish);
+    sock.on('error', () => (answer ? finish() : reject(new Error('connection failed before an answer'))));
+  });
+  expect(result.answer).toMatch(/^HTTP\/1\.1 413 /);
+  expect(result.sentAtAnswer).toBeGreaterThan(64 * 1024);
+  expect(result.sentAtAnswer).toBeLessThan(1024 * 1024);
+}
 
 describe('hostile inputs', () => {
   it('a NUL in the model name is refused (403), shown escaped in the note, and never forwarded', async () => {

@@ -5,7 +5,8 @@
  *      routes; anything else (escapes, dot segments, other paths) is refused before any check;
  *   2. the key the request presents, wherever that API carries one, must be a token issued for
  *      this provider and a profile with an open turn (401 in the provider's format otherwise);
- *   3. the body is read with a counter (413 past the cap, at once for a declared length);
+ *   3. the body is read with a counter (413 past the cap, at once for a declared length; what
+ *      follows is drained for at most 1 MiB or 2 s so the refusal is read, then cut);
  *   4. the model must be in the binding's `allow` (403 and an event otherwise; no upstream call);
  *   5. a metered call needs budget left today (429 and an event otherwise; no upstream call);
  *   6. the real key is resolved (`secret://`) and the call forwarded with only listed headers;
@@ -29,6 +30,29 @@ export { FORWARDED_REQUEST_HEADERS } from './providers.js';
 
 export const DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024;
 const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60 * 1000;
+
+/**
+ * After a refusal sent before the request body was read, the rest of the body is read and dropped
+ * for a short while (at most this long and this many bytes), then the connection is cut. Closing a
+ * socket that still has unread data makes the kernel answer with a reset, which can destroy the
+ * refusal before the client reads it (and the client would retry a "network error").
+ */
+const LINGER_MS = 2000;
+const LINGER_BYTES = 1024 * 1024;
+
+function linger(req: http.IncomingMessage): void {
+  let drained = 0;
+  const cut = () => req.socket.destroy();
+  const timer = setTimeout(cut, LINGER_MS);
+  timer.unref();
+  req.on('data', (c: Buffer) => {
+    drained += c.length;
+    if (drained > LINGER_BYTES) cut();
+  });
+  req.once('end', () => clearTimeout(timer));
+  req.socket.once('close', () => clearTimeout(timer));
+  req.resume();
+}
 
 /** The relay's own refusals: never retried by the providers' SDKs (they honour x-should-retry). */
 const NO_RETRY = { 'x-should-retry': 'false' };
@@ -68,15 +92,16 @@ export async function createModelRelay(o: ModelRelayOptions): Promise<ModelRelay
       .catch((err: unknown) => log.warn({ err: describeError(err), event: e.type }, 'model relay event handler failed'));
   }
 
-  function send(res: http.ServerResponse, status: number, body: string, headers: Record<string, string>, close = false): void {
+  function send(res: http.ServerResponse, status: number, body: string, headers: Record<string, string>): void {
     if (res.headersSent) return void res.destroy();
-    res.writeHead(status, { ...headers, 'content-length': String(Buffer.byteLength(body)), ...(close ? { connection: 'close' } : {}) });
+    res.writeHead(status, { ...headers, 'content-length': String(Buffer.byteLength(body)) });
     res.end(body);
+    if (!res.req.complete) linger(res.req);
   }
 
-  function refuse(res: http.ServerResponse, spec: ProviderSpec, status: number, message: string, extra: Record<string, string> = {}, close = false): void {
+  function refuse(res: http.ServerResponse, spec: ProviderSpec, status: number, message: string, extra: Record<string, string> = {}): void {
     const e = spec.error(status, message);
-    send(res, status, e.body, { ...e.headers, ...extra }, close);
+    send(res, status, e.body, { ...e.headers, ...extra });
   }
 
   /** Reads the body with a counter; `too_large` as soon as it passes the cap (the rest is never read). */
@@ -136,7 +161,7 @@ export async function createModelRelay(o: ModelRelayOptions): Promise<ModelRelay
     const target = splitTarget(req.url ?? '');
     if (!target) {
       emit({ type: 'bad_request', status: 404, reason: 'unsafe or malformed path', route: printable(req.url ?? '', 120) });
-      return send(res, 404, JSON.stringify({ error: 'agent-vm model relay: no such path' }), { 'content-type': 'application/json' }, true);
+      return send(res, 404, JSON.stringify({ error: 'agent-vm model relay: no such path' }), { 'content-type': 'application/json' });
     }
     const { provider: spec, path, query } = target;
     // Claude Code's reachability probe: HEAD on its base URL. Answered here, without a key.
@@ -144,17 +169,17 @@ export async function createModelRelay(o: ModelRelayOptions): Promise<ModelRelay
       res.writeHead(200, { 'content-length': '0' }).end();
       return;
     }
-    if (!spec) return send(res, 404, JSON.stringify({ error: 'agent-vm model relay: paths start with /anthropic, /openai or /gemini' }), { 'content-type': 'application/json' }, true);
+    if (!spec) return send(res, 404, JSON.stringify({ error: 'agent-vm model relay: paths start with /anthropic, /openai or /gemini' }), { 'content-type': 'application/json' });
     const route = spec.match(req.method ?? '', path);
     if (!route) {
       emit({ type: 'bad_request', provider: spec.provider, status: 404, reason: 'not a route the relay serves', route: printable(`${req.method} ${path}`, 120) });
-      return refuse(res, spec, 404, `agent-vm model relay: ${printable(`${req.method} ${path}`, 120)} is not a ${spec.provider} API call the relay serves`, NO_RETRY, true);
+      return refuse(res, spec, 404, `agent-vm model relay: ${printable(`${req.method} ${path}`, 120)} is not a ${spec.provider} API call the relay serves`, NO_RETRY);
     }
     const check = book.check(spec.provider, spec.credentials(req, query));
     if (!check.ok) {
       emit({ type: 'unauthorized', provider: spec.provider, reason: check.reason, route: route.name, ...(check.profile === undefined ? {} : { profile: check.profile }) });
       // One message for every reason: the sandbox learns nothing about other tokens.
-      return refuse(res, spec, 401, 'agent-vm model relay: this API key is not valid now (it is honoured only while the agent runs a turn)', NO_RETRY, true);
+      return refuse(res, spec, 401, 'agent-vm model relay: this API key is not valid now (it is honoured only while the agent runs a turn)', NO_RETRY);
     }
     await serve(req, res, spec, route, check.entry, check.turnIds, query, t0);
   }
@@ -175,7 +200,7 @@ export async function createModelRelay(o: ModelRelayOptions): Promise<ModelRelay
       if (read === 'aborted') return;
       if (read === 'too_large') {
         emit({ type: 'bad_request', provider, profile, status: 413, reason: `request body over ${maxBody} bytes`, route: route.name });
-        return refuse(res, spec, 413, `agent-vm model relay: the request body is larger than ${maxBody} bytes`, NO_RETRY, true);
+        return refuse(res, spec, 413, `agent-vm model relay: the request body is larger than ${maxBody} bytes`, NO_RETRY);
       }
       body = read;
       bytesIn = read.length;
@@ -229,7 +254,7 @@ export async function createModelRelay(o: ModelRelayOptions): Promise<ModelRelay
     if (res.destroyed) return;
     if (!book.honoured(entry)) {
       emit({ type: 'unauthorized', provider, profile, reason: 'no_turn', route: route.name });
-      return refuse(res, spec, 401, 'agent-vm model relay: this API key is not valid now (it is honoured only while the agent runs a turn)', NO_RETRY, true);
+      return refuse(res, spec, 401, 'agent-vm model relay: this API key is not valid now (it is honoured only while the agent runs a turn)', NO_RETRY);
     }
 
     forward(
@@ -274,7 +299,7 @@ export async function createModelRelay(o: ModelRelayOptions): Promise<ModelRelay
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       log.error({ err: describeError(err) }, 'model relay request failed');
-      if (!res.headersSent) send(res, 500, JSON.stringify({ error: 'agent-vm model relay: internal error' }), { 'content-type': 'application/json' }, true);
+      if (!res.headersSent) send(res, 500, JSON.stringify({ error: 'agent-vm model relay: internal error' }), { 'content-type': 'application/json' });
       else res.destroy();
     });
   });

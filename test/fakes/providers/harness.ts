@@ -98,13 +98,19 @@ export function rawRequest(url: string, o: { method?: string; path: string; head
   });
 }
 
-/** Sends `head` (a raw request head, CRLFs included) and returns whatever comes back until the server closes. */
-export function rawSocket(url: string, head: string): Promise<string> {
+/**
+ * Sends `head` (a raw request head, CRLFs included) and returns whatever comes back until the
+ * server closes, or until what came back matches `until` (then the client hangs up).
+ */
+export function rawSocket(url: string, head: string, until?: RegExp): Promise<string> {
   const u = new URL(url);
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: u.hostname, port: Number(u.port) }, () => s.write(head));
     const chunks: Buffer[] = [];
-    s.on('data', (c) => chunks.push(c));
+    s.on('data', (c) => {
+      chunks.push(c);
+      if (until?.test(Buffer.concat(chunks).toString('latin1'))) s.destroy();
+    });
     s.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')));
     s.on('close', () => resolve(Buffer.concat(chunks).toString('latin1')));
     s.on('error', (e) => (chunks.length > 0 ? resolve(Buffer.concat(chunks).toString('latin1')) : reject(e)));
