@@ -125,7 +125,11 @@ export interface ModelRelayOptions {
   onEvent?: (event: ModelRelayEvent) => void | Promise<void>;
   /** Default: an in-memory count (lost on restart). */
   budget?: ModelBudget;
-  /** Largest request body; larger ones are refused with 413 as soon as the count passes it. Default 32 MiB. */
+  /**
+   * Largest request body; larger ones are refused with 413 as soon as the count passes it (or at
+   * once for a declared Content-Length); what follows is dropped, at most 1 MiB or 2 s, then the
+   * connection is cut. Default 32 MiB.
+   */
   maxRequestBytes?: number;
   /** Upstream silence (no byte) that aborts a call. Default 10 minutes (long non-streaming answers). */
   upstreamIdleTimeoutMs?: number;
