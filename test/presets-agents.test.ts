@@ -4,13 +4,14 @@
  * relay (with a per-sandbox token, honoured during the turn) in front of a fake provider API
  * holding the real key, and the gateway's ACP client. The fake is scripted to make the agent call
  * its own file-writing tool for `outbox/report.md` in the conversation's directory, then answer;
- * the test allows the permission request, and the file must come out through the driver.
+ * the test allows the permission request, and the file must come out through the driver. Then
+ * the sandbox is re-created and the same session loaded and prompted again.
  *
  * The images come from `agent-vm image build --agents claude,codex,gemini` (scripts/test.sh).
  * Timings and memory are printed as one JSON line per agent.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { presetImageRecipe, readPresetPins } from '../src/governance/presets.js';
+import { PRESETS, presetImageRecipe, readPresetPins } from '../src/governance/presets.js';
 import { connectDocker } from '../src/sandbox/docker/engine.js';
 import { PRESET_LABELS } from '../src/sandbox/docker/preset-image.js';
 import type { ConversationPaths } from '../src/sandbox/layout.js';
@@ -68,7 +69,7 @@ describe('preset agents under runsc', () => {
   const pins = readPresetPins();
 
   for (const c of CASES) {
-    it(`${c.preset}: initialize, session/new in the conversation's directory, a turn that writes report.md to its outbox`, { timeout: 240_000 }, async () => {
+    it(`${c.preset}: initialize, session/new in the conversation's directory, a turn that writes report.md to its outbox, session/load after a re-create`, { timeout: 240_000 }, async () => {
       const recipe = presetImageRecipe(c.preset, pins)!;
       const labels = await docker
         .getImage(recipe.image)
@@ -97,6 +98,26 @@ describe('preset agents under runsc', () => {
       for (const r of run.fake.requests) expect(r.credential).toBe(run.fake.apiKey);
       expect(run.fake.pending()).toBe(0);
       expect(run.relayEvents.filter((e) => e.type === 'unauthorized' || e.type === 'model_denied' || e.type === 'bad_request')).toEqual([]);
+      // The container is replaced (the workspace volume stays): the same session loads and
+      // carries the first turn to the model.
+      if (c.preset === 'gemini') {
+        // gemini-cli 0.61.0 names a session's chat file by the minute it was recorded, and
+        // session/load first starts a fresh recording of the same session id: in the same minute
+        // that lands in the very file being loaded, wipes its history, and the load fails with
+        // "No previous sessions found for this project". Load in the next minute, as a wake
+        // after an idle sleep always does.
+        const minute = Math.floor(run.sessionStartedAt / 60_000);
+        while (Math.floor((Date.now() - 1000) / 60_000) <= minute) await new Promise((r) => setTimeout(r, 250));
+      }
+      const before = run.fake.requests.length;
+      const again = await run.resume('What did you write before?', [{ text: 'Earlier I wrote report.md.' }]);
+      console.log(JSON.stringify({ preset: c.preset, sessionLoadMs: again.loadMs, loaded: again.loaded, error: again.error }));
+      expect(again).toMatchObject({ loaded: PRESETS[c.preset].loadSession, stopReason: 'end_turn' });
+      expect(answerText(again.updates)).toContain('Earlier I wrote report.md.');
+      const next = run.fake.requests.slice(before).filter((r) => r.method === 'POST');
+      expect(next).toHaveLength(1);
+      expect(JSON.stringify(next[0]!.body)).toContain('Write a short report to outbox/report.md');
+
       // Sandboxes of this file run one after another: free this one's memory now.
       runs.delete(run);
       await run.close();

@@ -69,7 +69,11 @@ export interface AgentPreset {
   env: Readonly<Record<string, string>>;
   /** The smallest memory limit (MiB) the agent was seen to work in under runsc, with headroom. */
   minMemoryMiB: number;
-  /** `session/load` works after the sandbox was re-created; when false the gateway starts a new session. */
+  /**
+   * `session/load` of a session that has had a turn works after the sandbox was re-created (HOME
+   * is on the workspace volume). A session that never had a turn cannot be loaded by any of the
+   * three (they answer "Resource not found" / "Internal error"): the gateway starts a new one.
+   */
   loadSession: boolean;
   build?: PresetBuild;
 }
@@ -150,8 +154,12 @@ export const PRESETS: Readonly<Record<PresetName, AgentPreset>> = Object.freeze(
       GEMINI_CLI_NO_RELAUNCH: 'true',
     },
     minMemoryMiB: 1024,
-    // Upstream answers session/load with "No previous sessions found" (gemini-cli 0.61.0).
-    loadSession: false,
+    // Its chats live under ~/.gemini/tmp/<project of the cwd>/chats on the workspace volume, so
+    // a session with a turn loads after a re-create, but not in the same UTC minute as the
+    // session's first recording: gemini-cli 0.61.0's session/load starts a new recording of the
+    // same id first, whose file name (minute resolution) is then the loaded file's own, and it
+    // resets that file's history ("No previous sessions found for this project").
+    loadSession: true,
     build: {
       pins: 'gemini',
       files: { '/etc/gemini-cli/settings.json': 'gemini/settings.json' },

@@ -40,6 +40,8 @@ export interface PresetRun {
   relayEvents: ModelRelayEvent[];
   conn: AgentConnection;
   sessionId: string;
+  /** Wall-clock time (ms) just before session/new was sent. */
+  sessionStartedAt: number;
   init: { loadSession: boolean };
   updates: acp.SessionUpdate[];
   permissions: acp.RequestPermissionRequest[];
@@ -48,6 +50,12 @@ export interface PresetRun {
   /** Resident memory of every process in the sandbox after the turn, in MiB (from /proc). */
   rssMiB: number;
   outbox(): Promise<OutboxEntry[]>;
+  /**
+   * Stops the sandbox and re-creates it (its container is replaced; the workspace volume stays),
+   * reconnects, and tries `session/load` of the same session; when it loads, runs `prompt` with
+   * `replies` queued. `error` is the agent's answer when the load was refused.
+   */
+  resume(prompt: string, replies: FakeReply[], session?: string): Promise<{ loaded: boolean; error?: string; loadMs: number; stopReason?: acp.StopReason; updates: acp.SessionUpdate[] }>;
   stderr(): string;
   close(): Promise<void>;
 }
@@ -138,6 +146,7 @@ export async function runPresetTurn(o: PresetRunOptions): Promise<PresetRun> {
     const mk = await sh(driver, id, `mkdir -p ${paths.outboxPath} ${paths.inboxPath}`);
     if (mk.exitCode !== 0) throw new Error(`mkdir in the sandbox failed: ${mk.stderr}`);
 
+    const sessionStartedAt = Date.now();
     const tNew = performance.now();
     const sessionId = await within(60_000, 'session/new', conn.newSession({ cwd: paths.cwd, mcpServers: [] }));
     const sessionNewMs = performance.now() - tNew;
@@ -170,6 +179,7 @@ export async function runPresetTurn(o: PresetRunOptions): Promise<PresetRun> {
       relayEvents,
       conn: c,
       sessionId,
+      sessionStartedAt,
       init: { loadSession: c.supportsLoad },
       updates,
       permissions,
@@ -187,6 +197,34 @@ export async function runPresetTurn(o: PresetRunOptions): Promise<PresetRun> {
         const out: OutboxEntry[] = [];
         for await (const e of driver.readOutbox(id, paths.outbox)) out.push(e);
         return out;
+      },
+      async resume(prompt, replies, session = sessionId) {
+        conn?.close();
+        await driver.sleep(id);
+        const h = await driver.ensure({ ...spec, env: { ...spec.env, AGENTVM_TEST_GENERATION: '2' } });
+        if (h.action !== 'recreated') throw new Error(`expected a re-created sandbox, got ${h.action}`);
+        const io2 = await driver.attach(id);
+        io2.stderr.on('data', (d: Buffer) => {
+          stderr = (stderr + d.toString()).slice(-20_000);
+        });
+        conn = await connectAgent(io2, { logger: createLogger('silent') });
+        const c2 = conn;
+        const tLoad = performance.now();
+        try {
+          await within(60_000, 'session/load', c2.loadSession(session, { cwd: paths.cwd, mcpServers: [] }));
+        } catch (err) {
+          const data = (err as { data?: unknown }).data;
+          const error = `${err instanceof Error ? err.message : String(err)}${data === undefined ? '' : ` ${JSON.stringify(data).slice(0, 500)}`}`;
+          return { loaded: false, error, loadMs: Math.round(performance.now() - tLoad), updates: [] };
+        }
+        const loadMs = Math.round(performance.now() - tLoad);
+        fake.enqueue(...replies);
+        const more: acp.SessionUpdate[] = [];
+        const stop = await within(120_000, 'session/prompt', c2.prompt(session, [{ type: 'text', text: prompt }], {
+          onUpdate: (u) => void more.push(u),
+          onPermission: async () => ({ allow: false, reason: 'not expected' }),
+        }));
+        return { loaded: true, loadMs, stopReason: stop, updates: more };
       },
       stderr: () => stderr,
       close: cleanup,
