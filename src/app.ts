@@ -14,6 +14,7 @@ import { AgentVmError } from './errors.js';
 import type { Store } from './store/index.js';
 import { createGateway, type Gateway, type TurnPolicy } from './gateway/index.js';
 import { loadProfiles, type LoadedProfiles } from './governance/profiles.js';
+import { createOperatorApi } from './operator/index.js';
 import type { Logger } from './log.js';
 import { createApp } from './server.js';
 
@@ -87,7 +88,7 @@ export async function startGatewayApp(
     loaded,
     units: opts.units,
     policy: opts.policy,
-    approvalTimeoutMs: opts.approvalTimeoutMs,
+    approvalTimeoutMs: opts.approvalTimeoutMs ?? config.approvalTimeoutSeconds * 1000,
     adapters: (deps) => (opts.adapters ?? platformAdapters)(config, { ...deps, logger, store: ctx.store }),
   });
   const app = createApp({
@@ -98,6 +99,7 @@ export async function startGatewayApp(
     ],
   });
   for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
+  app.route('/', createOperatorApi({ token: config.apiToken, approvals: gateway.approvals, pins: ctx.store.pins, audit: gateway.audit, logger }));
   await gateway.start();
   return { gateway, loaded, app, stop: () => gateway.stop() };
 }

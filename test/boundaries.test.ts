@@ -162,6 +162,14 @@ describe('seams', () => {
     expect(bad, `sandbox imports across the seam:\n${bad.join('\n')}`).toEqual([]);
   });
 
+  it('SQL stays in src/store: only it imports drizzle-orm, and nothing outside it reads the schema', () => {
+    const bad = imports
+      .filter((i) => !within(i.from, 'src/store'))
+      .filter((i) => (!i.relative && /^drizzle-orm(\/|$)/.test(i.specifier)) || i.target === 'src/store/schema.ts')
+      .map(show);
+    expect(bad, `SQL outside src/store (add a repository method there instead):\n${bad.join('\n')}`).toEqual([]);
+  });
+
   it('process.env is read only in src/config.ts', () => {
     const patterns = [/\bprocess\s*\.\s*env\b/, /\bprocess\s*\[\s*['"`]env['"`]\s*\]/, /\{[^}]*\benv\b[^}]*\}\s*=\s*process\b/];
     const bad = files

@@ -4,7 +4,6 @@
  * the timeout, settle a request once; a request whose holder died is timed out by the next reader.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { approvalStore } from '../src/governance/approval-store.js';
 import { createApprovalBroker, type ApprovalStore, type PendingApproval } from '../src/governance/approvals.js';
 import type { Store } from '../src/store/index.js';
 import { storeBackends } from './helpers/stores.js';
@@ -30,7 +29,7 @@ describe.each(backends)('approvals in the database ($kind)', (backend) => {
 
   beforeAll(async () => {
     ({ store, close } = await backend.open());
-    rows = approvalStore(store.db);
+    rows = store.approvals;
   });
   afterAll(() => close?.());
 

@@ -79,11 +79,11 @@ beforeAll(async () => {
   tdb = await createTestDatabase();
   store = await openStore({ databaseUrl: tdb.url, dataDir: os.tmpdir() });
   await store.migrate();
-  audit = createAuditLog(store.db);
+  audit = createAuditLog(store.audit);
   upstream = await startFakeUpstream();
   proxy = await createMcpProxy({
     listen: { host: '127.0.0.1', port: 0 },
-    db: store.db,
+    pins: store.pins,
     audit,
     secrets: createSecretResolver({ env: { UPSTREAM_TOKEN: SECRET } }),
     logger,
@@ -236,7 +236,7 @@ describe('MCP proxy: approval', () => {
 
   it('never calls a tool that needs approval when no approver is configured', async () => {
     const bare = await createMcpProxy({
-      listen: { host: '127.0.0.1', port: 0 }, db: store.db, audit, logger, upstreamTimeoutMs: 500,
+      listen: { host: '127.0.0.1', port: 0 }, pins: store.pins, audit, logger, upstreamTimeoutMs: 500,
       secrets: createSecretResolver({ env: { UPSTREAM_TOKEN: SECRET } }),
     });
     try {
@@ -404,7 +404,7 @@ describe('MCP proxy: fail closed', () => {
   it('fails every lookup closed when the secrets file is missing', async () => {
     const id = `nofile-${uid()}`;
     const p = await createMcpProxy({
-      listen: { host: '127.0.0.1', port: 0 }, db: store.db, audit, logger, upstreamTimeoutMs: 500,
+      listen: { host: '127.0.0.1', port: 0 }, pins: store.pins, audit, logger, upstreamTimeoutMs: 500,
       secrets: createSecretResolver({ env: { UPSTREAM_TOKEN: SECRET }, file: '/nonexistent/agentvm-secrets.yaml' }),
     });
     try {

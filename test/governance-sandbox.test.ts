@@ -110,8 +110,8 @@ beforeAll(async () => {
 
   proxy = await createMcpProxy({
     listen: { host: hostAddress, port: MCP_PORT },
-    db: store.db,
-    audit: createAuditLog(store.db),
+    pins: store.pins,
+    audit: createAuditLog(store.audit),
     secrets,
     logger: createLogger('silent'),
     upstreamTimeoutMs: 15_000,

@@ -7,7 +7,6 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config.js';
 import { AgentVmError } from '../errors.js';
-import { approvalStore } from '../governance/approval-store.js';
 import { createApprovalBroker } from '../governance/approvals.js';
 import { openStore, type Store } from '../store/index.js';
 import { out } from './common.js';
@@ -18,7 +17,7 @@ async function withBroker<T>(fn: (broker: ReturnType<typeof createApprovalBroker
   try {
     await store.migrate();
     // This broker only reads and answers; it never makes requests, so its timeout is unused.
-    return await fn(createApprovalBroker({ store: approvalStore(store.db), timeoutMs: 1 }));
+    return await fn(createApprovalBroker({ store: store.approvals, timeoutMs: 1 }));
   } finally {
     await store.close();
   }

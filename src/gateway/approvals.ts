@@ -7,10 +7,12 @@
  * Who may answer through a channel: the profile's `tools.approvers` (`<platform>:<user id>`) when
  * it names any, else the person whose message started the turn. The operator API (bearer token)
  * may always answer.
+ *
+ * However a request ends (answered, timed out, cancelled, shutdown), the posted prompt is updated,
+ * even when it ends before the prompt was posted: the update then follows the post.
  */
 import type { ApprovalPrompt, ChannelAdapter, Platform } from '../adapters/types.js';
 import { createApprovalBroker, type ApprovalBroker, type ApprovalRequest, type PendingApproval } from '../governance/approvals.js';
-import { approvalStore } from '../governance/approval-store.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/index.js';
 import type { Router } from './router.js';
@@ -27,8 +29,8 @@ export function createGatewayApprovals(o: {
   timeoutMs: number;
 }): ApprovalBroker {
   const log = o.logger.child({ component: 'approvals' });
-  /** Requests this process posted, by id: the settle step updates the same message. */
-  const posted = new Map<string, { adapter: ChannelAdapter; prompt: ApprovalPrompt }>();
+  /** Requests this process is posting or posted, by id: the settle step updates the same message. */
+  const posted = new Map<string, Promise<{ adapter: ChannelAdapter; prompt: ApprovalPrompt } | undefined>>();
 
   async function describe(req: ApprovalRequest): Promise<{ eventId?: string; approvers: string[] }> {
     const ev = await o.store.gateway.nextOpenEvent(req.profile, req.sessionKey);
@@ -39,10 +41,11 @@ export function createGatewayApprovals(o: {
     return { eventId: ev.id, approvers: p.platform && p.user?.id ? [`${p.platform}:${p.user.id}`] : [] };
   }
 
-  async function ask(req: PendingApproval): Promise<void> {
-    if (!req.eventId) return;
+  /** Posts the request; resolves with what to update when it settles (undefined: nothing with buttons was posted). */
+  async function ask(req: PendingApproval): Promise<{ adapter: ChannelAdapter; prompt: ApprovalPrompt } | undefined> {
+    if (!req.eventId) return undefined;
     const ev = await o.store.gateway.getEvent(req.eventId);
-    if (!ev) return;
+    if (!ev) return undefined;
     const payload = ev.payload as { platform: Platform; replyTo?: string };
     const seconds = Math.round((req.expiresAt.getTime() - req.requestedAt.getTime()) / 1000);
     const summary = summarize(req.arguments);
@@ -52,10 +55,10 @@ export function createGatewayApprovals(o: {
     await o.store.gateway.addTranscript({ conversation: ev.conversation, profile: req.profile, eventId: ev.id, kind: 'progress', text, meta: { approvalId: req.id, tool: req.tool } });
     o.signals.ping(ev.id);
     const adapter = o.adapters.get(payload.platform);
-    if (!adapter) return;
+    if (!adapter) return undefined;
     if (!adapter.askApproval) {
       await adapter.send({ kind: 'progress', conversation: ev.conversation, replyTo: payload.replyTo, eventId: ev.id, text });
-      return;
+      return undefined;
     }
     const prefix = `${payload.platform}:`;
     const prompt: ApprovalPrompt = {
@@ -68,20 +71,29 @@ export function createGatewayApprovals(o: {
       approvers: req.approvers.filter((a) => a.startsWith(prefix)).map((a) => a.slice(prefix.length)),
       expiresAt: req.expiresAt,
     };
-    posted.set(req.id, { adapter, prompt });
     await adapter.askApproval(prompt);
+    return { adapter, prompt };
   }
 
   return createApprovalBroker({
-    store: approvalStore(o.store.db),
+    store: o.store.approvals,
     timeoutMs: o.timeoutMs,
     describe,
-    onRequest: (req) => void ask(req).catch((err: unknown) => log.warn({ err, approval: req.id }, 'could not post the approval request')),
+    onRequest: (req) => {
+      posted.set(
+        req.id,
+        ask(req).catch((err: unknown) => {
+          log.warn({ err, approval: req.id }, 'could not post the approval request');
+          return undefined;
+        }),
+      );
+    },
     onSettled: (req, decision, by) => {
       const shown = posted.get(req.id);
       posted.delete(req.id);
-      if (!shown?.adapter.approvalSettled) return;
-      shown.adapter.approvalSettled(shown.prompt, { decision, by }).catch((err: unknown) => log.warn({ err, approval: req.id }, 'could not update the approval request'));
+      void shown
+        ?.then((s) => s?.adapter.approvalSettled?.(s.prompt, { decision, by }))
+        .catch((err: unknown) => log.warn({ err, approval: req.id }, 'could not update the approval request'));
     },
   });
 }

@@ -2,6 +2,11 @@
  * A unit's tool endpoint: the governance MCP proxy, listening on the host's address on the
  * agent's own internal network (the only peer the sandbox can reach), with the profile's
  * upstreams behind it. Created when the sandbox wakes; rebound if that address changes.
+ *
+ * Each turn gets its own bearer token (`forTurn`), living no longer than the turn's deadline plus
+ * a margin, and revoked by the turn's `release()` however the turn ends; `revokeAll()` (unit
+ * stop, sandbox sleep) and `close()` revoke every token. A token replayed after its turn is
+ * refused (401), and the token table does not grow with the number of turns.
  */
 import type * as acp from '@agentclientprotocol/sdk';
 import type { AuditLog } from '../governance/audit.js';
@@ -12,9 +17,13 @@ import type { SecretResolver } from '../governance/secrets.js';
 import type { Logger } from '../log.js';
 import type { SandboxDriver, RuntimeSetting } from '../sandbox/types.js';
 import type { Db } from '../store/index.js';
+import type { PinRepo } from '../store/pins.js';
 
 export interface ToolDeps {
-  db: Db;
+  /** Tool pins: `store.pins`. */
+  pins?: PinRepo;
+  /** @deprecated pass `pins: store.pins`; accepted until unit.ts has moved. */
+  db?: Db;
   audit: AuditLog;
   secrets: SecretResolver;
   approve?: Approver;
@@ -25,11 +34,32 @@ export interface ToolDeps {
   upstreamTimeoutMs?: number;
 }
 
+/** One turn's tools: what to hand the agent, and the revocation of its token. */
+export interface TurnTools {
+  /** For ACP session/new and session/load; [] when the profile has no tools (or the endpoint is not bound). */
+  readonly servers: acp.McpServer[];
+  /** Revokes this turn's token. Idempotent; call it in the turn's `finally`. */
+  release(): void;
+}
+
 export interface ToolEndpoint {
   /** (Re)binds the proxy to `hostAddress` and registers the profile. */
   bind(hostAddress: string): Promise<void>;
-  /** What to hand the agent in session/new and session/load; [] when the profile has no tools. */
+  /**
+   * Mints a token for one turn of `sessionKey`. `ttlMs` should be the turn's deadline plus a
+   * margin; default: the profile's `turn.timeoutSeconds` plus `TOKEN_MARGIN_MS`. `turnId` (the
+   * event id) is carried into every audit row the token authorises.
+   */
+  forTurn(sessionKey: string, turn?: { turnId?: string; ttlMs?: number }): TurnTools;
+  /**
+   * @deprecated mints a token nobody releases (it lives the default ttl); use `forTurn` and
+   * `release()`. Kept until unit.ts and turn.ts have moved.
+   */
   servers(sessionKey: string): acp.McpServer[];
+  /** Revokes every token minted so far (the unit stops, the sandbox sleeps). */
+  revokeAll(): void;
+  /** Live tokens: for tests and metrics. */
+  readonly activeTokens: number;
   close(): Promise<void>;
 }
 
@@ -41,33 +71,58 @@ export const usesTools = (p: Profile) => p.tools.servers.length > 0;
  */
 export const MCP_PORT = 3129;
 
+/** How long a turn's token outlives the turn's deadline: cancelling and finishing a turn takes a moment. */
+export const TOKEN_MARGIN_MS = 60_000;
+
+const NO_TOOLS: TurnTools = Object.freeze({ servers: [], release: () => undefined });
+
 export function createToolEndpoint(profile: Profile, d: ToolDeps): ToolEndpoint {
   let proxy: McpProxy | undefined;
   let boundTo: string | undefined;
+  const defaultTtlMs = profile.turn.timeoutSeconds * 1000 + TOKEN_MARGIN_MS;
+
+  function forTurn(sessionKey: string, turn: { turnId?: string; ttlMs?: number } = {}): TurnTools {
+    if (!proxy) return NO_TOOLS;
+    const ep = proxy.sessionEndpoint({
+      profile: profile.id,
+      sessionKey,
+      ...(turn.turnId !== undefined ? { turnId: turn.turnId } : {}),
+      ttlMs: turn.ttlMs ?? defaultTtlMs,
+    });
+    return { servers: [{ type: 'http', name: 'agent-vm', url: ep.url, headers: ep.headers }], release: ep.release };
+  }
+
   return {
     async bind(hostAddress) {
       if (!usesTools(profile) || (proxy && boundTo === hostAddress)) return;
       await proxy?.close().catch(() => undefined);
       proxy = await createMcpProxy({
         listen: { host: hostAddress, port: MCP_PORT },
-        db: d.db,
+        ...(d.pins ? { pins: d.pins } : { db: d.db }),
         audit: d.audit,
         secrets: d.secrets,
         logger: d.logger,
         approve: d.approve,
         upstreamTimeoutMs: d.upstreamTimeoutMs ?? 10_000,
+        tokenTtlMs: defaultTtlMs,
         sandbox: { driver: d.driver, image: d.image, runtime: d.runtime },
       });
       boundTo = hostAddress;
       const report = await proxy.register(profile);
       d.logger.info({ profile: profile.id, url: proxy.url, upstreams: report.upstreams, mismatched: report.mismatched }, 'tool endpoint ready');
     },
+    forTurn,
     servers(sessionKey) {
-      if (!proxy) return [];
-      const ep = proxy.sessionEndpoint({ profile: profile.id, sessionKey });
-      return [{ type: 'http', name: 'agent-vm', url: ep.url, headers: ep.headers }];
+      return [...forTurn(sessionKey).servers];
+    },
+    revokeAll() {
+      proxy?.revokeAll();
+    },
+    get activeTokens() {
+      return proxy?.activeTokens ?? 0;
     },
     async close() {
+      proxy?.revokeAll();
       await proxy?.close();
       proxy = undefined;
       boundTo = undefined;

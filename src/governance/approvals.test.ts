@@ -75,14 +75,14 @@ describe('approval broker', () => {
   it('fails closed when the store cannot be written', async () => {
     const store = { ...memoryApprovalStore(), insert: async () => { throw new Error('db down'); } };
     const b = createApprovalBroker({ store, timeoutMs: 5000 });
-    expect((await askApprover(b.request, req, 1000)).decision).toBe('denied');
+    expect((await askApprover(b.request, req, { timeoutMs: 1000 })).decision).toBe('denied');
   });
 
   it('treats anything but "approved" as a denial', async () => {
-    expect(await askApprover(undefined, req, 100)).toEqual({ decision: 'denied', reason: 'approval required but no approver is configured' });
-    expect((await askApprover(async () => { throw new Error('x'); }, req, 100)).decision).toBe('denied');
-    expect((await askApprover(async () => 'yes' as never, req, 100)).reason).toBe('the approver gave no valid answer');
-    expect((await askApprover(() => new Promise(() => undefined), req, 20)).decision).toBe('timeout');
-    expect((await askApprover(async () => 'approved', req, 100)).decision).toBe('approved');
+    expect(await askApprover(undefined, req, { timeoutMs: 100 })).toEqual({ decision: 'denied', reason: 'approval required but no approver is configured' });
+    expect((await askApprover(async () => { throw new Error('x'); }, req, { timeoutMs: 100 })).decision).toBe('denied');
+    expect((await askApprover(async () => 'yes' as never, req, { timeoutMs: 100 })).reason).toBe('the approver gave no valid answer');
+    expect((await askApprover(() => new Promise(() => undefined), req, { timeoutMs: 20 })).decision).toBe('timeout');
+    expect((await askApprover(async () => 'approved', req, { timeoutMs: 100 })).decision).toBe('approved');
   });
 });

@@ -10,8 +10,14 @@
  * as `<platform>:<user id>`); the operator API (`by` absent) may always answer. An answer is taken
  * only while the row is pending and unexpired, in one conditional update, so a button pressed as
  * the request times out cannot approve it.
+ *
+ * One timer: the broker's (`timeoutMs`, from AGENTVM_APPROVAL_TIMEOUT_SECONDS). The proxy sets none
+ * of its own; it passes the call's AbortSignal instead, so a call the agent gives up on settles
+ * its request too. Every way a request ends (answer, timeout, cancel, shutdown) reaches
+ * `onSettled`, which updates the prompt the channel posted, so no button outlives its call.
  */
 import { randomUUID } from 'node:crypto';
+import type { ApprovalRepo, ApprovalRow } from '../store/approvals.js';
 
 export type ApprovalDecision = 'approved' | 'denied' | 'timeout';
 
@@ -36,8 +42,11 @@ export interface ApprovalAnswer {
   by: string | null;
 }
 
-/** Decides one request. Must settle; the proxy also gives up after its own timeout. */
-export type Approver = (req: ApprovalRequest) => Promise<ApprovalDecision | ApprovalAnswer>;
+/**
+ * Decides one request. Must settle on its own deadline, and at once (denied) when `signal` aborts:
+ * the call was cancelled. The broker's `request` is one.
+ */
+export type Approver = (req: ApprovalRequest, signal?: AbortSignal) => Promise<ApprovalDecision | ApprovalAnswer>;
 
 export interface PendingApproval extends ApprovalRequest {
   id: string;
@@ -63,35 +72,17 @@ export type AnswerResult =
   | { status: 'not_allowed'; approvers: string[] };
 
 /** A row of the approvals table, as the broker needs it. */
-export interface StoredApproval {
-  id: string;
-  profile: string;
-  sessionKey: string;
-  eventId: string | null;
-  tool: string;
-  argsHash: string;
-  approvers: string[];
-  status: 'pending' | ApprovalDecision;
-  answeredBy: string | null;
-  requestedAt: Date;
-  expiresAt: Date;
-}
+export type StoredApproval = ApprovalRow;
 
-/** Where requests live (implemented over the database by approval-store.ts). */
-export interface ApprovalStore {
-  insert(row: Omit<StoredApproval, 'status' | 'answeredBy'>): Promise<void>;
-  get(id: string): Promise<StoredApproval | undefined>;
-  /** Moves a pending, unexpired row to `status`; undefined when it was not pending or has expired. */
-  answer(id: string, status: 'approved' | 'denied', answeredBy: string): Promise<StoredApproval | undefined>;
-  /** Moves a pending row to `status` whatever its expiry (the requester's timeout, shutdown). */
-  close(id: string, status: 'timeout' | 'denied', answeredBy: string | null): Promise<StoredApproval | undefined>;
-  /** Pending, unexpired rows, oldest first; also times out expired rows nobody settled. */
-  pending(): Promise<StoredApproval[]>;
-}
+/** Where requests live: `store.approvals` (src/store/approvals.ts), or memoryApprovalStore. */
+export type ApprovalStore = ApprovalRepo;
 
 export interface ApprovalBroker {
-  /** Usable as the proxy's `approve`: resolves when answered, or with 'timeout'. */
-  request(req: ApprovalRequest): Promise<ApprovalAnswer>;
+  /**
+   * Usable as the proxy's `approve`: resolves when answered, with 'timeout' after `timeoutMs`, or
+   * denied (by `system:cancelled`) as soon as `signal` aborts.
+   */
+  request(req: ApprovalRequest, signal?: AbortSignal): Promise<ApprovalAnswer>;
   /** Requests still waiting, oldest first. */
   pending(): Promise<PendingApproval[]>;
   /** Answers a pending request, as `by` or (absent) as the operator. */
@@ -115,6 +106,8 @@ export interface ApprovalBrokerOptions {
 }
 
 const OPERATOR = 'local:api';
+/** Who "answered" a request whose call was cancelled (the agent gave up, the turn ended). */
+export const CANCELLED_BY = 'system:cancelled';
 
 export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBroker {
   const now = options.now ?? Date.now;
@@ -124,8 +117,9 @@ export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBr
   const waiting = new Map<string, () => void>();
   let closed = false;
 
-  async function request(req: ApprovalRequest): Promise<ApprovalAnswer> {
+  async function request(req: ApprovalRequest, signal?: AbortSignal): Promise<ApprovalAnswer> {
     if (closed) return { decision: 'denied', by: 'system:shutdown' };
+    if (signal?.aborted) return { decision: 'denied', by: CANCELLED_BY };
     const ctx = (await options.describe?.(req)) ?? { approvers: [] };
     const at = now();
     const pending: PendingApproval = {
@@ -154,23 +148,30 @@ export function createApprovalBroker(options: ApprovalBrokerOptions): ApprovalBr
     }
 
     let settled: StoredApproval | undefined;
-    while (!settled) {
-      const left = pending.expiresAt.getTime() - now();
-      if (closed || left <= 0) {
-        settled = (await store.close(pending.id, closed ? 'denied' : 'timeout', closed ? 'system:shutdown' : null)) ?? (await store.get(pending.id));
-        break;
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(pollMs, left));
-        function done(): void {
-          clearTimeout(timer);
-          waiting.delete(pending.id);
-          resolve();
+    const wakeOnAbort = () => waiting.get(pending.id)?.();
+    signal?.addEventListener('abort', wakeOnAbort, { once: true });
+    try {
+      while (!settled) {
+        const left = pending.expiresAt.getTime() - now();
+        if (closed || signal?.aborted || left <= 0) {
+          const [status, by] = closed ? (['denied', 'system:shutdown'] as const) : signal?.aborted ? (['denied', CANCELLED_BY] as const) : (['timeout', null] as const);
+          settled = (await store.close(pending.id, status, by).catch(() => undefined)) ?? (await store.get(pending.id).catch(() => undefined));
+          break;
         }
-        waiting.set(pending.id, done);
-      });
-      const row = await store.get(pending.id).catch(() => undefined);
-      if (row && row.status !== 'pending') settled = row;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, Math.min(pollMs, left));
+          function done(): void {
+            clearTimeout(timer);
+            waiting.delete(pending.id);
+            resolve();
+          }
+          waiting.set(pending.id, done);
+        });
+        const row = await store.get(pending.id).catch(() => undefined);
+        if (row && row.status !== 'pending') settled = row;
+      }
+    } finally {
+      signal?.removeEventListener('abort', wakeOnAbort);
     }
     // Unreadable store: fail closed.
     const decision: ApprovalDecision = settled && settled.status !== 'pending' ? settled.status : 'denied';
@@ -253,21 +254,29 @@ export function memoryApprovalStore(now: () => number = Date.now): ApprovalStore
 }
 
 /**
- * Runs an approver with a deadline and normalises its answer: only the exact string 'approved'
- * approves; a throw is 'denied', the deadline is 'timeout'.
+ * Runs an approver and normalises its answer: only the exact string 'approved' approves; a throw
+ * is 'denied'. The approver's own deadline is the one that counts; `timeoutMs` is only a safety
+ * net for approvers without one (none in the gateway), and `signal` is passed on so a cancelled
+ * call settles the request where it is shown.
  */
-export async function askApprover(approve: Approver | undefined, req: ApprovalRequest, timeoutMs: number): Promise<{ decision: ApprovalDecision; reason: string }> {
+export async function askApprover(
+  approve: Approver | undefined,
+  req: ApprovalRequest,
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<{ decision: ApprovalDecision; reason: string }> {
   if (!approve) return { decision: 'denied', reason: 'approval required but no approver is configured' };
+  const { timeoutMs, signal } = opts;
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    if (timeoutMs !== undefined) timer = setTimeout(() => resolve('timeout'), timeoutMs);
   });
   try {
-    const got = await Promise.race([approve(req).catch(() => 'error' as const), deadline]);
+    const got = await Promise.race([approve(req, signal).catch(() => 'error' as const), deadline]);
     const d: unknown = typeof got === 'object' && got !== null ? got.decision : got;
     const by = typeof got === 'object' && got !== null && typeof got.by === 'string' ? got.by : undefined;
     if (d === 'approved') return { decision: 'approved', reason: `approved by ${by ?? 'a person'}` };
-    if (d === 'timeout') return { decision: 'timeout', reason: got === 'timeout' ? `nobody answered within ${Math.round(timeoutMs / 1000)} s` : 'nobody answered in time' };
+    if (d === 'timeout') return { decision: 'timeout', reason: got === 'timeout' ? `nobody answered within ${Math.round((timeoutMs ?? 0) / 1000)} s` : 'nobody answered in time' };
+    if (d === 'denied' && by === CANCELLED_BY) return { decision: 'denied', reason: 'the call was cancelled before anyone answered' };
     if (d === 'error') return { decision: 'denied', reason: 'the approver failed' };
     return { decision: 'denied', reason: d === 'denied' ? `denied by ${by ?? 'a person'}` : 'the approver gave no valid answer' };
   } finally {

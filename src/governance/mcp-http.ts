@@ -3,6 +3,10 @@
  * `Server` + transport per request, JSON responses), after a bearer-token check. Tool decisions
  * are not made here: `list` and `call` are the proxy's.
  *
+ * Cancellation works without sessions: a `notifications/cancelled` arriving (in any later POST)
+ * with the same token aborts that token's in-flight `tools/call` of that request id, and so does a
+ * client that hangs up before its answer. An agent can cancel only its own calls.
+ *
  * Deliberately left out: GET (standalone SSE) and DELETE (sessions): there are no MCP sessions.
  */
 import http from 'node:http';
@@ -14,11 +18,12 @@ import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, typ
 import { AgentVmError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 
-export interface McpHttpHandlers<B> {
+export interface McpHttpHandlers<B extends object> {
   /** The binding for a bearer token, or undefined (missing, unknown, expired): the request gets 401. */
   authenticate(token: string | undefined, req: http.IncomingMessage): B | undefined;
   list(binding: B): Promise<{ tools: Tool[] }>;
-  call(binding: B, name: unknown, args: unknown, signal: AbortSignal | undefined): Promise<CallToolResult>;
+  /** `signal` aborts when the request is cancelled (notifications/cancelled) or its client hangs up. */
+  call(binding: B, name: unknown, args: unknown, signal: AbortSignal): Promise<CallToolResult>;
 }
 
 export interface McpHttpServer {
@@ -55,7 +60,18 @@ function readBody(req: http.IncomingMessage, maxBody: number): Promise<unknown> 
   });
 }
 
-export async function startMcpHttpServer<B>(
+type RpcId = string | number;
+const idKey = (id: RpcId) => `${typeof id}:${String(id)}`;
+
+/** JSON-RPC messages of a body (one, or a batch), as loosely typed records. */
+function messagesOf(body: unknown): Array<{ id?: unknown; method?: unknown; params?: unknown }> {
+  const list = Array.isArray(body) ? body : [body];
+  return list.filter((m): m is { id?: unknown; method?: unknown; params?: unknown } => m !== null && typeof m === 'object' && !Array.isArray(m));
+}
+
+const isRpcId = (v: unknown): v is RpcId => typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v));
+
+export async function startMcpHttpServer<B extends object>(
   listen: { host: string; port: number },
   handlers: McpHttpHandlers<B>,
   opts: { maxBodyBytes: number; logger: Logger },
@@ -63,6 +79,8 @@ export async function startMcpHttpServer<B>(
   const log = opts.logger;
   // One validator for every per-request Server: building an Ajv instance per request costs ms.
   const validator = new AjvJsonSchemaValidator();
+  /** In-flight tools/call per binding, by request id: what a cancellation aborts. */
+  const inflight = new WeakMap<B, Map<string, AbortController>>();
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '').split('?')[0];
@@ -85,14 +103,34 @@ export async function startMcpHttpServer<B>(
       const status = err instanceof AgentVmError ? err.status : 400;
       return sendJson(res, status, { jsonrpc: '2.0', error: { code: -32700, message: describeError(err) }, id: null });
     }
+    const mine = inflight.get(binding) ?? new Map<string, AbortController>();
+    inflight.set(binding, mine);
+    const started: string[] = [];
+    for (const m of messagesOf(body)) {
+      if (m.method === 'notifications/cancelled') {
+        const rid = (m.params as { requestId?: unknown } | undefined)?.requestId;
+        if (isRpcId(rid)) mine.get(idKey(rid))?.abort(new Error('cancelled by the client'));
+      } else if (m.method === 'tools/call' && isRpcId(m.id) && !mine.has(idKey(m.id))) {
+        mine.set(idKey(m.id), new AbortController());
+        started.push(idKey(m.id));
+      }
+    }
     const server = new Server(
       { name: 'agent-vm', version: '1.0.0' },
       { capabilities: { tools: { listChanged: false } }, jsonSchemaValidator: validator },
     );
     server.setRequestHandler(ListToolsRequestSchema, () => handlers.list(binding));
-    server.setRequestHandler(CallToolRequestSchema, (r, extra) => handlers.call(binding, r.params.name, r.params.arguments, extra.signal));
+    server.setRequestHandler(CallToolRequestSchema, (r, extra) => {
+      const own = mine.get(idKey(extra.requestId))?.signal;
+      return handlers.call(binding, r.params.name, r.params.arguments, own ? AbortSignal.any([extra.signal, own]) : extra.signal);
+    });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => {
+      for (const k of started) {
+        // A client that hung up before its answer has given up on the call.
+        if (!res.writableFinished) mine.get(k)?.abort(new Error('the client went away'));
+        mine.delete(k);
+      }
       void transport.close().catch(() => undefined);
       void server.close().catch(() => undefined);
     });

@@ -10,7 +10,9 @@
  *     upstream claims about a tool ("read-only") can grant anything.
  *   - tools/call of anything not in that list: JSON-RPC error -32602 "Unknown tool: <name>",
  *     and the upstream never sees the call.
- *   - a tool that needs approval waits for `approve` (no approver, timeout, error → denied).
+ *   - a tool that needs approval waits for `approve` (no approver, timeout, error → denied); the
+ *     approver's deadline is the only one (AGENTVM_APPROVAL_TIMEOUT_SECONDS), and a cancelled
+ *     call cancels its request.
  *   - upstream errors and timeouts: an error result (isError), never a retry.
  *   - secret values never leave the gateway: they are used in upstream connections only, and
  *     any that an upstream echoes back is redacted from results and descriptions.
@@ -18,24 +20,31 @@
  *     `tool.pin`, `tool.pin_mismatch`, `secret.resolve`, `upstream.start`) with the policy hash;
  *     arguments appear only as `argsHash`.
  *
- * Audit rows go through a write-behind queue (audit-queue.ts) so a decision does not wait for a
- * database transaction; while rows cannot be written, every call is denied. `auditSync: true`
- * waits for the decision row before forwarding instead (about +1-2 ms per call).
+ * Audit rows go through a queue (audit-queue.ts) that batches them. An allowed call waits for its
+ * own row before it is forwarded (an executed call always has its row; no row, no call); denials
+ * and listings are written behind. While rows cannot be written, every call is denied, with a
+ * reason that names no internals. `auditSync: true` waits for every decision row.
+ *
+ * Tokens (mcp-tokens.ts) are per turn: `sessionEndpoint` mints one that lives `ttlMs` (default
+ * 10 min; the gateway passes the turn's deadline plus a margin) and returns its `release`.
  *
  * Deliberately left out: resources, prompts, sampling and server-to-agent notifications (the
  * proxy exposes tools only); stateful MCP sessions (each request stands alone).
  */
-import { randomBytes, createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { ErrorCode, McpError, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { AgentVmError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../store/index.js';
+import { pinRepo, type PinRepo } from '../store/pins.js';
+import { storableDeep } from '../text.js';
 import { askApprover, type Approver } from './approvals.js';
-import { hashOf, type AuditEntry, type AuditLog } from './audit.js';
-import { createAuditQueue, type AuditQueue } from './audit-queue.js';
+import { tryHashOf, type AuditEntry, type AuditLog } from './audit.js';
+import { AUDIT_UNAVAILABLE, createAuditQueue, type AuditQueue } from './audit-queue.js';
 import { startMcpHttpServer } from './mcp-http.js';
-import { createPinStore, type PinStore } from './mcp-pins.js';
+import { storedDefinition } from './mcp-pins.js';
+import { createPinGuard, deniedRuntime, errorResult, hiddenReason, pinMismatch, redactDeep, rpcError, type ProfileRuntime } from './mcp-runtime.js';
+import { createTokenTable, type TokenBinding } from './mcp-tokens.js';
 import { createUpstream, type ToolSandboxOptions, type Upstream, type UpstreamState } from './mcp-upstreams.js';
 import { compilePolicy, exposedName, policyFromProfile, type CompiledPolicy, type PolicyTool } from './policy.js';
 import type { Profile } from './profile.js';
@@ -47,7 +56,10 @@ export type { ToolSandboxOptions } from './mcp-upstreams.js';
 export interface McpProxyOptions {
   /** Where to listen. The gateway binds the agent network's bridge gateway address (SandboxHandle.hostAddress). */
   listen: { host: string; port: number };
-  db: Db;
+  /** Tool pins (`store.pins`). */
+  pins?: PinRepo;
+  /** @deprecated pass `pins: store.pins`; accepted until every caller has moved. */
+  db?: Db;
   audit: AuditLog;
   secrets: SecretResolver;
   logger: Logger;
@@ -55,15 +67,22 @@ export interface McpProxyOptions {
   approve?: Approver;
   /** Per upstream request (connect, tools/list, tools/call). */
   upstreamTimeoutMs: number;
-  /** How long a call waits for a person. Default 5 minutes. */
+  /**
+   * A safety net for approvers without a deadline of their own. Default none: the approver (the
+   * broker, AGENTVM_APPROVAL_TIMEOUT_SECONDS) is the one timer, so the prompt and the call end together.
+   */
   approvalTimeoutMs?: number;
+  /** How long a token lives when `sessionEndpoint` is not told. Default 10 minutes. */
+  tokenTtlMs?: number;
+  /** A mismatched pin is re-read from the store (a re-pin by another process) at most this often per tool. Default 1 s. */
+  pinRecheckMs?: number;
   /** Where local (command) tool servers run. Absent: they never start. */
   sandbox?: ToolSandboxOptions;
   /** Re-list an upstream's tools before a call when the last listing is older than this. Default 60 s. */
   definitionsTtlMs?: number;
   /** A failed upstream is retried at most this often. Default 5 s. */
   upstreamRetryMs?: number;
-  /** Wait for each decision row to be written before acting on it. Default false (write-behind). */
+  /** Wait for every decision row, denials and listings too. Default false: only an allowed call waits for its row. */
   auditSync?: boolean;
   /** Largest request body accepted. Default 1 MiB. */
   maxBodyBytes?: number;
@@ -73,6 +92,12 @@ export interface McpProxyOptions {
 export interface McpEndpoint {
   url: string;
   headers: Array<{ name: string; value: string }>;
+}
+
+/** An endpoint for one turn: its token stops working at `release()` or after its ttl, whichever is first. */
+export interface McpSessionEndpoint extends McpEndpoint {
+  /** Revokes this endpoint's token. Idempotent; call it when the turn ends, however it ends. */
+  release(): void;
 }
 
 export interface RegisterReport {
@@ -98,15 +123,23 @@ export interface McpProxy {
   /** Forgets a profile: its sessions keep working only as deny-everything. */
   unregister(profile: string): Promise<void>;
   /**
-   * A fresh bearer token bound to `profile` + `sessionKey`, valid until revoked or `ttlMs`
-   * (default 12 h). Call it per turn and `revoke` at the end of the turn. A profile with no
-   * policy gets an endpoint that denies everything.
+   * A fresh bearer token bound to `profile` + `sessionKey` (+ `turnId`, carried into audit rows),
+   * valid until `release()`, `revoke`, `revokeAll`, close, or `ttlMs` (default `tokenTtlMs`).
+   * Mint one per turn and release it when the turn ends. A profile with no policy gets an
+   * endpoint that denies everything.
    */
-  sessionEndpoint(binding: { profile: string; sessionKey: string; ttlMs?: number }): McpEndpoint;
+  sessionEndpoint(binding: { profile: string; sessionKey: string; turnId?: string; ttlMs?: number }): McpSessionEndpoint;
   /** Invalidates every token of a session. */
   revoke(sessionKey: string): void;
-  /** Accepts the current definitions of `tools` (`<server>.<tool>`; default every mismatched one) as the new pins. */
-  repin(profile: string, tools?: string[]): Promise<string[]>;
+  /** Invalidates every token (the unit stops, the sandbox sleeps). */
+  revokeAll(): void;
+  /** Live tokens (expired ones swept first): what a leak would grow. */
+  readonly activeTokens: number;
+  /**
+   * Accepts the current definitions of `tools` (`<server>.<tool>`; default every mismatched one)
+   * as the new pins, as `by` (default `local:proxy`), audited. Returns the tools re-pinned.
+   */
+  repin(profile: string, tools?: string[], by?: string): Promise<string[]>;
   /** Redacts every secret value the proxy has resolved (for replies and files, with the gateway's own list). */
   redactor(): Redactor;
   /** Waits until every audit row so far is written. */
@@ -115,60 +148,23 @@ export interface McpProxy {
   close(): Promise<void>;
 }
 
-interface Binding {
-  profile: string;
-  sessionKey: string;
-  /** performance.now() after which the token is refused. */
-  expires: number;
-}
-
-interface ProfileRuntime {
-  profile: Profile;
-  policy: CompiledPolicy | undefined;
-  policyError: string | undefined;
-  upstreams: Map<string, Upstream>;
-  pins: Map<string, string>;
-  /** `<ref>` → definition hash already reported as a mismatch, so a mismatch is audited once. */
-  reported: Map<string, string>;
-}
+type Binding = TokenBinding;
 
 const UNKNOWN_TOOL = ErrorCode.InvalidParams; // -32602
 const MAX_SUBJECT = 200;
-
-/** A JSON-RPC error whose wire message is exactly `message` (McpError would prefix "MCP error <code>:"). */
-function rpcError(code: number, message: string): Error {
-  return Object.assign(new Error(message), { code });
-}
-
-function errorResult(text: string): CallToolResult {
-  return { content: [{ type: 'text', text }], isError: true };
-}
-
-function tokenKey(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
-}
-
-/** Deep copy of a JSON value with every string redacted. */
-function redactDeep<T>(value: T, redact: Redactor): T {
-  if (redact.size === 0) return value;
-  const walk = (v: unknown): unknown => {
-    if (typeof v === 'string') return redact(v);
-    if (Array.isArray(v)) return v.map(walk);
-    if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x)]));
-    return v;
-  };
-  return walk(value) as T;
-}
 
 export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy> {
   const log = options.logger.child({ component: 'mcp.proxy' });
   // In sync mode each decision row is awaited, so it must not linger waiting for company.
   const auditQueue: AuditQueue = createAuditQueue(options.audit, { logger: options.logger, ...(options.auditSync ? { lingerMs: 0 } : {}) });
-  const pins: PinStore = createPinStore(options.db);
+  const pinSource = options.pins ?? (options.db ? pinRepo(options.db) : undefined);
+  if (!pinSource) throw new AgentVmError('config_invalid', 'the MCP proxy needs the tool pin store (pins: store.pins)', { status: 500 });
+  const pins: PinRepo = pinSource;
   const profiles = new Map<string, ProfileRuntime>();
-  const tokens = new Map<string, Binding>();
+  const tokens = createTokenTable();
   const ttlMs = options.definitionsTtlMs ?? 60_000;
-  const approvalTimeoutMs = options.approvalTimeoutMs ?? 5 * 60_000;
+  const tokenTtlMs = options.tokenTtlMs ?? 10 * 60_000;
+  const pinRecheckMs = options.pinRecheckMs ?? 1000;
   const maxBody = options.maxBodyBytes ?? 1024 * 1024;
   const secretsSeen = new Map<string, NamedSecret>();
   let redactor: Redactor = createRedactor([]);
@@ -176,8 +172,10 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
   let lastAuthRow = -Infinity;
   let authSuppressed = 0;
 
-  const record = (entry: AuditEntry): Promise<boolean> => auditQueue.push(entry);
-  const recordLater = (entry: AuditEntry): void => void record(entry);
+  const record = (entry: AuditEntry): Promise<boolean> => auditQueue.push(entry, { wait: true });
+  const recordLater = (entry: AuditEntry): void => void (options.auditSync ? record(entry) : auditQueue.push(entry));
+
+  const guard = createPinGuard({ pins, recordLater, log, recheckMs: pinRecheckMs });
 
   function noteSecret(s: NamedSecret): void {
     if (secretsSeen.get(s.name)?.value === s.value) return;
@@ -187,59 +185,14 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
 
   // ---------------------------------------------------------------- policy & pins
 
-  async function checkPins(rt: ProfileRuntime, up: Upstream, report?: RegisterReport): Promise<void> {
-    const policy = rt.policy;
-    if (!policy || !up.tools) return;
-    for (const [name, t] of up.tools) {
-      const pt = policy.byUpstream(up.server, name);
-      if (!pt) continue;
-      let pin = rt.pins.get(pt.ref);
-      if (pin === undefined) {
-        pin = await pins.pinIfAbsent(rt.profile.id, pt.ref, t.hash);
-        rt.pins.set(pt.ref, pin);
-        if (pin === t.hash) {
-          report?.pinned.push(pt.ref);
-          recordLater({ profile: rt.profile.id, action: 'tool.pin', decision: 'ok', subject: pt.ref, data: { policyHash: policy.hash, definitionHash: t.hash } });
-        }
-      }
-      if (pin !== t.hash) {
-        report?.mismatched.push(pt.ref);
-        if (rt.reported.get(pt.ref) !== t.hash) {
-          rt.reported.set(pt.ref, t.hash);
-          log.warn({ profile: rt.profile.id, tool: pt.ref }, 'tool definition changed since it was pinned; hidden until re-pinned');
-          recordLater({
-            profile: rt.profile.id, action: 'tool.pin_mismatch', decision: 'deny', subject: pt.ref,
-            reason: 'the tool definition changed since it was pinned; hidden and denied until re-pinned',
-            data: { policyHash: policy.hash, pinned: pin, seen: t.hash },
-          });
-        }
-      } else {
-        rt.reported.delete(pt.ref);
-      }
-    }
-  }
-
   /** Refreshes one upstream and checks pins; never throws (the failure is in `up.reason`). */
   async function refresh(rt: ProfileRuntime, up: Upstream, report?: RegisterReport): Promise<void> {
     try {
       await up.refresh();
-      await checkPins(rt, up, report);
+      await guard.check(rt, up, report);
     } catch (err) {
       log.debug({ profile: rt.profile.id, server: up.server, err: redactor(describeError(err)) }, 'upstream refresh failed');
     }
-  }
-
-  /** Why a policy tool is not callable right now, or undefined when it is. */
-  function hiddenReason(rt: ProfileRuntime, t: PolicyTool): string | undefined {
-    const up = rt.upstreams.get(t.server);
-    if (!up) return `tool server ${t.server} is not configured`;
-    if (!up.tools) return `tool server ${t.server} is unavailable: ${up.reason ?? 'its tools could not be listed'}`;
-    const def = up.tools.get(t.tool);
-    if (!def) return `tool server ${t.server} does not offer ${t.tool}`;
-    const pin = rt.pins.get(t.ref);
-    if (pin === undefined) return 'the tool definition is not pinned';
-    if (pin !== def.hash) return 'the tool definition changed since it was pinned';
-    return undefined;
   }
 
   function exposedTool(t: PolicyTool, def: Tool): Tool {
@@ -256,11 +209,11 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
     const policy = rt?.policy;
     if (!rt || !policy) {
       const reason = rt?.policyError ?? `no tool policy is registered for profile ${b.profile}`;
-      recordLater({ profile: b.profile, action: 'tool.list', decision: 'deny', reason, data: { session: b.sessionKey, policyHash: null } });
+      recordLater({ profile: b.profile, action: 'tool.list', decision: 'deny', reason, data: { session: b.sessionKey, turn: b.turnId ?? null, policyHash: null } });
       return { tools: [] };
     }
     if (!auditQueue.healthy) {
-      recordLater({ profile: b.profile, action: 'tool.list', decision: 'deny', reason: auditQueue.problem ?? 'audit unavailable', data: { session: b.sessionKey, policyHash: policy.hash } });
+      recordLater({ profile: b.profile, action: 'tool.list', decision: 'deny', reason: auditQueue.problem ?? AUDIT_UNAVAILABLE, data: { session: b.sessionKey, turn: b.turnId ?? null, policyHash: policy.hash } });
       return { tools: [] };
     }
     await Promise.all([...policy.servers].map((s) => rt.upstreams.get(s)).filter((u): u is Upstream => u !== undefined).map((u) => refresh(rt, u)));
@@ -274,18 +227,21 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
     recordLater({
       profile: b.profile, action: 'tool.list', decision: 'allow',
       reason: hidden.length > 0 ? `${hidden.length} allowed tool(s) hidden` : null,
-      data: { session: b.sessionKey, policyHash: policy.hash, tools: tools.map((t) => t.name), hidden },
+      data: { session: b.sessionKey, turn: b.turnId ?? null, policyHash: policy.hash, tools: tools.map((t) => t.name), hidden },
     });
     return { tools };
   }
 
-  async function callTool(b: Binding, name: unknown, rawArgs: unknown, signal: AbortSignal | undefined): Promise<CallToolResult> {
+  async function callTool(b: Binding, name: unknown, rawArgs: unknown, requestSignal: AbortSignal): Promise<CallToolResult> {
+    // The call ends when its request is cancelled, or when its token does (the turn ended).
+    const signal = AbortSignal.any([requestSignal, b.signal]);
     const args = rawArgs !== null && typeof rawArgs === 'object' && !Array.isArray(rawArgs) ? (rawArgs as Record<string, unknown>) : {};
     const shown = typeof name === 'string' ? name.slice(0, MAX_SUBJECT) : String(name);
     const rt = profiles.get(b.profile);
     const policy = rt?.policy;
-    const argsHash = hashOf(args);
-    const data = { session: b.sessionKey, policyHash: policy?.hash ?? null, argsHash };
+    // Arguments too deep to hash cannot be audited, so they are never forwarded.
+    const argsHash = tryHashOf(args);
+    const data = { session: b.sessionKey, turn: b.turnId ?? null, policyHash: policy?.hash ?? null, argsHash: argsHash ?? null };
     const deny = (reason: string, subject: string, unknown: boolean): CallToolResult => {
       recordLater({ profile: b.profile, action: 'tool.call', decision: 'deny', reason, subject, data });
       if (unknown) throw rpcError(UNKNOWN_TOOL, `Unknown tool: ${shown}`);
@@ -304,22 +260,30 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
     }
     const up = rt.upstreams.get(t.server);
     if (up && (!up.tools || performance.now() - up.listedAt > ttlMs)) await refresh(rt, up);
-    const hidden = hiddenReason(rt, t);
+    let hidden = hiddenReason(rt, t);
+    if (hidden !== undefined && pinMismatch(rt, t)) {
+      await guard.recheck(rt, t.ref).catch((err: unknown) => log.warn({ profile: b.profile, tool: t.ref, err: describeError(err) }, 'could not re-read a tool pin'));
+      hidden = hiddenReason(rt, t);
+    }
     if (hidden !== undefined) return deny(hidden, t.ref, true);
-    if (!auditQueue.healthy) return deny(auditQueue.problem ?? 'the audit trail is unavailable', t.ref, false);
+    if (!auditQueue.healthy) return deny(auditQueue.problem ?? AUDIT_UNAVAILABLE, t.ref, false);
+    if (argsHash === undefined) return deny('the arguments cannot be audited (nested too deeply)', t.ref, false);
 
     if (t.needsApproval) {
-      const a = await askApprover(options.approve, { profile: b.profile, sessionKey: b.sessionKey, tool: t.ref, argsHash, arguments: redactDeep(args, redactor) }, approvalTimeoutMs);
+      // What the person reads: bounded first (storableDeep), then without secret values.
+      const shownArgs = redactDeep(storableDeep(args, { maxDepth: 8 }) as Record<string, unknown>, redactor);
+      const a = await askApprover(
+        options.approve,
+        { profile: b.profile, sessionKey: b.sessionKey, tool: t.ref, argsHash, arguments: shownArgs },
+        { ...(options.approvalTimeoutMs !== undefined ? { timeoutMs: options.approvalTimeoutMs } : {}), signal },
+      );
       recordLater({ profile: b.profile, action: 'tool.approval', decision: a.decision, reason: a.reason, subject: t.ref, data });
       if (a.decision !== 'approved') return deny(`approval ${a.decision === 'timeout' ? 'timed out' : 'denied'}: ${a.reason}`, t.ref, false);
     }
 
+    // No row, no call: the allow row is written (batched with whatever else is queued) before the call leaves.
     const allowRow: AuditEntry = { profile: b.profile, action: 'tool.call', decision: 'allow', subject: t.ref, data };
-    if (options.auditSync) {
-      if (!(await record(allowRow))) return deny(auditQueue.problem ?? 'the audit row could not be written', t.ref, false);
-    } else {
-      recordLater(allowRow);
-    }
+    if (!(await record(allowRow))) return deny(auditQueue.problem ?? AUDIT_UNAVAILABLE, t.ref, false);
 
     try {
       const result = await up!.call(t.tool, args, signal);
@@ -345,12 +309,7 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
   // ---------------------------------------------------------------- HTTP
 
   function authenticate(token: string | undefined, req: IncomingMessage): Binding | undefined {
-    const key = token ? tokenKey(token) : undefined;
-    let binding = key ? tokens.get(key) : undefined;
-    if (binding && binding.expires < performance.now()) {
-      tokens.delete(key!);
-      binding = undefined;
-    }
+    const binding = token ? tokens.lookup(token) : undefined;
     if (binding) return binding;
     // At most one row a second: a flood of bad requests must not flood the trail.
     const now = performance.now();
@@ -395,19 +354,22 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
         policy = compilePolicy(policyFromProfile(profile));
       } catch (err) {
         const reason = describeError(err);
-        profiles.set(id, { profile, policy: undefined, policyError: reason, upstreams: new Map(), pins: new Map(), reported: new Map() });
+        profiles.set(id, deniedRuntime(profile, reason));
         await closeUpstreams(previous);
         log.error({ profile: id, reason }, 'tool policy unreadable; every tool is denied');
         await record({ profile: id, action: 'policy.load', decision: 'deny', reason });
         throw err instanceof AgentVmError ? err : new AgentVmError('policy_invalid', reason, { status: 400, cause: err });
       }
+      const stored = await pins.list(id);
       const rt: ProfileRuntime = {
         profile,
         policy,
         policyError: undefined,
         upstreams: new Map(),
-        pins: await pins.load(id),
+        pins: new Map(stored.map((p) => [p.tool, p.hash])),
         reported: new Map(),
+        rechecked: new Map(),
+        undescribed: new Set(stored.filter((p) => p.definition === null).map((p) => p.tool)),
       };
       for (const s of profile.tools.servers) {
         // A server without any allowed tool is never started: it exposes nothing.
@@ -438,35 +400,46 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
       await closeUpstreams(rt);
     },
 
-    sessionEndpoint({ profile, sessionKey, ttlMs }) {
+    sessionEndpoint({ profile, sessionKey, turnId, ttlMs }) {
       if (closing) throw new AgentVmError('proxy_closed', 'the MCP proxy is closed', { status: 503 });
-      const token = randomBytes(32).toString('base64url');
-      tokens.set(tokenKey(token), { profile, sessionKey, expires: performance.now() + (ttlMs ?? 12 * 3600_000) });
+      const minted = tokens.mint({ profile, sessionKey, ...(turnId !== undefined ? { turnId } : {}), ttlMs: ttlMs ?? tokenTtlMs });
       if (!profiles.get(profile)?.policy) log.warn({ profile }, 'session endpoint for a profile without a tool policy: every tool is denied');
-      return { url, headers: [{ name: 'Authorization', value: `Bearer ${token}` }] };
+      return { url, headers: [{ name: 'Authorization', value: `Bearer ${minted.token}` }], release: minted.release };
     },
 
     revoke(sessionKey) {
-      for (const [k, b] of tokens) if (b.sessionKey === sessionKey) tokens.delete(k);
+      tokens.revokeSession(sessionKey);
     },
 
-    async repin(profile, only) {
+    revokeAll() {
+      tokens.revokeAll();
+    },
+
+    get activeTokens() {
+      return tokens.size;
+    },
+
+    async repin(profile, only, by = 'local:proxy') {
       const rt = profiles.get(profile);
       if (!rt?.policy) throw new AgentVmError('policy_invalid', `profile ${profile} has no tool policy to re-pin`, { status: 400 });
       const policy = rt.policy;
       await Promise.all([...rt.upstreams.values()].map((u) => refresh(rt, u)));
-      const updates: Array<{ tool: string; hash: string }> = [];
+      const updates: Array<{ tool: string; hash: string; definition: unknown; from: string | null }> = [];
       for (const t of policy.tools.values()) {
         if (only && !only.includes(t.ref)) continue;
         const def = rt.upstreams.get(t.server)?.tools?.get(t.tool);
         if (!def || rt.pins.get(t.ref) === def.hash) continue;
-        updates.push({ tool: t.ref, hash: def.hash });
+        updates.push({ tool: t.ref, hash: def.hash, definition: storedDefinition(def.def), from: rt.pins.get(t.ref) ?? null });
       }
-      await pins.replace(profile, updates);
+      // The rows first: a re-pin nobody can see in the trail does not happen.
+      for (const u of updates) {
+        const ok = await record({ profile, action: 'tool.pin', decision: 'ok', subject: u.tool, reason: `re-pinned by ${by}`, data: { by, policyHash: policy.hash, from: u.from, definitionHash: u.hash } });
+        if (!ok) throw new AgentVmError('audit_unavailable', `nothing was re-pinned: ${AUDIT_UNAVAILABLE}`, { status: 503 });
+      }
+      await pins.replace(profile, updates, by);
       for (const u of updates) {
         rt.pins.set(u.tool, u.hash);
         rt.reported.delete(u.tool);
-        await record({ profile, action: 'tool.pin', decision: 'ok', subject: u.tool, reason: 're-pinned by a person', data: { policyHash: policy.hash, definitionHash: u.hash } });
       }
       return updates.map((u) => u.tool);
     },
@@ -477,7 +450,7 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
 
     close() {
       closing ??= (async () => {
-        tokens.clear();
+        tokens.revokeAll();
         await httpServer.close();
         await Promise.allSettled([...profiles.values()].map((rt) => closeUpstreams(rt)));
         profiles.clear();

@@ -11,7 +11,10 @@ import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { AgentVmError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { approvalRepo, type ApprovalRepo } from './approvals.js';
+import { auditRepo, type AuditRepo } from './audit.js';
 import { gatewayRepo, type GatewayRepo } from './gateway.js';
+import { pinRepo, type PinRepo } from './pins.js';
 import { agentRuntimes, agentStates, agents } from './schema.js';
 
 export { agents };
@@ -57,6 +60,12 @@ export interface Store {
   close(): Promise<void>;
   agents: AgentRepo;
   gateway: GatewayRepo;
+  /** The hash-chained audit trail's rows (the chain itself is governance/audit.ts). */
+  audit: AuditRepo;
+  /** Tool calls waiting for a person. */
+  approvals: ApprovalRepo;
+  /** Pinned tool definitions and quarantined changes. */
+  pins: PinRepo;
   /**
    * An exclusive lock held until `release()` or until this process dies (a Postgres session
    * advisory lock; in-process for PGlite, which is single-process anyway). Returns undefined
@@ -86,6 +95,9 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     db: opened.db,
     agents: agentRepo(opened.db),
     gateway: gatewayRepo(opened.db),
+    audit: auditRepo(opened.db, { singleProcess: opened.kind === 'pglite' }),
+    approvals: approvalRepo(opened.db),
+    pins: pinRepo(opened.db),
     tryLock: opened.tryLock,
     async migrate() {
       const started = Date.now();

@@ -1,0 +1,153 @@
+/**
+ * The audit table's repository: appends at the end of the chain as one writer across every
+ * process, and reads rows back. The chain itself (what a row's hash covers) is governance's
+ * (src/governance/audit.ts): this module only guarantees that rows are appended contiguously after
+ * the head the builder was given, atomically, never two rows with one predecessor.
+ *
+ * Appending is cheap on the usual path: this process remembers the head it last wrote and inserts
+ * right after it, in one INSERT that first takes the cross-process advisory lock (so it never
+ * collides with a writer that holds it). `seq` is the primary key and rows are contiguous, so if
+ * anyone appended since (another process), the first row's `seq` is taken and the whole statement
+ * fails: only then does this re-read the head under the lock, in a transaction. Appends from one
+ * process are serialised here, so they never race each other. PGlite belongs to one process, so
+ * there the lock is skipped.
+ *
+ * Deliberately left out: making values storable (governance does it before hashing, so the hash
+ * covers exactly what is stored) and retries on failure (the caller's queue decides).
+ */
+import { asc, desc, gt, sql } from 'drizzle-orm';
+import type { Db } from './index.js';
+import { dbFailure } from './errors.js';
+import { audit } from './schema.js';
+
+export type AuditRow = typeof audit.$inferSelect;
+
+/** The newest row of the chain. */
+export interface ChainHead {
+  seq: number;
+  hash: string;
+}
+
+/** A row ready to insert: `seq` and `prevHash` continue the head the builder was given. */
+export interface NewAuditRow {
+  seq: number;
+  /** ISO 8601. */
+  at: string;
+  profile: string | null;
+  action: string;
+  decision: string;
+  reason: string | null;
+  subject: string | null;
+  data: unknown;
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditRepo {
+  /**
+   * Appends the rows `build(head)` returns (head undefined: the trail is empty) at the end of the
+   * chain, all or none. `build` may run more than once when another process appended first, so it
+   * must depend on nothing but its argument and the clock. Resolves with the rows as inserted.
+   */
+  append(build: (head: ChainHead | undefined) => NewAuditRow[]): Promise<AuditRow[]>;
+  /** The newest `n` rows, oldest first. */
+  tail(n: number): Promise<AuditRow[]>;
+  /** Up to `limit` rows with seq greater than `seq`, in order. */
+  after(seq: number, limit: number): Promise<AuditRow[]>;
+}
+
+// Any constant works; it only has to be the same in every process appending to one database.
+const CHAIN_LOCK = 0x617564; // 'aud'
+const MAX_LOCKED_ATTEMPTS = 5;
+
+function toRow(r: NewAuditRow): AuditRow {
+  return { ...r, data: r.data ?? null };
+}
+
+// One repository per database handle, so every AuditLog of a process shares its head and its queue.
+const repos = new WeakMap<object, AuditRepo>();
+
+export function auditRepo(db: Db, opts: { singleProcess?: boolean } = {}): AuditRepo {
+  const existing = repos.get(db);
+  if (existing) return existing;
+  // Rows are produced only after the lock's one row: nothing is inserted before the lock is held.
+  const lockJoin = opts.singleProcess ? sql`` : sql`, (select pg_advisory_xact_lock(${CHAIN_LOCK})) as chain_lock`;
+  let head: ChainHead | undefined;
+  let known = false;
+  let tailOfQueue: Promise<unknown> = Promise.resolve();
+
+  /** Inserts after the remembered head, in one statement; undefined when someone appended since. */
+  async function appendAfterKnownHead(rows: NewAuditRow[]): Promise<AuditRow[] | undefined> {
+    const values = rows.map(
+      (r) =>
+        sql`(${r.seq}::bigint, ${r.at}::timestamptz, ${r.profile}::text, ${r.action}::text, ${r.decision}::text, ${r.reason}::text, ${r.subject}::text, ${r.data === null ? null : JSON.stringify(r.data)}::jsonb, ${r.prevHash}::text, ${r.hash}::text)`,
+    );
+    try {
+      await db.execute(sql`
+        insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash)
+        select v.* from (values ${sql.join(values, sql`, `)}) as v${lockJoin}`);
+      return rows.map(toRow);
+    } catch (err) {
+      // Someone appended since: our first seq is taken (all or nothing, one statement).
+      if (dbFailure(err).code === '23505') return undefined;
+      throw err;
+    }
+  }
+
+  async function appendLocked(build: (head: ChainHead | undefined) => NewAuditRow[]): Promise<AuditRow[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { rows, last } = await db.transaction(async (tx) => {
+          // Serialises appends across processes so two rows never claim the same predecessor.
+          await tx.execute(sql`select pg_advisory_xact_lock(${CHAIN_LOCK})`);
+          const [h] = await tx.select({ seq: audit.seq, hash: audit.hash }).from(audit).orderBy(desc(audit.seq)).limit(1);
+          const built = build(h);
+          const inserted = built.length === 0 ? [] : await tx.insert(audit).values(built).returning();
+          return { rows: inserted, last: built.at(-1) ?? h };
+        });
+        head = last ? { seq: last.seq, hash: last.hash } : undefined;
+        known = true;
+        return rows.sort((a, b) => a.seq - b.seq);
+      } catch (err) {
+        // A writer that skips the lock (the fast path of another process) may take our seq first.
+        if (attempt >= MAX_LOCKED_ATTEMPTS || dbFailure(err).code !== '23505') throw err;
+      }
+    }
+  }
+
+  async function append(build: (head: ChainHead | undefined) => NewAuditRow[]): Promise<AuditRow[]> {
+    if (known) {
+      const rows = build(head);
+      if (rows.length === 0) return [];
+      try {
+        const done = await appendAfterKnownHead(rows);
+        if (done) {
+          const last = rows.at(-1)!;
+          head = { seq: last.seq, hash: last.hash };
+          return done;
+        }
+      } catch (err) {
+        known = false;
+        throw err;
+      }
+    }
+    return appendLocked(build);
+  }
+
+  const repo: AuditRepo = {
+    append(build) {
+      const run = tailOfQueue.then(() => append(build));
+      tailOfQueue = run.catch(() => undefined);
+      return run;
+    },
+    async tail(n) {
+      const rows = await db.select().from(audit).orderBy(desc(audit.seq)).limit(n);
+      return rows.reverse();
+    },
+    after(seq, limit) {
+      return db.select().from(audit).where(gt(audit.seq, seq)).orderBy(asc(audit.seq)).limit(limit);
+    },
+  };
+  repos.set(db, repo);
+  return repo;
+}
