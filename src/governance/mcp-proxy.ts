@@ -43,7 +43,7 @@ import { tryHashOf, type AuditEntry, type AuditLog } from './audit.js';
 import { AUDIT_UNAVAILABLE, createAuditQueue, type AuditQueue } from './audit-queue.js';
 import { startMcpHttpServer } from './mcp-http.js';
 import { storedDefinition } from './mcp-pins.js';
-import { createPinGuard, deniedRuntime, errorResult, hiddenReason, pinMismatch, redactDeep, rpcError, type ProfileRuntime } from './mcp-runtime.js';
+import { createPinGuard, deniedRuntime, errorResult, hiddenReason, linkSignals, pinMismatch, redactDeep, rpcError, type ProfileRuntime } from './mcp-runtime.js';
 import { createTokenTable, type TokenBinding } from './mcp-tokens.js';
 import { createUpstream, type ToolSandboxOptions, type Upstream, type UpstreamState } from './mcp-upstreams.js';
 import { compilePolicy, exposedName, policyFromProfile, type CompiledPolicy, type PolicyTool } from './policy.js';
@@ -234,7 +234,15 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
 
   async function callTool(b: Binding, name: unknown, rawArgs: unknown, requestSignal: AbortSignal): Promise<CallToolResult> {
     // The call ends when its request is cancelled, or when its token does (the turn ended).
-    const signal = AbortSignal.any([requestSignal, b.signal]);
+    const linked = linkSignals([requestSignal, b.signal]);
+    try {
+      return await decideCall(b, name, rawArgs, linked.signal);
+    } finally {
+      linked.dispose();
+    }
+  }
+
+  async function decideCall(b: Binding, name: unknown, rawArgs: unknown, signal: AbortSignal): Promise<CallToolResult> {
     const args = rawArgs !== null && typeof rawArgs === 'object' && !Array.isArray(rawArgs) ? (rawArgs as Record<string, unknown>) : {};
     const shown = typeof name === 'string' ? name.slice(0, MAX_SUBJECT) : String(name);
     const rt = profiles.get(b.profile);

@@ -141,3 +141,27 @@ export function redactDeep<T>(value: T, redact: Redactor): T {
   };
   return walk(value) as T;
 }
+
+/**
+ * A signal that aborts when any of `sources` does, and `dispose()` to unhook it. Used instead of
+ * AbortSignal.any where a source lives long (a token lives a whole turn): with AbortSignal.any on
+ * the token's signal, bench:mcp (Node 20) showed per-call state piling up (undici's abort listeners
+ * past 1,500, MaxListenersExceededWarning on every call); with explicit unhooking it does not.
+ */
+export function linkSignals(sources: AbortSignal[]): { signal: AbortSignal; dispose(): void } {
+  const ac = new AbortController();
+  const onAbort = (e: Event) => ac.abort((e.target as AbortSignal).reason);
+  for (const s of sources) {
+    if (s.aborted) {
+      ac.abort(s.reason);
+      break;
+    }
+    s.addEventListener('abort', onAbort, { once: true });
+  }
+  return {
+    signal: ac.signal,
+    dispose: () => {
+      for (const s of sources) s.removeEventListener('abort', onAbort);
+    },
+  };
+}

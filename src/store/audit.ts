@@ -109,7 +109,7 @@ export function auditRepo(db: Db, opts: { singleProcess?: boolean } = {}): Audit
         known = true;
         return rows.sort((a, b) => a.seq - b.seq);
       } catch (err) {
-        // A writer that skips the lock (the fast path of another process) may take our seq first.
+        // Only a writer that skips the lock could take our seq first (none here); retry a little, then give up.
         if (attempt >= MAX_LOCKED_ATTEMPTS || dbFailure(err).code !== '23505') throw err;
       }
     }
