@@ -185,3 +185,31 @@ export const approvals = pgTable(
   },
   (t) => [index('approvals_status_idx').on(t.status, t.requestedAt)],
 );
+
+/**
+ * Who serves a profile: a lease with fencing. A unit serves only while its lease is valid; it
+ * renews it well before expiry and stops taking turns on its own before the expiry it last
+ * secured. Another unit may take a lease only once it has expired (or its holder is provably
+ * dead), so two units never serve one profile at once, whatever happens to connections.
+ */
+export const unitLeases = pgTable('unit_leases', {
+  key: text('key').primaryKey(),
+  /** `<host>:<pid>:<random>` of the unit instance holding it. */
+  holder: text('holder').notNull(),
+  /** Incremented each time the lease changes hands. */
+  epoch: integer('epoch').notNull(),
+  expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/** Files a turn's agent produced that were not sent, and why (one row each). */
+export const heldBackFiles = pgTable(
+  'held_back_files',
+  {
+    eventId: text('event_id').notNull(),
+    name: text('name').notNull(),
+    reason: text('reason').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.eventId, t.name] })],
+);
