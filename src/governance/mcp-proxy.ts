@@ -27,6 +27,7 @@
  *
  * Tokens (mcp-tokens.ts) are per turn: `sessionEndpoint` mints one that lives `ttlMs` (default
  * 10 min; the gateway passes the turn's deadline plus a margin) and returns its `release`.
+ * Ending a token aborts the calls still running in its name (an approval wait included).
  *
  * Deliberately left out: resources, prompts, sampling and server-to-agent notifications (the
  * proxy exposes tools only); stateful MCP sessions (each request stands alone).
