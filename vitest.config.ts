@@ -1,14 +1,36 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Two projects. `unit`: no service at all (the fake sandbox driver, in-process fakes), seconds;
+ * `npm run test:unit`. `integration`: real Docker + runsc, PostgreSQL, Redis and the platform
+ * fakes; fails (never skips) when one is missing. `npm test` runs both.
+ */
 export default defineConfig({
   test: {
-    include: ['src/**/*.test.ts', 'test/**/*.test.ts', 'agents/**/*.test.ts'],
-    globalSetup: ['test/global-setup.ts'],
     // Sandboxes are real containers on a 2-core machine: keep parallelism low and time generous.
     fileParallelism: true,
     maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['src/**/*.test.ts', 'agents/**/*.test.ts', 'test/unit/**/*.test.ts'],
+          globalSetup: ['test/unit/setup.ts'],
+          testTimeout: 20_000,
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['test/*.test.ts'],
+          globalSetup: ['test/global-setup.ts'],
+        },
+      },
+    ],
   },
 });

@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   );
   if (!profile) throw new Error(JSON.stringify(issues));
   const common = {
-    listen: { host: '127.0.0.1', port: 0 }, db: store.db, audit: createAuditLog(store.db), logger,
+    listen: { host: '127.0.0.1', port: 0 }, pins: store.pins, audit: createAuditLog(store.audit), logger,
     secrets: createSecretResolver({ env: { BENCH_TOKEN: secret } }), upstreamTimeoutMs: 10_000,
   };
   const proxies: McpProxy[] = [await createMcpProxy(common), await createMcpProxy({ ...common, auditSync: true })];
@@ -99,7 +99,7 @@ async function main(): Promise<void> {
     const sync = await run({ direct: { client: direct, tool: 'echo' }, proxy: { client: viaSync, tool: 'srv__echo' } });
     const samples = { direct: main.direct!, proxy: main.proxy!, sync_direct: sync.direct!, proxy_audit_sync: sync.proxy! };
     await Promise.all(proxies.map((p) => p.flush()));
-    const verify = await createAuditLog(store.db).verify();
+    const verify = await createAuditLog(store.audit).verify();
 
     const d = stats(samples.direct);
     const p = stats(samples.proxy);

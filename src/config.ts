@@ -32,6 +32,12 @@ export interface Config {
   secrets: { file: string | undefined; env: Record<string, string> };
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   outbox: { maxFileBytes: number; maxTotalBytes: number; maxFiles: number };
+  /** Longest reply text sent as a message; a longer answer also goes out whole as a file. */
+  replyMaxBytes: number;
+  /** Tries per message (unit crashes, transient failures) before the person is told it failed. */
+  maxAttempts: number;
+  /** How long a stopping unit waits for running turns before leaving them open for recovery. */
+  stopGraceSeconds: number;
   slack: { signingSecret?: string; botToken?: string; appToken?: string; apiUrl: string };
   discord: { publicKey?: string; botToken?: string; applicationId?: string; apiUrl: string };
   clickup: { webhookSecret?: string; token?: string; apiUrl: string };
@@ -83,6 +89,9 @@ const schema = z.object({
   AGENTVM_OUTBOX_MAX_FILE_BYTES: positiveInt.default(25 * 1024 * 1024),
   AGENTVM_OUTBOX_MAX_TOTAL_BYTES: positiveInt.default(100 * 1024 * 1024),
   AGENTVM_OUTBOX_MAX_FILES: positiveInt.default(20),
+  AGENTVM_REPLY_MAX_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+  AGENTVM_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(3),
+  AGENTVM_STOP_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
   SLACK_SIGNING_SECRET: secret.optional(),
   SLACK_BOT_TOKEN: secret.optional(),
   SLACK_APP_TOKEN: secret.optional(),
@@ -168,6 +177,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxTotalBytes: e.AGENTVM_OUTBOX_MAX_TOTAL_BYTES,
       maxFiles: e.AGENTVM_OUTBOX_MAX_FILES,
     },
+    replyMaxBytes: e.AGENTVM_REPLY_MAX_BYTES,
+    maxAttempts: e.AGENTVM_MAX_ATTEMPTS,
+    stopGraceSeconds: e.AGENTVM_STOP_GRACE_SECONDS,
     slack: {
       signingSecret: e.SLACK_SIGNING_SECRET,
       botToken: e.SLACK_BOT_TOKEN,

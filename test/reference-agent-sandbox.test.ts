@@ -69,7 +69,7 @@ describe('reference agent in a gVisor sandbox', () => {
     await peer.request('session/prompt', { sessionId, prompt: [{ type: 'text', text: 'remember colour teal' }] });
 
     const out: OutboxEntry[] = [];
-    for await (const e of driver.readOutbox(a)) out.push(e);
+    for await (const e of driver.readOutbox(a, 'outbox')) out.push(e);
     expect(out).toEqual([{ kind: 'file', name: 'hello.txt', size: 17, data: Buffer.from('made in a sandbox') }]);
 
     // Sleep (the agent process ends), wake, reconnect: the workspace memory is still there.

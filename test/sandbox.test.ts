@@ -253,7 +253,7 @@ describe('outbox', () => {
     );
     expect(setup.exitCode).toBe(0);
     const got: OutboxEntry[] = [];
-    for await (const e of driver.readOutbox(a, { maxFileBytes: 4096 })) got.push(e);
+    for await (const e of driver.readOutbox(a, 'outbox', { maxFileBytes: 4096 })) got.push(e);
     const files = got.filter((e) => e.kind === 'file').map((e) => e.name).sort();
     expect(files).toEqual(['charts/data.csv', 'report.txt']);
     const report = Object.fromEntries(got.filter((e) => e.kind === 'refused').map((e) => [e.name, e.kind === 'refused' ? e.reason : '']));
@@ -269,7 +269,7 @@ describe('outbox', () => {
     await driver.ensure(spec(a));
     await sh(driver, a, 'rm -rf /workspace/outbox && ln -s /etc /workspace/outbox');
     const got: OutboxEntry[] = [];
-    for await (const e of driver.readOutbox(a)) got.push(e);
+    for await (const e of driver.readOutbox(a, 'outbox')) got.push(e);
     expect(got).toHaveLength(1);
     expect(got[0]).toMatchObject({ kind: 'refused', name: 'outbox', reason: 'symlink' });
   });

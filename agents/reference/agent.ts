@@ -7,19 +7,24 @@
  * of attached files, and are ignored):
  *
  *   echo <text>                 → <text>
- *   write <name> <content...>   → writes <workspace>/outbox/<name>; "wrote <name> (<n> bytes)"
- *   sh <command line>           → /bin/sh -c, cwd = workspace, 20 s timeout; "exit <code>\n<stdout><stderr>"
+ *   write <name> <content...>   → writes <cwd>/outbox/<name>; "wrote <name> (<n> bytes)"
+ *   sh <command line>           → /bin/sh -c in the session's cwd, 20 s timeout; "exit <code>\n<stdout><stderr>"
  *   remember <key> <value...>   → <workspace>/.reference-agent/memory.json; "remembered <key>"
  *   recall <key>                → the value, or "nothing remembered for <key>"
  *   ask <action description>    → session/request_permission; "permission granted" | "permission denied"
  *   mcp <tool> [<json args>]    → tools/call on the first http MCP server of the session
  *   progress <n>                → n `plan` session/updates, then "done <n>"
  *   stall                       → waits for session/cancel, then stopReason "cancelled"
+ *   hang                        → never answers, and ignores session/cancel (a stuck agent)
  *   crash                       → process.exit(3)
  *   slow <ms>                   → "slept <ms>"
  *
- * The workspace root is $AGENT_WORKSPACE, default /workspace. This file is bundled (esbuild, see
- * bundle.ts) into one .mjs because the sandbox image has node but no node_modules.
+ * Each session works in the `cwd` the client gave in session/new (or session/load): the gateway
+ * gives every conversation its own directory, with its own outbox/ and inbox/. Without a cwd the
+ * workspace root is used. The workspace root is $AGENT_WORKSPACE, default /workspace; when it is
+ * elsewhere (the tests' fake driver runs this agent on the host), a cwd under /workspace is
+ * mapped into it. This file is bundled (esbuild, see bundle.ts) into one .mjs because the
+ * sandbox image has node but no node_modules.
  */
 import { spawn } from 'node:child_process';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -29,10 +34,11 @@ import * as acp from '@agentclientprotocol/sdk';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 
-const WORKSPACE = process.env.AGENT_WORKSPACE ?? '/workspace';
+const SANDBOX_WORKSPACE = '/workspace';
+const WORKSPACE = process.env.AGENT_WORKSPACE ?? SANDBOX_WORKSPACE;
 const SH_TIMEOUT_MS = 20_000;
 const MAX_PROGRESS = 10_000;
-const COMMANDS = 'echo, write, sh, remember, recall, ask, mcp, progress, stall, crash, slow';
+const COMMANDS = 'echo, write, sh, remember, recall, ask, mcp, progress, stall, hang, crash, slow';
 
 function log(...parts: unknown[]): void {
   process.stderr.write(`[reference-agent] ${parts.map(String).join(' ')}\n`);
@@ -40,6 +46,8 @@ function log(...parts: unknown[]): void {
 
 interface SessionState {
   mcpServers: acp.McpServer[];
+  /** The session's working directory (host path). */
+  cwd: string;
   /** Aborted by session/cancel; replaced at the start of each prompt turn. */
   turn: AbortController | null;
 }
@@ -49,10 +57,20 @@ const sessions = new Map<string, SessionState>();
 function session(id: string): SessionState {
   let s = sessions.get(id);
   if (!s) {
-    s = { mcpServers: [], turn: null };
+    s = { mcpServers: [], cwd: WORKSPACE, turn: null };
     sessions.set(id, s);
   }
   return s;
+}
+
+/** The session cwd as a path on this machine: a path under /workspace maps into $AGENT_WORKSPACE. */
+function resolveCwd(cwd: string | undefined): string {
+  if (!cwd || !path.isAbsolute(cwd)) return WORKSPACE;
+  const normal = path.normalize(cwd);
+  if (WORKSPACE === SANDBOX_WORKSPACE) return normal;
+  if (normal === SANDBOX_WORKSPACE) return WORKSPACE;
+  if (normal.startsWith(`${SANDBOX_WORKSPACE}/`)) return path.join(WORKSPACE, normal.slice(SANDBOX_WORKSPACE.length + 1));
+  return normal;
 }
 
 /** Splits "cmd rest of line" into ["cmd", "rest of line"]. */
@@ -104,12 +122,12 @@ function remember(key: string, value: string): Promise<void> {
 
 // ---------------------------------------------------------------- commands
 
-function runSh(command: string, signal: AbortSignal): Promise<string> {
+function runSh(command: string, cwd: string, signal: AbortSignal): Promise<string> {
   return new Promise((resolve) => {
-    void mkdir(WORKSPACE, { recursive: true })
+    void mkdir(path.join(cwd, 'outbox'), { recursive: true })
       .catch(() => undefined)
       .then(() => {
-        const child = spawn('/bin/sh', ['-c', command], { cwd: WORKSPACE, stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn('/bin/sh', ['-c', command], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         let timedOut = false;
@@ -140,13 +158,13 @@ function runSh(command: string, signal: AbortSignal): Promise<string> {
   });
 }
 
-async function writeOutbox(rest: string): Promise<string> {
+async function writeOutbox(cwd: string, rest: string): Promise<string> {
   const [name, content] = splitFirst(rest);
   if (!name) return 'usage: write <name> <content...>';
   if (name.includes('/') || name.includes('\\') || name.includes('..') || name === '.') {
     return `refused: invalid file name ${JSON.stringify(name)}`;
   }
-  const dir = path.join(WORKSPACE, 'outbox');
+  const dir = path.join(cwd, 'outbox');
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, name), content);
   return `wrote ${name} (${Buffer.byteLength(content)} bytes)`;
@@ -238,14 +256,15 @@ type TurnResult = { reply: string | null; stopReason?: acp.StopReason };
 
 async function runCommand(client: acp.AgentContext, sessionId: string, text: string, signal: AbortSignal): Promise<TurnResult> {
   const [cmd, rest] = splitFirst(text);
+  const cwd = session(sessionId).cwd;
   switch (cmd) {
     case 'echo':
       return { reply: rest };
     case 'write':
-      return { reply: await writeOutbox(rest) };
+      return { reply: await writeOutbox(cwd, rest) };
     case 'sh':
       if (!rest) return { reply: 'usage: sh <command line>' };
-      return { reply: await runSh(rest, signal) };
+      return { reply: await runSh(rest, cwd, signal) };
     case 'remember': {
       const [key, value] = splitFirst(rest);
       if (!key) return { reply: 'usage: remember <key> <value...>' };
@@ -274,6 +293,10 @@ async function runCommand(client: acp.AgentContext, sessionId: string, text: str
         signal.addEventListener('abort', () => resolve(), { once: true });
       });
       return { reply: null, stopReason: 'cancelled' };
+    case 'hang':
+      // A stuck agent: this prompt never ends, whatever the client sends.
+      await new Promise<never>(() => undefined);
+      return { reply: null };
     case 'crash':
       log('crash requested: exiting with code 3');
       process.exit(3);
@@ -317,11 +340,15 @@ const app = acp
   .onRequest('authenticate', () => ({}))
   .onRequest('session/new', ({ params }) => {
     const sessionId = `ref-${process.pid}-${Date.now().toString(36)}-${++sessionCounter}`;
-    session(sessionId).mcpServers = params.mcpServers ?? [];
+    const s = session(sessionId);
+    s.mcpServers = params.mcpServers ?? [];
+    s.cwd = resolveCwd(params.cwd);
     return { sessionId };
   })
   .onRequest('session/load', ({ params }) => {
-    session(params.sessionId).mcpServers = params.mcpServers ?? [];
+    const s = session(params.sessionId);
+    s.mcpServers = params.mcpServers ?? [];
+    s.cwd = resolveCwd(params.cwd);
     return {};
   })
   .onRequest('session/prompt', async ({ params, client, signal }) => {

@@ -264,7 +264,7 @@ export function registerGatewayCommands(program: Command): void {
     .option('-n <rows>', 'how many', (v) => Number.parseInt(v, 10), 20)
     .action((o: { n: number }) =>
       withContext(async ({ store }) => {
-        for (const r of await createAuditLog(store.db).tail(o.n)) {
+        for (const r of await createAuditLog(store.audit).tail(o.n)) {
           out([r.seq, r.at, r.profile ?? '-', r.action, r.decision, r.subject ?? '-', r.reason ?? ''].join('\t'));
         }
       }),
@@ -274,7 +274,7 @@ export function registerGatewayCommands(program: Command): void {
     .description('check the hash chain; reports the first broken row')
     .action(() =>
       withContext(async ({ store }) => {
-        const r = await createAuditLog(store.db).verify();
+        const r = await createAuditLog(store.audit).verify();
         if (r.ok) out(`audit trail intact: ${r.rows} rows`);
         else throw new AgentVmError('audit_broken', `audit trail broken at row ${r.brokenAt}: ${r.reason} (${r.rows} rows verified before it)`, { status: 409 });
       }),

@@ -31,7 +31,10 @@ export interface AgentConnection {
   /** One turn: resolves with the stop reason; rejects if the connection drops first. */
   prompt(sessionId: string, prompt: acp.ContentBlock[], hooks: TurnHooks): Promise<acp.StopReason>;
   cancel(sessionId: string): Promise<void>;
-  /** Detaches from the sandbox; the agent process keeps running. Idempotent. */
+  /**
+   * Hangs up: detaches from the sandbox (the agent process keeps running). Requests still open
+   * on the connection reject with the retryable `agent_detached`, not `agent_gone`. Idempotent.
+   */
   close(): void;
 }
 
@@ -41,6 +44,8 @@ export async function connectAgent(io: SandboxStdio, opts: { logger: Logger; cli
   const hooks = new Map<string, TurnHooks>();
   const log = opts.logger;
   let closedFlag = false;
+  /** We hung up ourselves: open requests are interruptions to retry, not a dead agent. */
+  let hungUp = false;
 
   const app = acp
     .client({ name: opts.clientName ?? 'agent-vm' })
@@ -65,7 +70,10 @@ export async function connectAgent(io: SandboxStdio, opts: { logger: Logger; cli
   });
   io.stderr.on('data', (d: Buffer) => log.debug({ stderr: d.toString().slice(0, 2000) }, 'agent stderr'));
 
-  const dropped = () => new AgentVmError('agent_gone', 'the agent process ended during the turn', { retryable: false });
+  const dropped = () =>
+    hungUp
+      ? new AgentVmError('agent_detached', 'the gateway hung up on the agent during the turn (stop, restart or sleep); the turn runs again', { retryable: true })
+      : new AgentVmError('agent_gone', 'the agent process ended during the turn', { retryable: false });
   // The SDK rejects pending requests itself when the stream ends ("ACP connection closed");
   // either way the caller sees one error that says the agent is gone.
   const orClosed = async <T>(p: Promise<T>): Promise<T> => {
@@ -125,6 +133,7 @@ export async function connectAgent(io: SandboxStdio, opts: { logger: Logger; cli
       await conn.agent.notify('session/cancel', { sessionId }).catch(() => undefined);
     },
     close() {
+      hungUp = true;
       conn.close();
       io.close();
     },

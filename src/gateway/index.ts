@@ -28,7 +28,7 @@ export { sandboxSpecFor } from './unit.js';
 export type { TurnPolicy } from './turn.js';
 
 export interface GatewayOptions {
-  config: Pick<Config, 'image' | 'outbox' | 'redisUrl' | 'runtime' | 'secrets'>;
+  config: Pick<Config, 'image' | 'outbox' | 'redisUrl' | 'runtime' | 'secrets' | 'replyMaxBytes' | 'maxAttempts' | 'stopGraceSeconds'>;
   /** How long a tool call that needs a person's approval waits before it is denied. Default 5 min. */
   approvalTimeoutMs?: number;
   store: Store;
@@ -40,7 +40,7 @@ export interface GatewayOptions {
   /** Which profiles get a unit in this process. */
   units: 'all' | 'none' | string[];
   policy?: Partial<TurnPolicy>;
-  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency'>;
+  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs'>;
 }
 
 export interface Gateway {
@@ -67,7 +67,7 @@ export function createGateway(o: GatewayOptions): Gateway {
     throw new AgentVmError('units_required', 'a front door without units needs REDIS_URL so separate unit processes receive its events', { status: 400 });
   }
   const router = createRouter(o.loaded);
-  const audit = createAuditLog(o.store.db);
+  const audit = createAuditLog(o.store.audit);
   const queues = createQueueFactory({ redisUrl: o.config.redisUrl, logger: o.logger });
   const signals = createTurnSignals();
   const watcher = createTurnWatcher({ repo: o.store.gateway, signals });
@@ -122,6 +122,9 @@ export function createGateway(o: GatewayOptions): Gateway {
         signals,
         logger: o.logger,
         outbox: o.config.outbox,
+        replyMaxBytes: o.config.replyMaxBytes,
+        maxAttempts: o.config.maxAttempts,
+        stopGraceMs: o.config.stopGraceSeconds * 1000,
         policy,
         runtime: o.config.runtime,
         tools: { secrets, approve: approvals.request },

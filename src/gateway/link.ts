@@ -1,26 +1,50 @@
 /**
  * The unit's link to its agent: the sandbox (woken on demand, put to sleep when idle) and one
  * ACP connection over the sandbox's stdio, shared by every conversation of the profile.
+ *
+ * Turns hold a lease on the connection. A turn whose agent ignored a cancel abandons only its own
+ * session: the other turns finish on the same connection, and the agent process is restarted
+ * before the next turn starts (new leases wait for the others to end), so no later prompt runs
+ * beside a stuck one. When the gateway hangs up itself (stop, sleep, restart), turns still on the
+ * connection fail with the retryable `agent_detached`, never with "the agent stopped".
  */
 import type { AuditLog } from '../governance/audit.js';
 import type { Logger } from '../log.js';
 import type { SandboxDriver, SandboxSpec, SandboxStatus } from '../sandbox/types.js';
 import { connectAgent, type AgentConnection } from './acp.js';
 import type { SandboxService } from './sandboxes.js';
-import type { EgressEndpoint } from './egress.js';
-import type { ToolEndpoint } from './tools.js';
+
+/** Something that serves the agent on its network's host address (MCP endpoint, egress relay, model relay). */
+export interface HostEndpoint {
+  bind(hostAddress: string): Promise<void>;
+}
+
+export interface AgentLease {
+  readonly conn: AgentConnection;
+  /** Sessions already loaded on this connection (a new connection starts empty). */
+  readonly loaded: Set<string>;
+  /** Conversation directories already created during this connection. */
+  readonly prepared: Set<string>;
+  /** The agent ignored a cancel of `sessionId`: restart the process once the other turns are done. */
+  abandon(sessionId: string): void;
+  /** Ends this turn's use of the connection. Idempotent. */
+  release(): void;
+}
 
 export interface AgentLink {
   /** True while this link has a live connection to a running agent. */
   readonly awake: boolean;
-  /** Sessions already loaded on the current connection (a new connection starts empty). */
-  readonly loaded: Set<string>;
-  /** Wakes the sandbox and connects, or returns the live connection. Single-flight. */
-  connection(): Promise<AgentConnection>;
+  /** Turns holding the connection now. */
+  readonly active: number;
+  /**
+   * Wakes the sandbox and connects (or reuses the live connection) for one turn. Waits while a
+   * restart is pending for a stuck session. Single-flight.
+   */
+  acquire(): Promise<AgentLease>;
   status(): Promise<SandboxStatus>;
-  /** Detach, snapshot the workspace, stop the sandbox. */
+  /** Hangs up, snapshots the workspace, stops the sandbox. Call only with no lease held. */
   sleep(reason: string): Promise<void>;
-  /** Drops the connection (the agent keeps running). */
+  /** Hangs up (the agent keeps running); turns on the connection end with `agent_detached`. */
   detach(): void;
 }
 
@@ -31,28 +55,48 @@ export function createAgentLink(o: {
   driver: SandboxDriver;
   audit: AuditLog;
   logger: Logger;
-  tools?: ToolEndpoint;
-  egress?: EgressEndpoint;
+  /** Bound to the sandbox's host address at each wake (tools, egress, model relay). */
+  endpoints?: HostEndpoint[];
   /** Checked against the runtime the engine actually used (risk tiers). */
   assertRuntime?: (runtime: string) => void;
 }): AgentLink {
   let conn: AgentConnection | undefined;
   let connecting: Promise<AgentConnection> | undefined;
+  /** No connection made yet by this link: an agent found running belongs to an earlier unit. */
   let fresh = true;
+  /** A session was abandoned: the process must restart before the next turn. */
+  let restartPending = false;
+  let active = 0;
+  /** Acquirers waiting for the turns on a stuck connection to end. */
+  let waiters: Array<() => void> = [];
+  const notify = () => {
+    const w = waiters;
+    waiters = [];
+    for (const f of w) f();
+  };
   const loaded = new Set<string>();
+  const prepared = new Set<string>();
   const agentId = o.spec.agentId;
+
+  function hangUp(): void {
+    conn?.close();
+    conn = undefined;
+    loaded.clear();
+    prepared.clear();
+  }
 
   async function connect(): Promise<AgentConnection> {
     let handle = await o.sandboxes.wake(o.spec, o.profile);
-    if (fresh && handle.action === 'none') {
-      // The agent was left running by an earlier unit (a crash or restart). Its protocol state
-      // (pending requests, request ids) belongs to a connection that no longer exists, so start
-      // it afresh rather than risk a stale answer being taken for a new one.
-      o.logger.info({ agentId }, 'restarting an agent left running by an earlier unit');
+    if ((fresh || restartPending) && handle.action === 'none') {
+      // Either an earlier unit left the agent running (its protocol state — pending requests,
+      // request ids — belongs to a connection that no longer exists), or a session of ours is
+      // stuck in it. Start the process afresh rather than risk a stale answer or a runaway prompt.
+      o.logger.info({ agentId, stuck: restartPending }, restartPending ? 'restarting an agent with a stuck session' : 'restarting an agent left running by an earlier unit');
       await o.driver.sleep(agentId);
       handle = await o.sandboxes.wake(o.spec, o.profile);
     }
     fresh = false;
+    restartPending = false;
     if (o.assertRuntime) {
       try {
         o.assertRuntime(handle.runtime);
@@ -61,53 +105,88 @@ export function createAgentLink(o: {
         throw err;
       }
     }
-    if (handle.hostAddress) {
-      await o.tools?.bind(handle.hostAddress);
-      await o.egress?.bind(handle.hostAddress);
-    }
+    if (handle.hostAddress) for (const e of o.endpoints ?? []) await e.bind(handle.hostAddress);
     await o.audit.record({ profile: o.profile, action: 'wake', decision: 'ok', subject: agentId, data: { action: handle.action, runtime: handle.runtime, wakeMs: handle.wakeMs, restored: handle.restored } });
     const io = await o.driver.attach(agentId);
     const c = await connectAgent(io, { logger: o.logger });
     loaded.clear();
+    prepared.clear();
     void c.closed.then(() => {
       if (conn === c) {
         conn = undefined;
         loaded.clear();
+        prepared.clear();
       }
     });
     conn = c;
     return c;
   }
 
+  function connection(): Promise<AgentConnection> {
+    if (conn && !conn.isClosed && !restartPending) return Promise.resolve(conn);
+    if (restartPending && conn) hangUp();
+    connecting ??= connect().finally(() => {
+      connecting = undefined;
+      notify();
+    });
+    return connecting;
+  }
+
   return {
     get awake() {
       return conn !== undefined && !conn.isClosed;
     },
-    loaded,
-    connection() {
-      if (conn && !conn.isClosed) return Promise.resolve(conn);
-      connecting ??= connect().finally(() => {
-        connecting = undefined;
-      });
-      return connecting;
+    get active() {
+      return active;
+    },
+    async acquire() {
+      // A stuck session: let the turns still on the connection finish, then restart (or join
+      // the restart already under way).
+      while (restartPending && active > 0 && !connecting) await new Promise<void>((r) => waiters.push(r));
+      active++;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        active--;
+        notify();
+      };
+      let c: AgentConnection;
+      try {
+        c = await connection();
+      } catch (err) {
+        release();
+        throw err;
+      }
+      return {
+        conn: c,
+        loaded,
+        prepared,
+        abandon(sessionId) {
+          if (c !== conn) return; // that connection is already gone
+          o.logger.warn({ agentId, sessionId }, 'the agent ignored a cancel; it restarts once the other turns are done');
+          restartPending = true;
+          loaded.delete(sessionId);
+        },
+        release,
+      };
     },
     status: () => o.driver.status(agentId),
     async sleep(reason) {
-      conn?.close();
-      conn = undefined;
-      loaded.clear();
+      hangUp();
       const snap = await o.driver.snapshot(agentId).catch((err: unknown) => {
         o.logger.warn({ err, agentId }, 'snapshot before sleep failed');
         return undefined;
       });
       await o.sandboxes.sleep(agentId);
+      restartPending = false;
       await o.audit.record({ profile: o.profile, action: 'sleep', decision: 'ok', subject: agentId, reason, data: { snapshotBytes: snap?.bytes ?? null } });
       o.logger.info({ agentId, reason }, 'agent asleep');
     },
     detach() {
-      conn?.close();
-      conn = undefined;
-      loaded.clear();
+      hangUp();
+      // The process may still be running a prompt we stopped listening to.
+      restartPending = true;
     },
   };
 }

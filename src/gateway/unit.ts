@@ -3,27 +3,36 @@
  *
  * The database is the source of truth. A queue job only says "look at this conversation"; the
  * unit then drains the conversation's open events in order, one at a time, while other
- * conversations run concurrently. A unit holds an exclusive lock on its profile, so after a crash
- * (even SIGKILL mid-turn) the restarted unit knows that every open event is orphaned and finishes
- * it: a turn that was running is run again, a reply that was stored is delivered. Each event's
- * status moves forward only, so the user gets exactly one answer.
+ * conversations run concurrently. A unit serves its profile only while it holds the profile's
+ * lease (lease.ts: fenced, so two units never serve one profile at once), so after a crash (even
+ * SIGKILL mid-turn) the next unit knows that every open event is orphaned and finishes it: a turn
+ * that was running is run again, a reply that was stored is delivered. Each event's status moves
+ * forward only, so the user gets exactly one answer.
+ *
+ * Interruptions the gateway causes itself (a stop, a lost lease, a restart of a stuck agent) are
+ * never failures: the event goes back to `queued` without counting the attempt, and nobody is
+ * told anything until it has really been answered.
  */
 import type { ChannelAdapter, Platform } from '../adapters/types.js';
 import type { AuditLog } from '../governance/audit.js';
 import type { Profile } from '../governance/profile.js';
 import type { Logger } from '../log.js';
-import type { RuntimeSetting, SandboxDriver, SandboxSpec } from '../sandbox/types.js';
+import type { RuntimeSetting, SandboxDriver } from '../sandbox/types.js';
 import { assertRuntimeAllowed, runtimeForTier } from '../governance/tiers.js';
-import { createEgressEndpoint, EGRESS_PORT, usesEgress } from './egress.js';
-import { createToolEndpoint, MCP_PORT, usesTools, type ToolDeps } from './tools.js';
+import { createEgressEndpoint } from './egress.js';
+import { createToolEndpoint, type ToolDeps } from './tools.js';
 import type { Store } from '../store/index.js';
 import type { EventRow } from '../store/gateway.js';
 import type { TurnQueue } from './queue.js';
 import type { SandboxService } from './sandboxes.js';
 import { createAgentLink, type AgentLink } from './link.js';
+import { createProfileLease } from './lease.js';
 import { failTurn, runTurn, type TurnPolicy } from './turn.js';
 import type { TurnSignals } from './watch.js';
 import { AgentVmError, describeError, isAgentVmError } from '../errors.js';
+import { sandboxSpecFor } from './spec.js';
+
+export { sandboxSpecFor } from './spec.js';
 
 export interface UnitOptions {
   profile: Profile;
@@ -37,52 +46,41 @@ export interface UnitOptions {
   signals: TurnSignals;
   logger: Logger;
   outbox: { maxFileBytes: number; maxTotalBytes: number; maxFiles: number };
+  /** Longest reply text sent as a message (AGENTVM_REPLY_MAX_BYTES). */
+  replyMaxBytes?: number;
   policy?: Partial<TurnPolicy>;
   /** Turns running at once across this profile's conversations. Default 8. */
   concurrency?: number;
-  /** A turn is tried this many times (unit crashes, transient failures) before the user is told it failed. */
+  /** A turn is tried this many times (unit crashes, transient failures) before the user is told it failed (AGENTVM_MAX_ATTEMPTS). */
   maxAttempts?: number;
-  /** How long to wait for the profile lock held by another unit before giving up; default: wait forever. */
+  /** How long to wait for the profile held by another unit before giving up; default: wait forever. */
   lockWaitMs?: number;
+  /** How long `stop()` waits for running turns before hanging up on them (they stay open for recovery). Default 30 s. */
+  stopGraceMs?: number;
+  /** The profile lease's length (see lease.ts). Default 15 s. */
+  leaseTtlMs?: number;
   /** The gateway's runtime setting (AGENTVM_RUNTIME), checked against the profile's risk tier. */
   runtime: RuntimeSetting;
   /** Governance for tools: the MCP proxy's dependencies. */
-  tools: Omit<ToolDeps, 'logger' | 'driver' | 'image' | 'runtime' | 'audit' | 'db'>;
+  tools: Omit<ToolDeps, 'logger' | 'driver' | 'image' | 'runtime' | 'audit' | 'db' | 'pins'>;
 }
 
 export interface Unit {
   readonly profile: Profile;
-  /** Takes the profile lock, recovers open events, starts consuming. */
+  /** True while this unit holds its profile and takes turns. */
+  readonly serving: boolean;
+  /** Takes the profile (waits while another unit serves it), recovers open events, starts consuming. */
   start(): Promise<void>;
   /** Queues a look at this conversation (used by the in-process front door and recovery). */
   kick(conversation: string, eventId: string): void;
   /** Resolves when no turn is running. */
   idle(): Promise<void>;
-  /** Stops consuming, detaches from the agent, releases the lock. Idempotent. */
+  /**
+   * Stops taking turns, waits for running ones up to the grace period, hangs up on the rest
+   * (left open for the next unit to recover, with no notice to anyone), releases the profile.
+   * Idempotent.
+   */
   stop(): Promise<void>;
-}
-
-export function sandboxSpecFor(profile: Profile, image: string, runtime?: RuntimeSetting): SandboxSpec {
-  const rt = runtime ?? profile.runtime;
-  return {
-    agentId: profile.id,
-    image: profile.image ?? image,
-    command: profile.agent.command,
-    env: profile.agent.env,
-    ...(rt ? { runtime: rt } : {}),
-    limits: profile.limits,
-    // No network at all, unless the agent has tools or egress: then its own internal network,
-    // whose only peers are the gateway's MCP endpoint and egress relay on the host.
-    network:
-      usesTools(profile) || usesEgress(profile)
-        ? {
-            mode: 'internal',
-            hostPorts: usesTools(profile) ? [MCP_PORT] : [],
-            ...(usesEgress(profile) ? { proxyPort: EGRESS_PORT } : {}),
-          }
-        : { mode: 'none' },
-    stdin: true,
-  };
 }
 
 export function createUnit(o: UnitOptions): Unit {
@@ -92,18 +90,37 @@ export function createUnit(o: UnitOptions): Unit {
   const maxAttempts = o.maxAttempts ?? 3;
   const chains = new Map<string, Promise<void>>();
   const retryTimers = new Set<NodeJS.Timeout>();
-  let lock: { release(): Promise<void> } | undefined;
   let stopped = false;
   let started = false;
+  let consuming = false;
   let link: AgentLink | undefined;
   let idleTimer: NodeJS.Timeout | undefined;
   let lastActivity = Date.now();
   let active = 0;
 
+  const lease = createProfileLease({
+    repo: store.leases,
+    key: `unit:${profile.id}`,
+    logger: log,
+    singleProcess: store.kind === 'pglite',
+    ...(o.leaseTtlMs ? { ttlMs: o.leaseTtlMs } : {}),
+    onWaiting: (holder) => log.info({ holder }, 'another unit serves this profile; waiting'),
+    onLost: () => {
+      // Stop at once: hang up on running turns (they go back to the queue), then try to take the
+      // profile again; whoever holds it now serves meanwhile.
+      link?.detach();
+      if (!stopped) void takeProfile().catch((err) => log.error({ err: describeError(err) }, 'retaking the profile failed'));
+    },
+  });
+  const serving = () => !stopped && lease.valid;
+
   const spec = sandboxSpecFor(profile, o.image, runtimeForTier(profile.risk, profile.runtime, o.runtime));
-  const tools = createToolEndpoint(profile, { ...o.tools, db: store.db, audit: o.audit, driver: o.driver, image: o.image, runtime: o.runtime, logger: log });
+  const tools = createToolEndpoint(profile, { ...o.tools, pins: store.pins, audit: o.audit, driver: o.driver, image: o.image, runtime: o.runtime, logger: log });
   const egress = createEgressEndpoint(profile, { audit: o.audit, logger: log });
-  const policy = { ...o.policy, mcpServers: async ({ conversation }: { conversation: string }) => tools.servers(conversation) };
+  const policy: Partial<TurnPolicy> = {
+    ...o.policy,
+    tools: ({ conversation, eventId, ttlMs }) => tools.forTurn(conversation, { turnId: eventId, ttlMs }),
+  };
 
   function kick(conversation: string, eventId: string): void {
     if (stopped) return;
@@ -123,21 +140,22 @@ export function createUnit(o: UnitOptions): Unit {
   }
 
   async function drain(conversation: string): Promise<void> {
-    while (!stopped) {
+    while (serving()) {
       const ev = await repo.nextOpenEvent(profile.id, conversation);
-      if (!ev) return;
+      if (!ev || !serving()) return;
       const done = await processEvent(ev);
       if (!done) return; // left open for a later retry
     }
   }
 
-  /** Moves one event to a terminal status, or schedules a retry and returns false. */
+  /** Moves one event to a terminal status, or leaves it open (retry or recovery) and returns false. */
   async function processEvent(ev: EventRow): Promise<boolean> {
     active++;
     lastActivity = Date.now();
     try {
       if (ev.status !== 'replied' && ev.attempts >= maxAttempts) {
-        await fail(ev, `This message could not be answered after ${ev.attempts} attempts${ev.error ? ` (last error: ${ev.error})` : ''}.`);
+        const why = ev.error ? ` The last attempt failed: ${ev.error}` : '';
+        await fail(ev, `This message could not be answered: it was tried ${ev.attempts} times (the limit, AGENTVM_MAX_ATTEMPTS, is ${maxAttempts}).${why} Send it again to retry.`);
         return true;
       }
       const result = await runTurn(ev, {
@@ -150,6 +168,7 @@ export function createUnit(o: UnitOptions): Unit {
         logger: log,
         driver: o.driver,
         outbox: o.outbox,
+        reply: { maxBytes: o.replyMaxBytes ?? 1024 * 1024 },
         policy,
       });
       if (result === 'retry') {
@@ -158,12 +177,19 @@ export function createUnit(o: UnitOptions): Unit {
       }
       return true;
     } catch (err) {
+      if (isAgentVmError(err, 'agent_detached')) {
+        // We hung up ourselves (stop, lost lease, restart): not the turn's fault, not an attempt.
+        log.info({ eventId: ev.id }, 'turn interrupted by the gateway; left open to run again');
+        await repo.interrupt(ev.id, describeError(err)).catch((e: unknown) => log.warn({ err: describeError(e), eventId: ev.id }, 'could not requeue an interrupted turn'));
+        scheduleRetry(ev);
+        return false;
+      }
       log.error({ err, eventId: ev.id }, 'turn failed unexpectedly');
       if (isAgentVmError(err) && !err.retryable) {
         await fail(ev, `Something went wrong: ${describeError(err)}`);
         return true;
       }
-      await repo.setStatus(ev.id, ev.status === 'replied' ? 'replied' : 'queued', describeError(err));
+      await repo.setStatus(ev.id, ev.status === 'replied' ? 'replied' : 'queued', describeError(err)).catch(() => undefined);
       scheduleRetry(ev);
       return false;
     } finally {
@@ -193,43 +219,50 @@ export function createUnit(o: UnitOptions): Unit {
       driver: o.driver,
       audit: o.audit,
       logger: log,
-      tools,
-      egress,
+      endpoints: [tools, egress],
       assertRuntime: (rt) => assertRuntimeAllowed(profile.risk, rt as RuntimeSetting),
     });
     return link;
   }
 
   async function maybeSleep(): Promise<void> {
-    if (stopped || active > 0 || chains.size > 0) return;
+    if (!serving() || active > 0 || chains.size > 0) return;
     if (Date.now() - lastActivity < profile.idle.sleepAfterSeconds * 1000) return;
-    if (!link?.awake) return;
+    if (!link?.awake || link.active > 0) return;
+    tools.revokeAll();
     await link.sleep('idle').catch((err) => log.warn({ err }, 'idle sleep failed'));
+  }
+
+  /** Waits for the profile, then recovers every open event of it. */
+  async function takeProfile(): Promise<void> {
+    const deadline = o.lockWaitMs === undefined ? Infinity : Date.now() + o.lockWaitMs;
+    const got = await lease.acquire(() => stopped || Date.now() >= deadline);
+    if (!got) {
+      if (stopped) return;
+      throw new AgentVmError('unit_busy', `profile "${profile.id}" is already served by another unit process`, { status: 409 });
+    }
+    if (!consuming) {
+      consuming = true;
+      o.queue.consume(async (job) => drainSerial(job.conversation), { concurrency: o.concurrency ?? 8 });
+    }
+    // Recovery: with the profile ours, every open event of it is ours to finish.
+    const open = await repo.openEvents(profile.id);
+    const conversations = [...new Set(open.map((e) => e.conversation))];
+    if (open.length > 0) log.info({ events: open.length, conversations: conversations.length }, 'recovering open events');
+    for (const c of conversations) kick(c, open.find((e) => e.conversation === c)!.id);
   }
 
   return {
     profile,
+    get serving() {
+      return serving();
+    },
     kick,
     async start() {
       if (started) return;
       started = true;
-      const deadline = o.lockWaitMs === undefined ? Infinity : Date.now() + o.lockWaitMs;
-      for (;;) {
-        lock = await store.tryLock(`agent-vm unit ${profile.id}`);
-        if (lock || stopped) break;
-        if (Date.now() >= deadline) {
-          throw new AgentVmError('unit_busy', `profile "${profile.id}" is already served by another unit process`, { status: 409 });
-        }
-        log.info('another unit holds this profile; waiting');
-        await new Promise((r) => setTimeout(r, 1000));
-      }
+      await takeProfile();
       if (stopped) return;
-      o.queue.consume(async (job) => drainSerial(job.conversation), { concurrency: o.concurrency ?? 8 });
-      // Recovery: with the lock held, every open event of this profile is ours to finish.
-      const open = await repo.openEvents(profile.id);
-      const conversations = [...new Set(open.map((e) => e.conversation))];
-      if (open.length > 0) log.info({ events: open.length, conversations: conversations.length }, 'recovering open events');
-      for (const c of conversations) kick(c, open.find((e) => e.conversation === c)!.id);
       const every = Math.min(10_000, Math.max(200, (profile.idle.sleepAfterSeconds * 1000) / 4));
       idleTimer = setInterval(() => void maybeSleep(), every);
       idleTimer.unref();
@@ -243,11 +276,21 @@ export function createUnit(o: UnitOptions): Unit {
       stopped = true;
       if (idleTimer) clearInterval(idleTimer);
       for (const t of retryTimers) clearTimeout(t);
-      await o.queue.close();
+      // Every running turn (queued, recovered or retried) gets the grace period to finish.
+      const grace = o.stopGraceMs ?? 30_000;
+      let timer: NodeJS.Timeout | undefined;
+      const all = () => Promise.allSettled([...chains.values()]);
+      const finished = await Promise.race([all().then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), grace)))]);
+      clearTimeout(timer);
+      if (!finished) log.info({ running: active }, 'turns still running at stop; hanging up, they stay open for recovery');
+      // Hang up (turns still on the connection end as interruptions), then let them record that.
       link?.detach();
+      await Promise.race([all(), new Promise((r) => setTimeout(r, 5000))]);
+      await o.queue.close();
+      tools.revokeAll();
       await tools.close().catch((err) => log.warn({ err }, 'closing the tool endpoint failed'));
       await egress.close().catch((err) => log.warn({ err }, 'closing the egress relay failed'));
-      await lock?.release().catch((err) => log.warn({ err }, 'releasing the unit lock failed'));
+      await lease.release().catch((err) => log.warn({ err: describeError(err) }, 'releasing the profile lease failed'));
       log.info('unit stopped');
     },
   };

@@ -2,10 +2,17 @@
  * Follows an event through the database until its turn ends, so a caller in any process (the
  * local CLI, `POST /v1/messages`) sees progress and exactly one outcome. In one process, units
  * ping `signals` so the watcher does not wait for its next poll.
+ *
+ * A database that drops out while a caller waits is waited out (with backoff, up to
+ * `unavailableForMs`): the turn goes on regardless, and its outcome must never be reported
+ * wrongly. Past that, the watch ends with `db_unavailable` (503, retryable): the caller asks
+ * again with the same id and gets the stored outcome.
  */
 import { EventEmitter } from 'node:events';
 import type { TurnOutcome, TurnWatcher } from '../adapters/types.js';
-import { heldBackOf, type GatewayRepo } from '../store/gateway.js';
+import { AgentVmError } from '../errors.js';
+import { isDbUnavailable, dbFailure } from '../store/errors.js';
+import type { GatewayRepo } from '../store/gateway.js';
 
 export interface TurnSignals {
   /** Something about this event changed: progress, reply, failure. */
@@ -25,12 +32,29 @@ export function createTurnSignals(): TurnSignals {
   };
 }
 
-export function createTurnWatcher(opts: { repo: GatewayRepo; signals: TurnSignals; pollMs?: number }): TurnWatcher {
+export function createTurnWatcher(opts: { repo: GatewayRepo; signals: TurnSignals; pollMs?: number; unavailableForMs?: number }): TurnWatcher {
   const pollMs = opts.pollMs ?? 250;
+  const patience = opts.unavailableForMs ?? 30_000;
+
+  /** Runs a read, waiting out a database that is briefly gone. */
+  async function read<T>(fn: () => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    const giveUpAt = Date.now() + patience;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isDbUnavailable(err)) throw err;
+        if (Date.now() >= giveUpAt || signal?.aborted) {
+          throw new AgentVmError('db_unavailable', `the database is unavailable (${dbFailure(err).message}); the turn goes on: ask again with the same id for its outcome`, { status: 503, retryable: true, cause: err });
+        }
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
   return {
     async *watch(eventId, signal) {
       let lastId = 0;
-      let replyEntry: { meta: unknown } | undefined;
       let wake: (() => void) | undefined;
       let dirty = false;
       const off = opts.signals.on(eventId, () => {
@@ -42,20 +66,18 @@ export function createTurnWatcher(opts: { repo: GatewayRepo; signals: TurnSignal
       try {
         while (!signal?.aborted) {
           dirty = false;
-          const ev = await opts.repo.getEvent(eventId);
+          const ev = await read(() => opts.repo.getEvent(eventId), signal);
           if (!ev) {
             yield { kind: 'notice', text: `unknown event ${eventId}` } satisfies TurnOutcome;
             return;
           }
-          for (const t of await opts.repo.eventTranscript(eventId, lastId)) {
+          for (const t of await read(() => opts.repo.eventTranscript(eventId, lastId), signal)) {
             lastId = t.id;
             if (t.kind === 'progress') yield { kind: 'progress', text: t.text };
-            else if (t.kind === 'reply') replyEntry = t;
           }
           if (ev.status === 'replied' || ev.status === 'delivered') {
-            const files = await opts.repo.files(eventId);
-            // The reply entry is stored in the same transaction as the status, so the read above saw it.
-            yield { kind: 'reply', text: ev.reply ?? '', files: files.map((f) => ({ name: f.name, data: f.data })), heldBack: heldBackOf(replyEntry) };
+            const [files, heldBack] = await read(() => Promise.all([opts.repo.files(eventId), opts.repo.heldBack(eventId)]), signal);
+            yield { kind: 'reply', text: ev.reply ?? '', files: files.map((f) => ({ name: f.name, data: f.data })), heldBack };
             return;
           }
           if (ev.status === 'failed' || ev.status === 'rejected') {

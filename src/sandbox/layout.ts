@@ -11,6 +11,7 @@
  * another's has chosen to. What the gateway guarantees is that it never mixes them up itself.
  */
 import { createHash } from 'node:crypto';
+import { AgentVmError } from '../errors.js';
 
 /** The agent's persistent workspace volume. */
 export const WORKSPACE = '/workspace';
@@ -71,4 +72,26 @@ export function conversationPaths(conversation: string): ConversationPaths {
     outboxPath: `${WORKSPACE}/${dir}/${OUTBOX}`,
     inboxPath: `${WORKSPACE}/${dir}/${INBOX}`,
   };
+}
+
+const DIR_SEGMENT = /^[A-Za-z0-9._-]{1,255}$/;
+
+/**
+ * Checks a directory given relative to the workspace (`conversations/x/outbox`): plain segments
+ * of letters, digits, '.', '_' and '-', no `.` or `..`, not absolute. Returns it unchanged.
+ */
+export function workspaceDir(dir: string): string {
+  const parts = dir.split('/');
+  if (dir.length === 0 || dir.length > 1024 || parts.some((p) => !DIR_SEGMENT.test(p) || p === '.' || p === '..')) {
+    throw new AgentVmError('workspace_dir_invalid', `invalid workspace directory ${JSON.stringify(dir.slice(0, 200))}`, { status: 400 });
+  }
+  return dir;
+}
+
+/** Checks a name relative to a workspace directory (as the outbox reports them): no `..`, not absolute, no control characters. */
+export function relativeName(name: string): string {
+  // eslint-disable-next-line no-control-regex
+  const bad = name.length === 0 || name.length > 1024 || name.startsWith('/') || /[\u0000-\u001f\u007f]/.test(name) || name.split('/').some((p) => p === '' || p === '.' || p === '..');
+  if (bad) throw new AgentVmError('file_name_invalid', `invalid file name ${JSON.stringify(name.slice(0, 200))}`, { status: 400 });
+  return name;
 }

@@ -8,8 +8,6 @@ import type { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import type { OutboxEntry, OutboxLimits, OutboxRefusalReason } from './types.js';
 
-export const OUTBOX_DIR = '/workspace/outbox';
-
 // Control characters would let a file name forge log lines or chat markup.
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/;

@@ -155,11 +155,22 @@ export interface SandboxDriver {
   exec(agentId: string, command: string[], options: ExecOptions): Promise<ExecResult>;
   /** Attach to the main process's stdio; the spec must have asked for `stdin: true`. */
   attach(agentId: string): Promise<SandboxStdio>;
-  /** Files under /workspace/outbox, validated; refused ones are yielded as refusals, never dropped. */
-  readOutbox(agentId: string, limits?: Partial<OutboxLimits>): AsyncIterable<OutboxEntry>;
+  /**
+   * Files under `/workspace/<dir>` (dir relative to the workspace, e.g. a conversation's
+   * `conversations/<key>/outbox`, see layout.ts), validated; refused ones are yielded as
+   * refusals, never dropped. Names are relative to `dir`. A missing directory yields nothing.
+   * The directory itself must be a real directory (a symlinked one is refused).
+   */
+  readOutbox(agentId: string, dir: string, limits?: Partial<OutboxLimits>): AsyncIterable<OutboxEntry>;
+  /**
+   * Removes `names` (relative to `/workspace/<dir>`, as readOutbox yielded them) so a later
+   * collection does not see them again. Names with `..` or absolute paths are refused.
+   */
+  removeFiles(agentId: string, dir: string, names: string[]): Promise<void>;
   /**
    * Writes files into `/workspace/<dir>/` (dir relative, e.g. `inbox/ev1`), owned by the sandbox
-   * user; names are flattened to safe base names. Returns the paths inside the sandbox.
+   * user; names are flattened to safe base names. Returns the paths inside the sandbox. With no
+   * files it only creates the directory (and its parents).
    */
   writeFiles(agentId: string, dir: string, files: Array<{ name: string; data: Buffer }>): Promise<string[]>;
   /** Copy /workspace to the snapshot store; ensure restores it when the volume is gone. */

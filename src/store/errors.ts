@@ -63,3 +63,19 @@ function innermost(err: unknown): unknown {
   }
   return cur;
 }
+
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH',
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
+]);
+
+/**
+ * True when the database itself is out of reach (connection refused or dropped, server shutting
+ * down or out of resources): the request may succeed later, and the caller should say so (503
+ * naming the database), never report the operation's outcome as failed.
+ */
+export function isDbUnavailable(err: unknown): boolean {
+  const f = dbFailure(err);
+  if (/PGlite is closed|database is closed|Connection terminated/i.test(f.message)) return true;
+  return f.code !== undefined && (UNAVAILABLE_CODES.has(f.code) || ['08', '53', '57'].includes(f.code.slice(0, 2)));
+}

@@ -13,7 +13,12 @@ import { AgentVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { approvalRepo, type ApprovalRepo } from './approvals.js';
 import { auditRepo, type AuditRepo } from './audit.js';
+import { eventRepo, type EventRepo } from './events.js';
 import { gatewayRepo, type GatewayRepo } from './gateway.js';
+import { leaseRepo, type LeaseRepo } from './leases.js';
+import { sessionRepo, type SessionRepo } from './sessions.js';
+import { transcriptRepo, type TranscriptRepo } from './transcripts.js';
+import { webhookRepo, type WebhookRepo } from './webhooks.js';
 import { pinRepo, type PinRepo } from './pins.js';
 import { agentRuntimes, agentStates, agents } from './schema.js';
 
@@ -66,12 +71,12 @@ export interface Store {
   approvals: ApprovalRepo;
   /** Pinned tool definitions and quarantined changes. */
   pins: PinRepo;
-  /**
-   * An exclusive lock held until `release()` or until this process dies (a Postgres session
-   * advisory lock; in-process for PGlite, which is single-process anyway). Returns undefined
-   * when another holder has it.
-   */
-  tryLock(key: string): Promise<{ release(): Promise<void> } | undefined>;
+  events: EventRepo;
+  transcripts: TranscriptRepo;
+  sessions: SessionRepo;
+  webhooks: WebhookRepo;
+  /** Who serves a profile (fenced leases; gateway/lease.ts). */
+  leases: LeaseRepo;
 }
 
 export interface OpenStoreOptions {
@@ -98,7 +103,11 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     audit: auditRepo(opened.db, { singleProcess: opened.kind === 'pglite' }),
     approvals: approvalRepo(opened.db),
     pins: pinRepo(opened.db),
-    tryLock: opened.tryLock,
+    events: eventRepo(opened.db),
+    transcripts: transcriptRepo(opened.db),
+    sessions: sessionRepo(opened.db),
+    webhooks: webhookRepo(opened.db),
+    leases: leaseRepo(opened.db),
     async migrate() {
       const started = Date.now();
       await opened.migrate();
@@ -118,7 +127,6 @@ interface Opened {
   target: string;
   db: Db;
   migrate(): Promise<void>;
-  tryLock: Store['tryLock'];
   cleanup: Array<() => Promise<void>>;
 }
 
@@ -145,32 +153,6 @@ async function openPostgres(url: string): Promise<Opened> {
     target,
     db,
     migrate: () => migratePostgres(db, { migrationsFolder }),
-    async tryLock(key) {
-      // A session lock lives on one connection: reserve one for as long as the lock is held.
-      const conn = await sqlClient.reserve();
-      try {
-        const [row] = await conn<Array<{ ok: boolean }>>`select pg_try_advisory_lock(hashtext(${key})) as ok`;
-        if (!row?.ok) {
-          conn.release();
-          return undefined;
-        }
-      } catch (err) {
-        conn.release();
-        throw err;
-      }
-      let released = false;
-      return {
-        async release() {
-          if (released) return;
-          released = true;
-          try {
-            await conn`select pg_advisory_unlock(hashtext(${key}))`;
-          } finally {
-            conn.release();
-          }
-        },
-      };
-    },
     cleanup: [() => sqlClient.end({ timeout: 5 })],
   };
 }
@@ -198,22 +180,9 @@ async function openPglite(dataDir: string): Promise<Opened> {
     target: dir,
     db,
     migrate: () => migratePglite(db, { migrationsFolder }),
-    async tryLock(key) {
-      if (heldLocks.has(key)) return undefined;
-      heldLocks.add(key);
-      let released = false;
-      return {
-        release: async () => {
-          if (!released) heldLocks.delete(key);
-          released = true;
-        },
-      };
-    },
     cleanup: [() => pg.close().finally(releaseDirLock)],
   };
 }
-
-const heldLocks = new Set<string>();
 
 /**
  * PGlite is a single-process database: a second process opening the same directory would

@@ -58,7 +58,10 @@ export interface CreateInputs {
  * refuses port 53 there (firewall.ts). With network `none` there is no resolver to reach.
  */
 export function dnsFor(i: Pick<CreateInputs, 'networkName' | 'hostAddress'>): { Dns: string[] } | Record<string, never> {
-  return i.networkName !== undefined && i.hostAddress !== undefined ? { Dns: [i.hostAddress] } : {};
+  if (i.networkName === undefined) return {};
+  // Fail closed: without it the engine would forward to the host's own resolvers.
+  if (i.hostAddress === undefined) throw new Error(`a sandbox on network ${i.networkName} needs its host address for DNS`);
+  return { Dns: [i.hostAddress] };
 }
 
 /** The create body without labels: exactly what the spec hash covers. */

@@ -9,7 +9,8 @@ import { AgentVmError, isAgentVmError } from '../../errors.js';
 import type { DockerConnection } from '../../config.js';
 import type { Logger } from '../../log.js';
 import { packFiles, safeFileName } from '../inbox.js';
-import { readOutboxTar, OUTBOX_DIR } from '../outbox.js';
+import { readOutboxTar } from '../outbox.js';
+import { relativeName, workspaceDir } from '../layout.js';
 import { selectRuntime, type RuntimeChoice } from '../runtime.js';
 import { assertAgentId, hashOf, validateSpec } from '../spec.js';
 import type {
@@ -193,6 +194,8 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
     const env = proxyPort ? { ...spec.env, ...proxyEnv(await hostAddress(spec.agentId), proxyPort) } : spec.env;
     const body = createBody({
       spec: { ...spec, ...(env ? { env } : {}) }, containerName: n.container, volumeName: n.volume, networkName, engineRuntime: choice.engineRuntime, imageId: id,
+      // The engine's resolver forwards only here, where the host firewall refuses port 53.
+      hostAddress: networkName ? await hostAddress(spec.agentId) : undefined,
     });
     const ports = hostPortsOf(spec);
     const specHash = hashOf(ports.length > 0 ? { ...body, hostPorts: ports } : body);
@@ -402,18 +405,30 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       return { stdin: stream, stdout, stderr, closed, close: () => stream.destroy() };
     },
 
-    async *readOutbox(agentId, limits): AsyncGenerator<OutboxEntry> {
+    async *readOutbox(agentId, dir, limits): AsyncGenerator<OutboxEntry> {
       assertAgentId(agentId);
+      const rel = workspaceDir(dir);
       const name = names(agentId).container;
       let archive: NodeJS.ReadableStream;
       try {
-        archive = await call(() => docker.getContainer(name).getArchive({ path: OUTBOX_DIR }));
+        archive = await call(() => docker.getContainer(name).getArchive({ path: `${WORKSPACE}/${rel}` }));
       } catch (err) {
         if (!isNotFound(err)) throw err;
         if (!(await inspect(name))) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
-        return; // no outbox directory: nothing to send
+        return; // no such directory: nothing to send
       }
-      yield* readOutboxTar(archive as import('node:stream').Readable, 'outbox', { ...options.outbox, ...limits });
+      yield* readOutboxTar(archive as import('node:stream').Readable, rel.split('/').pop()!, { ...options.outbox, ...limits });
+    },
+
+    async removeFiles(agentId, dir, files) {
+      assertAgentId(agentId);
+      const rel = workspaceDir(dir);
+      if (files.length === 0) return;
+      const paths = files.map((f) => `${WORKSPACE}/${rel}/${relativeName(f)}`);
+      const r = await driver.exec(agentId, ['rm', '-rf', '--', ...paths], { timeoutMs: 10_000 });
+      if (r.exitCode !== 0) {
+        throw new AgentVmError('remove_failed', `could not remove files from ${rel}: ${r.stderr.slice(0, 300) || `exit ${r.exitCode}`}`, { status: 500, retryable: true });
+      }
     },
 
     async writeFiles(agentId, dir, files) {
