@@ -81,6 +81,14 @@ export interface HeldBackFile {
 export type OutboundMessage =
   /** The agent is working. Adapters may throttle, coalesce or drop these. */
   | { kind: 'progress'; conversation: string; replyTo?: string; eventId: string; text: string }
+  /**
+   * The answer so far, while the agent is still writing it: the whole text each time, growing
+   * (already redacted; the last characters may be held back until the next one). Adapters that
+   * stream (Slack, Discord) show it in place; others ignore it. Sent at most every few hundred
+   * ms, the first one at once. The `reply` that follows carries the final text, which begins
+   * with everything streamed.
+   */
+  | { kind: 'partial'; conversation: string; replyTo?: string; eventId: string; text: string }
   /** The answer of one turn. Sent once per turn. */
   | {
       kind: 'reply';

@@ -110,10 +110,14 @@ async function prompt(
     await adapter?.send({ kind: 'progress', conversation: ev.conversation, replyTo: event.replyTo, eventId: ev.id, text }).catch((err) => d.logger.debug({ err }, 'progress not delivered'));
   };
   const progressWrites: Array<Promise<void>> = [];
+  const partial = streamPartial(ev, event, adapter, d, reply, policy.redact, Math.max(0, policy.holdback() - 1));
 
   const running = lease.conn.prompt(sid, [{ type: 'text', text: promptText }], {
     onUpdate(u) {
-      if (u.sessionUpdate === 'agent_message_chunk' && u.content.type === 'text') reply.push(u.content.text);
+      if (u.sessionUpdate === 'agent_message_chunk' && u.content.type === 'text') {
+        reply.push(u.content.text);
+        partial.changed();
+      }
       const s = summarize(u);
       if (s) {
         pendingProgress = s;
@@ -174,6 +178,7 @@ async function prompt(
     throw err;
   } finally {
     clearTimeout(timer);
+    await partial.stop();
   }
   await Promise.allSettled(progressWrites);
   await flushProgress(true).catch(() => undefined);
@@ -271,4 +276,50 @@ async function collectOutbox(d: TurnDeps, paths: ConversationPaths, redact: (t: 
     await d.driver.removeFiles(agentId, paths.outbox, taken).catch((err: unknown) => d.logger.warn({ err: describeError(err) }, 'clearing the outbox failed'));
   }
   return { files, heldBack };
+}
+
+const PARTIAL_EVERY_MS = 250;
+
+/**
+ * Sends the answer so far to the adapter as it grows: the first at once, then at most every
+ * PARTIAL_EVERY_MS, redacted, with the tail that could be the start of a secret held back. Delivery failures are ignored (the reply
+ * that follows is what counts).
+ */
+function streamPartial(
+  ev: EventRow,
+  event: InboundEvent,
+  adapter: ChannelAdapter | undefined,
+  d: TurnDeps,
+  reply: { preview(): string },
+  redact: (t: string) => string,
+  holdback: number,
+) {
+  let timer: NodeJS.Timeout | undefined;
+  let last = 0;
+  let sent = '';
+  let sending: Promise<void> = Promise.resolve();
+  let stopped = false;
+  const send = () => {
+    timer = undefined;
+    if (stopped || !adapter) return;
+    const full = redact(reply.preview());
+    const text = full.length > holdback ? full.slice(0, full.length - holdback) : '';
+    if (!text || text === sent) return;
+    sent = text;
+    last = Date.now();
+    sending = sending
+      .then(() => adapter.send({ kind: 'partial', conversation: ev.conversation, replyTo: event.replyTo, eventId: ev.id, text }))
+      .catch((err: unknown) => d.logger.debug({ err: describeError(err) }, 'partial answer not delivered'));
+  };
+  return {
+    changed() {
+      if (stopped || timer || !adapter) return;
+      timer = setTimeout(send, Math.max(0, last + PARTIAL_EVERY_MS - Date.now()));
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await sending;
+    },
+  };
 }

@@ -76,10 +76,12 @@ export function createGateway(o: GatewayOptions): Gateway {
   const secrets = createSecretResolver({ env: o.config.secrets.env, file: o.config.secrets.file, logger: o.logger });
   // Replies and files leaving for a channel never carry a secret value, whatever the agent saw.
   let redact: (text: string) => string = (t) => t;
+  let longestSecret = 0;
   const redactorReady = (secrets.known?.() ?? Promise.resolve([])).then(
     (known) => {
       const r = createRedactor(known);
       redact = (t) => r(t);
+      longestSecret = r.longest;
     },
     (err: unknown) => log.warn({ err }, 'could not list secrets for redaction'),
   );
@@ -93,7 +95,7 @@ export function createGateway(o: GatewayOptions): Gateway {
     timeoutMs: o.approvalTimeoutMs ?? 5 * 60_000,
   });
   for (const a of o.adapters?.({ intake, watcher, approvals }) ?? []) adapters.set(a.platform, a);
-  const policy: Partial<TurnPolicy> = { redact: (t) => redact(t), ...o.policy };
+  const policy: Partial<TurnPolicy> = { redact: (t) => redact(t), holdback: () => longestSecret, ...o.policy };
 
   const wanted = o.units === 'all' ? [...router.profiles.keys()] : o.units === 'none' ? [] : o.units;
   const sandboxes = createSandboxService({ driver: o.driver, store: o.store });

@@ -18,6 +18,8 @@ export interface ReplyLimits {
 
 export interface BoundedReply {
   push(chunk: string): void;
+  /** The reply text so far (what fits the message limit). */
+  preview(): string;
   /** Total UTF-8 bytes the agent sent. */
   readonly bytes: number;
   finish(): { text: string; file?: StoredFile; note?: string };
@@ -34,6 +36,9 @@ export function createBoundedReply(limits: ReplyLimits): BoundedReply {
   return {
     get bytes() {
       return total;
+    },
+    preview() {
+      return head.join('');
     },
     push(chunk) {
       if (chunk.length === 0) return;

@@ -33,6 +33,8 @@ export interface TurnPolicy {
   tools(ctx: { profile: Profile; conversation: string; eventId: string; ttlMs: number }): TurnToolGrant;
   /** Applied to reply text and text files leaving for a channel (secret redaction). Default identity. */
   redact(text: string): string;
+  /** Characters of a streamed answer to hold back (the longest secret form less one), so no secret shows half-redacted. */
+  holdback(): number;
   /** Grace after session/cancel before the turn abandons its session. */
   cancelGraceMs: number;
   /** Minimum time between stored progress entries of one turn. */
@@ -43,6 +45,7 @@ export const DEFAULT_POLICY: TurnPolicy = {
   permission: async () => ({ allow: false, reason: 'no policy allows it' }),
   tools: () => ({ servers: [], release: () => undefined }),
   redact: (t) => t,
+  holdback: () => 0,
   cancelGraceMs: 5_000,
   progressEveryMs: 1_000,
 };

@@ -29,6 +29,8 @@ export interface Redactor {
   test(text: string): boolean;
   /** How many distinct values this redactor hides. */
   readonly size: number;
+  /** Length of the longest form it hides: text streamed in pieces holds back this much (less one). */
+  readonly longest: number;
 }
 
 function escapeRegExp(s: string): string {
@@ -106,5 +108,6 @@ export function createRedactor(values: ReadonlyArray<string | NamedSecret>): Red
     return { data: copy ?? data, count };
   };
   Object.defineProperty(redactor, 'size', { value: raw.size });
+  Object.defineProperty(redactor, 'longest', { value: forms[0]?.length ?? 0 });
   return redactor;
 }

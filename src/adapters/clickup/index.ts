@@ -262,6 +262,7 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
       if (msg.replyTo !== undefined) throw new AgentVmError('clickup_bad_conversation', 'a ClickUp message has no replyTo; this one was addressed by another adapter', { status: 400 });
       switch (msg.kind) {
         case 'progress':
+        case 'partial':
           log.debug({ eventId: msg.eventId, taskId }, 'clickup progress not posted');
           return;
         case 'notice':

@@ -196,6 +196,7 @@ export function createSender(deps: {
       if (msg.replyTo !== undefined) {
         return Promise.reject(new AgentVmError('slack_bad_conversation', 'a Slack message has no replyTo; this one was addressed by another adapter', { status: 400 }));
       }
+      if (msg.kind === 'partial') return Promise.resolve(); // streaming comes with chat.startStream (issue 14)
       return serial(msg.conversation, () => {
         if (msg.kind === 'progress') return progress(msg);
         if (msg.kind === 'reply') return reply(msg);
