@@ -12,7 +12,7 @@ import type { Config } from './config.js';
 import type { Context } from './context.js';
 import { AgentVmError } from './errors.js';
 import type { Store } from './store/index.js';
-import { createGateway, type Gateway, type TurnPolicy } from './gateway/index.js';
+import { createGateway, type Gateway, type GatewayOptions, type TurnPolicy } from './gateway/index.js';
 import { loadProfiles, type LoadedProfiles } from './governance/profiles.js';
 import { createOperatorApi } from './operator/index.js';
 import type { Logger } from './log.js';
@@ -73,7 +73,15 @@ export function platformAdapters(config: Config, deps: AdapterDeps): ChannelAdap
 
 export async function startGatewayApp(
   ctx: Context,
-  opts: { units: 'all' | 'none' | string[]; policy?: Partial<TurnPolicy>; loaded?: LoadedProfiles; adapters?: typeof platformAdapters; approvalTimeoutMs?: number },
+  opts: {
+    units: 'all' | 'none' | string[];
+    policy?: Partial<TurnPolicy>;
+    loaded?: LoadedProfiles;
+    adapters?: typeof platformAdapters;
+    approvalTimeoutMs?: number;
+    /** Unit tuning for tests (grace periods, lease length). */
+    unit?: GatewayOptions['unit'];
+  },
 ): Promise<Running> {
   const { config, logger } = ctx;
   const loaded = opts.loaded ?? (await loadProfiles(config.profilesDir));
@@ -87,6 +95,7 @@ export async function startGatewayApp(
     logger,
     loaded,
     units: opts.units,
+    ...(opts.unit ? { unit: opts.unit } : {}),
     policy: opts.policy,
     approvalTimeoutMs: opts.approvalTimeoutMs ?? config.approvalTimeoutSeconds * 1000,
     adapters: (deps) => (opts.adapters ?? platformAdapters)(config, { ...deps, logger, store: ctx.store }),

@@ -7,6 +7,7 @@ import { Hono, type Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { Registry, collectDefaultMetrics, Gauge } from 'prom-client';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from './body-limit.js';
+import { dbFailure, isDbUnavailable } from './store/errors.js';
 import { AgentVmError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -66,6 +67,8 @@ export function createApp(deps: AppDeps): Hono {
   return app;
 }
 
+const RETRY_AFTER_SECONDS = 5;
+
 const HTTP_CODES: Record<number, string> = { 400: 'bad_request', 401: 'unauthorized', 403: 'forbidden', 404: 'not_found', 413: 'payload_too_large' };
 
 /**
@@ -75,8 +78,15 @@ const HTTP_CODES: Record<number, string> = { 400: 'bad_request', 401: 'unauthori
  */
 export function renderError(err: Error, c: Context, logger: Logger): Response {
   if (err instanceof AgentVmError) {
-    if (err.status >= 500) logger.error({ err, code: err.code }, 'request failed');
+    if (err.status >= 500 && err.status !== 503) logger.error({ err, code: err.code }, 'request failed');
+    if (err.status === 503) c.header('Retry-After', String(RETRY_AFTER_SECONDS));
     return c.json({ error: err.code, message: err.message }, err.status as 400);
+  }
+  if (isDbUnavailable(err)) {
+    // The database, not the request, is the problem: say so, and when to come back.
+    logger.warn({ reason: dbFailure(err).message }, 'request refused: the database is unavailable');
+    c.header('Retry-After', String(RETRY_AFTER_SECONDS));
+    return c.json({ error: 'database_unavailable', message: `the database is unavailable (${dbFailure(err).message}); try again in a few seconds` }, 503);
   }
   if (err instanceof HTTPException) {
     if (err.status >= 500) logger.error({ err }, 'request failed');

@@ -18,6 +18,7 @@
  *   hang                        → never answers, and ignores session/cancel (a stuck agent)
  *   crash                       → process.exit(3)
  *   slow <ms>                   → "slept <ms>"
+ *   prompt                      → the whole prompt as received, every paragraph (to see the context)
  *
  * Each session works in the `cwd` the client gave in session/new (or session/load): the gateway
  * gives every conversation its own directory, with its own outbox/ and inbox/. Without a cwd the
@@ -38,7 +39,7 @@ const SANDBOX_WORKSPACE = '/workspace';
 const WORKSPACE = process.env.AGENT_WORKSPACE ?? SANDBOX_WORKSPACE;
 const SH_TIMEOUT_MS = 20_000;
 const MAX_PROGRESS = 10_000;
-const COMMANDS = 'echo, write, sh, remember, recall, ask, mcp, progress, stall, hang, crash, slow';
+const COMMANDS = 'echo, write, sh, remember, recall, ask, mcp, progress, stall, hang, crash, slow, prompt';
 
 function log(...parts: unknown[]): void {
   process.stderr.write(`[reference-agent] ${parts.map(String).join(' ')}\n`);
@@ -254,7 +255,7 @@ async function progress(client: acp.AgentContext, sessionId: string, n: number, 
 
 type TurnResult = { reply: string | null; stopReason?: acp.StopReason };
 
-async function runCommand(client: acp.AgentContext, sessionId: string, text: string, signal: AbortSignal): Promise<TurnResult> {
+async function runCommand(client: acp.AgentContext, sessionId: string, text: string, whole: string, signal: AbortSignal): Promise<TurnResult> {
   const [cmd, rest] = splitFirst(text);
   const cwd = session(sessionId).cwd;
   switch (cmd) {
@@ -307,18 +308,23 @@ async function runCommand(client: acp.AgentContext, sessionId: string, text: str
       await sleep(ms, signal);
       return { reply: `slept ${ms}` };
     }
+    case 'prompt':
+      return { reply: whole };
     default:
       return { reply: `unknown command: ${cmd}; try ${COMMANDS}` };
   }
 }
 
-/** The command is the first paragraph; later ones are context the gateway adds (task, attachments). */
-function promptText(blocks: acp.ContentBlock[]): string {
-  const text = blocks
+function wholePrompt(blocks: acp.ContentBlock[]): string {
+  return blocks
     .map((b) => (b.type === 'text' ? b.text : ''))
     .join('')
     .trim();
-  return (text.split(/\n[ \t]*\n/)[0] ?? '').trim();
+}
+
+/** The command is the first paragraph; later ones are context the gateway adds (task, attachments). */
+function promptText(blocks: acp.ContentBlock[]): string {
+  return (wholePrompt(blocks).split(/\n[ \t]*\n/)[0] ?? '').trim();
 }
 
 // ---------------------------------------------------------------- ACP wiring
@@ -360,7 +366,7 @@ const app = acp
     signal.addEventListener('abort', onAbort, { once: true });
     try {
       const text = promptText(params.prompt);
-      const result = await runCommand(client, params.sessionId, text, turn.signal);
+      const result = await runCommand(client, params.sessionId, text, wholePrompt(params.prompt), turn.signal);
       if (result.reply !== null) {
         await client.notify('session/update', {
           sessionId: params.sessionId,

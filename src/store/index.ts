@@ -135,7 +135,8 @@ async function openPostgres(url: string): Promise<Opened> {
   const secrets = passwordsIn(url);
   let client: postgres.Sql | undefined;
   try {
-    client = postgres(url, { max: 5, onnotice: () => {}, connect_timeout: 10 });
+    // application_name lets an operator (and the tests) tell agent-vm's backends apart.
+    client = postgres(url, { max: 5, onnotice: () => {}, connect_timeout: 10, connection: { application_name: 'agent-vm' } });
     // postgres.js connects lazily; probe now so a bad URL fails at startup, not on first use.
     await client`select 1`;
   } catch (cause) {
