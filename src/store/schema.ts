@@ -213,3 +213,78 @@ export const heldBackFiles = pgTable(
   },
   (t) => [primaryKey({ columns: [t.eventId, t.name] })],
 );
+
+export const jobStatuses = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled', 'error'] as const;
+/** Statuses after which a job never runs again. */
+export const terminalJobStatuses = ['succeeded', 'failed', 'timed_out', 'cancelled', 'error'] as const;
+export const teardownStates = ['pending', 'verified', 'failed'] as const;
+
+/**
+ * Tier-2 jobs: one-shot sandboxes for untrusted work (src/jobs). One row per job, written before
+ * it is queued; `teardown` stays `pending` until the engine has been seen holding nothing of the
+ * job's sandbox, and a job whose teardown is not `verified` is retried and alarmed, never dropped.
+ * The command is stored made storable (its hash beside it), outputs only capped.
+ */
+export const jobs = pgTable(
+  'jobs',
+  {
+    id: text('id').primaryKey(),
+    profile: text('profile').notNull(),
+    /** `agent:<conversation>` for the built-in tool, `cli:<user>` for an operator. */
+    requestedBy: text('requested_by').notNull(),
+    conversation: text('conversation'),
+    turnId: text('turn_id'),
+    command: jsonb('command').$type<string[]>().notNull(),
+    commandHash: text('command_hash').notNull(),
+    inputs: jsonb('inputs').$type<string[]>().notNull(),
+    outputs: jsonb('outputs').$type<string[]>().notNull(),
+    timeoutSeconds: integer('timeout_seconds').notNull(),
+    status: text('status', { enum: jobStatuses }).notNull(),
+    /** The job sandbox's agent id (its container, volume and network carry it as a label). */
+    sandbox: text('sandbox').notNull(),
+    runtime: text('runtime'),
+    exitCode: integer('exit_code'),
+    stdout: text('stdout'),
+    stderr: text('stderr'),
+    bytesIn: integer('bytes_in').notNull().default(0),
+    bytesOut: integer('bytes_out').notNull().default(0),
+    /** Files copied back (`written`) and refused (`refused`, with reasons). */
+    results: jsonb('results'),
+    error: text('error'),
+    teardown: text('teardown', { enum: teardownStates }).notNull().default('pending'),
+    teardownDetail: text('teardown_detail'),
+    teardownAttempts: integer('teardown_attempts').notNull().default(0),
+    /** Set by whoever wants the job stopped (its turn ended); the runner polls it. */
+    cancelRequested: timestamp('cancel_requested', { withTimezone: true }),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    startedAt: timestamp('started_at', { withTimezone: true }),
+    finishedAt: timestamp('finished_at', { withTimezone: true }),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index('jobs_profile_created').on(t.profile, t.createdAt), index('jobs_teardown').on(t.teardown)],
+);
+
+export const scheduleRunStatuses = ['waiting', 'started', 'skipped', 'rejected', 'failed'] as const;
+
+/**
+ * One row per schedule tick that fired (profile, schedule, tick time): the claim that makes a
+ * tick run once however many gateways saw it, and `agent-vm schedules ls`'s last result. A
+ * started run names the event (and so the conversation and transcript) it became.
+ */
+export const scheduleRuns = pgTable(
+  'schedule_runs',
+  {
+    profile: text('profile').notNull(),
+    schedule: text('schedule').notNull(),
+    tick: timestamp('tick', { withTimezone: true }).notNull(),
+    status: text('status', { enum: scheduleRunStatuses }).notNull(),
+    eventId: text('event_id'),
+    conversation: text('conversation'),
+    reason: text('reason'),
+    /** A tick run at start for one missed while no gateway ran (catchUp: latest). */
+    catchUp: integer('catch_up').notNull().default(0),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.profile, t.schedule, t.tick] })],
+);
