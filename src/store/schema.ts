@@ -288,3 +288,53 @@ export const scheduleRuns = pgTable(
   },
   (t) => [primaryKey({ columns: [t.profile, t.schedule, t.tick] })],
 );
+
+export const heldDeliveryStatuses = ['held', 'routed', 'dropped'] as const;
+
+/**
+ * Platform deliveries stored before they can be routed (their address needs a platform API call
+ * after the acknowledgement, e.g. a ClickUp comment's task). The primary key is the platform's
+ * event id, so a redelivery is recognised without any API call; rows stay after routing for
+ * exactly that reason. `payload` is the event without its address.
+ */
+export const heldDeliveries = pgTable(
+  'held_deliveries',
+  {
+    id: text('id').primaryKey(),
+    platform: text('platform').notNull(),
+    payload: jsonb('payload').notNull(),
+    status: text('status', { enum: heldDeliveryStatuses }).notNull(),
+    /** Why it was dropped (the task is gone, a comment of agent-vm's own). */
+    reason: text('reason'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index('held_deliveries_status').on(t.platform, t.status, t.createdAt)],
+);
+
+/**
+ * How far an agent has read a platform thread: the platform's own position (a Slack `ts`, a
+ * Discord message id, a ClickUp comment date) of the last message given to it, so a later turn
+ * in the same thread gets only what is new.
+ */
+export const threadCursors = pgTable('thread_cursors', {
+  conversation: text('conversation').primaryKey(),
+  cursor: text('cursor').notNull(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+export const feedbackValues = ['positive', 'negative'] as const;
+
+/** A person's 👍/👎 on an answer (Slack feedback buttons), one per person and turn; the last press wins. */
+export const turnFeedback = pgTable(
+  'turn_feedback',
+  {
+    eventId: text('event_id').notNull(),
+    platform: text('platform').notNull(),
+    userId: text('user_id').notNull(),
+    value: text('value', { enum: feedbackValues }).notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.eventId, t.userId] }), index('turn_feedback_updated').on(t.updatedAt)],
+);
