@@ -20,6 +20,8 @@ import { sessionRepo, type SessionRepo } from './sessions.js';
 import { transcriptRepo, type TranscriptRepo } from './transcripts.js';
 import { webhookRepo, type WebhookRepo } from './webhooks.js';
 import { pinRepo, type PinRepo } from './pins.js';
+import { jobRepo, type JobRepo } from './jobs.js';
+import { scheduleRunRepo, type ScheduleRunRepo } from './schedules.js';
 import { agentRuntimes, agentStates, agents } from './schema.js';
 
 export { agents };
@@ -77,6 +79,10 @@ export interface Store {
   webhooks: WebhookRepo;
   /** Who serves a profile (fenced leases; gateway/lease.ts). */
   leases: LeaseRepo;
+  /** Tier-2 jobs and their teardown (src/jobs). */
+  jobs: JobRepo;
+  /** Schedule ticks that fired (src/schedules). */
+  scheduleRuns: ScheduleRunRepo;
 }
 
 export interface OpenStoreOptions {
@@ -108,6 +114,8 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     sessions: sessionRepo(opened.db),
     webhooks: webhookRepo(opened.db),
     leases: leaseRepo(opened.db),
+    jobs: jobRepo(opened.db),
+    scheduleRuns: scheduleRunRepo(opened.db),
     async migrate() {
       const started = Date.now();
       await opened.migrate();
