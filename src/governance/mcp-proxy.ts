@@ -42,6 +42,7 @@ import { storableDeep } from '../text.js';
 import { askApprover, type Approver } from './approvals.js';
 import { tryHashOf, type AuditEntry, type AuditLog } from './audit.js';
 import { AUDIT_UNAVAILABLE, createAuditQueue, type AuditQueue } from './audit-queue.js';
+import { createBuiltinUpstream, isBuiltinUpstream, type JobToolHost } from './mcp-builtin.js';
 import { startMcpHttpServer } from './mcp-http.js';
 import { storedDefinition } from './mcp-pins.js';
 import { createPinGuard, deniedRuntime, errorResult, hiddenReason, linkSignals, pinMismatch, redactDeep, rpcError, type ProfileRuntime } from './mcp-runtime.js';
@@ -49,6 +50,7 @@ import { createTokenTable, type TokenBinding } from './mcp-tokens.js';
 import { createUpstream, type ToolSandboxOptions, type Upstream, type UpstreamState } from './mcp-upstreams.js';
 import { compilePolicy, exposedName, policyFromProfile, type CompiledPolicy, type PolicyTool } from './policy.js';
 import type { Profile } from './profile.js';
+import { BUILTIN_SERVER } from './profile-jobs.js';
 import { createRedactor, type Redactor } from './redact.js';
 import type { NamedSecret, SecretResolver } from './secrets.js';
 
@@ -87,6 +89,8 @@ export interface McpProxyOptions {
   auditSync?: boolean;
   /** Largest request body accepted. Default 1 MiB. */
   maxBodyBytes?: number;
+  /** Runs `agentvm.run_job` for profiles with `jobs.enabled` (mcp-builtin.ts). Absent: that tool is hidden. */
+  jobs?: JobToolHost;
 }
 
 /** What the gateway puts in ACP session/new: `{ type: 'http', name: 'agent-vm', url, headers }`. */
@@ -295,7 +299,9 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
     if (!(await record(allowRow))) return deny(auditQueue.problem ?? AUDIT_UNAVAILABLE, t.ref, false);
 
     try {
-      const result = await up!.call(t.tool, args, signal);
+      const result = isBuiltinUpstream(up)
+        ? await up.callAs({ profile: b.profile, sessionKey: b.sessionKey, turnId: b.turnId }, t.tool, args, signal)
+        : await up!.call(t.tool, args, signal);
       return redactDeep(
         {
           content: Array.isArray(result.content) ? result.content : [],
@@ -392,6 +398,7 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
           }),
         );
       }
+      if (policy.servers.has(BUILTIN_SERVER)) rt.upstreams.set(BUILTIN_SERVER, createBuiltinUpstream(profile, options.jobs));
       profiles.set(id, rt);
       await closeUpstreams(previous);
       await record({ profile: id, action: 'policy.load', decision: 'ok', data: { policyHash: policy.hash, tools: [...policy.tools.values()].map((t) => t.ref) } });

@@ -21,6 +21,7 @@ import { z } from 'zod';
 import { AgentVmError } from '../errors.js';
 import { hashOf } from './audit.js';
 import { RISK_TIERS, type Profile } from './profile.js';
+import { BUILTIN_SERVER, builtinTools, jobsEnabled } from './profile-jobs.js';
 import { TIERS, type ApprovalMode } from './tiers.js';
 
 export const POLICY_VERSION = 1;
@@ -96,8 +97,9 @@ export function policyFromProfile(profile: Profile): ToolPolicy {
     profile: profile.id,
     risk: profile.risk,
     approvalMode: tier.approval,
-    servers: tools.servers.map((s) => ({ name: s.name, credentialed: credentialed(s) })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
-    allow: sortedUnique(tools.allow),
+    // The built-in server (jobs) holds no credential; its tools are allowed by `jobs.enabled` itself.
+    servers: [...tools.servers.map((s) => ({ name: s.name, credentialed: credentialed(s) })), ...(jobsEnabled(profile) ? [{ name: BUILTIN_SERVER, credentialed: false }] : [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    allow: sortedUnique([...tools.allow, ...builtinTools(profile)]),
     deny: sortedUnique(tools.deny ?? []),
     approval: sortedUnique(tools.approval ?? []),
   };

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { DEFAULT_LIMITS, LIMIT_BOUNDS, RUNTIME_SETTINGS } from '../sandbox/spec.js';
 import { PRESET_NAMES, reservedEnv } from './presets.js';
 import { tierViolations } from './tiers.js';
+import { builtinTools, isBuiltinServer, jobsSchema, jobsViolations, scheduleSchema } from './profile-jobs.js';
 
 /** A profile id: also the manifest's file name without `.yaml`/`.yml`. */
 export const PROFILE_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,39}$/;
@@ -171,6 +172,8 @@ export const profileSchema = z
         z.string().regex(SECRET_REF_PATTERN, 'must be a secret://<name> reference; secret values never go in a manifest'),
       )
       .default({}),
+    jobs: jobsSchema.prefault({}),
+    schedules: z.array(scheduleSchema).default([]),
   })
   .superRefine((p, ctx) => {
     for (const [k, v] of Object.entries(p.agent.env)) {
@@ -194,18 +197,18 @@ export const profileSchema = z
         }
       }
     });
-    const allowed = new Set(p.tools.allow);
+    const allowed = new Set([...p.tools.allow, ...builtinTools(p)]);
     for (const [field, list] of [['allow', p.tools.allow], ['deny', p.tools.deny], ['approval', p.tools.approval]] as const) {
       list.forEach((ref, i) => {
         const server = TOOL_REF.exec(ref)?.[1];
-        if (server !== undefined && !servers.has(server)) {
+        if (server !== undefined && !servers.has(server) && !isBuiltinServer(p, server)) {
           ctx.addIssue({ code: 'custom', path: ['tools', field, i], message: `tool "${ref}" names server "${server}", which is not declared in tools.servers` });
         } else if (field === 'approval' && !allowed.has(ref)) {
           ctx.addIssue({ code: 'custom', path: ['tools', field, i], message: `tool "${ref}" needs approval but is not in tools.allow` });
         }
       });
     }
-    for (const v of tierViolations(p)) ctx.addIssue({ code: 'custom', path: v.path, message: v.message });
+    for (const v of [...tierViolations(p), ...jobsViolations(p)]) ctx.addIssue({ code: 'custom', path: v.path, message: v.message });
   });
 
 export type Profile = z.output<typeof profileSchema>;
