@@ -33,6 +33,8 @@ export interface NewJob {
 
 export interface JobOutcome {
   status: Exclude<JobStatus, 'queued' | 'running'>;
+  /** The runtime the engine actually used (start records the setting asked for). */
+  runtime?: string;
   exitCode?: number | null;
   stdout?: string;
   stderr?: string;
@@ -45,7 +47,7 @@ export interface JobOutcome {
 export interface JobRepo {
   insert(j: NewJob): Promise<JobRow>;
   get(id: string): Promise<JobRow | undefined>;
-  /** queued → running; false when the job is no longer queued (cancelled, or taken by another worker). */
+  /** queued → running, before its sandbox is made; false when the job is no longer queued (cancelled, or taken by another worker). */
   start(id: string, runtime: string): Promise<boolean>;
   /** Moves a queued or running job to a terminal status; false when it already had one. */
   finish(id: string, o: JobOutcome): Promise<boolean>;
@@ -56,8 +58,8 @@ export interface JobRepo {
   /** Newest first; `profile` narrows it. */
   list(o?: { profile?: string; limit?: number }): Promise<JobRow[]>;
   /**
-   * Jobs whose sandbox may still exist: teardown not verified, and either finished or started
-   * before `staleBefore` (a runner that died). Oldest first.
+   * Jobs whose sandbox may still exist: teardown not verified, and either finished or running
+   * since before `staleBefore` (perhaps a runner that died: the caller checks each one's deadline). Oldest first.
    */
   pendingTeardowns(staleBefore: Date): Promise<JobRow[]>;
 }
@@ -105,6 +107,7 @@ export function jobRepo(db: Db): JobRepo {
         .update(jobs)
         .set({
           status: o.status,
+          ...(o.runtime !== undefined ? { runtime: o.runtime } : {}),
           ...(o.exitCode !== undefined ? { exitCode: o.exitCode } : {}),
           ...(o.stdout !== undefined ? { stdout: storable(o.stdout, MAX_OUTPUT) } : {}),
           ...(o.stderr !== undefined ? { stderr: storable(o.stderr, MAX_OUTPUT) } : {}),
@@ -140,7 +143,7 @@ export function jobRepo(db: Db): JobRepo {
       return db
         .select()
         .from(jobs)
-        .where(and(ne(jobs.teardown, 'verified'), sql`(${inArray(jobs.status, TERMINAL)} or ${lt(jobs.updatedAt, staleBefore)})`))
+        .where(and(ne(jobs.teardown, 'verified'), sql`(${inArray(jobs.status, TERMINAL)} or (${eq(jobs.status, 'running')} and ${lt(jobs.startedAt, staleBefore)}))`))
         .orderBy(jobs.createdAt)
         .limit(100);
     },
