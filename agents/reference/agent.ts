@@ -336,7 +336,8 @@ const app = acp
   .onRequest('initialize', () => ({
     protocolVersion: acp.PROTOCOL_VERSION,
     agentCapabilities: {
-      loadSession: true,
+      // REFERENCE_AGENT_LOAD=0: an agent that cannot continue sessions (tests the gateway's fallback).
+      loadSession: process.env.REFERENCE_AGENT_LOAD !== '0',
       promptCapabilities: { image: false, audio: false, embeddedContext: false },
       mcpCapabilities: { http: true, sse: false },
     },

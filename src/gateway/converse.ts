@@ -54,6 +54,7 @@ export async function converse(ev: EventRow, event: InboundEvent, adapter: Chann
     // The conversation's ACP session: continued when the agent can load it, else a new one.
     const mcpServers = [...tools.servers];
     let sessionId = await d.repo.getSession(profile.id, ev.conversation);
+    const hadSession = sessionId !== undefined;
     let isNew = false;
     if (sessionId && !lease.loaded.has(sessionId)) {
       if (conn.supportsLoad) {
@@ -76,7 +77,9 @@ export async function converse(ev: EventRow, event: InboundEvent, adapter: Chann
       await d.repo.putSession(profile.id, ev.conversation, sessionId);
     }
 
-    const promptText = await withContext(ev, event, adapter, d, paths, isNew, mcpServers.length > 0);
+    // A session the agent could not continue: the new one gets the conversation so far from us.
+    const history = isNew && hadSession ? await recentHistory(d, ev) : undefined;
+    const promptText = await withContext(ev, event, adapter, d, paths, isNew, mcpServers.length > 0, history);
     return await prompt(ev, event, adapter, d, lease, sessionId, promptText, deadlineMs);
   } finally {
     tools.release();
@@ -125,7 +128,7 @@ async function prompt(
       }
     },
     async onPermission(request) {
-      const decision = await policy.permission({ profile, event, request }).catch((err: unknown): PermissionDecision => ({ allow: false, reason: `policy failed: ${describeError(err)}` }));
+      const decision = await policy.permission({ profile, event, conversation: ev.conversation, request }).catch((err: unknown): PermissionDecision => ({ allow: false, reason: `policy failed: ${describeError(err)}` }));
       await d.audit.record({
         profile: profile.id,
         action: 'permission',
@@ -222,6 +225,7 @@ async function withContext(
   paths: ConversationPaths,
   isNew: boolean,
   hasTools: boolean,
+  history?: string,
 ): Promise<string> {
   const notes: string[] = [];
   const ctx = adapter?.fetchContext ? await adapter.fetchContext(event, { maxFileBytes: d.outbox.maxFileBytes, maxFiles: d.outbox.maxFiles }) : undefined;
@@ -247,6 +251,7 @@ async function withContext(
   } else {
     notes.push(`(Files for the person go in ${paths.outboxPath}/.)`);
   }
+  if (history) notes.push(history);
   return [event.text, ...notes].join('\n\n');
 }
 
@@ -322,4 +327,26 @@ function streamPartial(
       await sending;
     },
   };
+}
+
+const HISTORY_TURNS = 20;
+const HISTORY_CHARS = 12_000;
+
+/**
+ * The conversation's recent prompts and replies from our transcript (newest kept when cut), for
+ * an agent that lost its session (its `session/load` failed or it cannot load sessions).
+ */
+async function recentHistory(d: TurnDeps, ev: EventRow): Promise<string | undefined> {
+  const rows = (await d.repo.transcript(ev.conversation)).filter((t) => t.eventId !== ev.id && (t.kind === 'prompt' || t.kind === 'reply'));
+  if (rows.length === 0) return undefined;
+  const lines: string[] = [];
+  let size = 0;
+  for (const t of rows.slice(-HISTORY_TURNS * 2).reverse()) {
+    const who = t.kind === 'prompt' ? 'Person' : 'You';
+    const line = `${who}: ${t.text.length > 2000 ? `${t.text.slice(0, 2000)}…` : t.text}`;
+    if (size + line.length > HISTORY_CHARS) break;
+    lines.unshift(line);
+    size += line.length;
+  }
+  return `Earlier in this conversation (your previous session could not be restored):\n${lines.join('\n')}`;
 }

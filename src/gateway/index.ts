@@ -13,13 +13,15 @@ import { createRedactor } from '../governance/redact.js';
 import { createSecretResolver } from '../governance/secrets.js';
 import type { LoadedProfiles } from '../governance/profiles.js';
 import type { Logger } from '../log.js';
+import { noopMetrics, type Metrics } from '../metrics.js';
 import type { SandboxDriver } from '../sandbox/types.js';
 import type { Store } from '../store/index.js';
 import { createGatewayApprovals } from './approvals.js';
 import { createIntake } from './intake.js';
+import { createPermissionPolicy } from './permissions.js';
 import { createQueueFactory, type QueueFactory } from './queue.js';
 import { createRouter, type Router } from './router.js';
-import { createSandboxService } from './sandboxes.js';
+import { createSandboxService, type SandboxService } from './sandboxes.js';
 import type { TurnPolicy } from './turn.js';
 import { createUnit, type Unit, type UnitOptions } from './unit.js';
 import { createTurnSignals, createTurnWatcher, type TurnSignals } from './watch.js';
@@ -28,7 +30,7 @@ export { sandboxSpecFor } from './unit.js';
 export type { TurnPolicy } from './turn.js';
 
 export interface GatewayOptions {
-  config: Pick<Config, 'image' | 'outbox' | 'redisUrl' | 'runtime' | 'secrets' | 'replyMaxBytes' | 'maxAttempts' | 'stopGraceSeconds'>;
+  config: Pick<Config, 'image' | 'outbox' | 'redisUrl' | 'runtime' | 'secrets' | 'replyMaxBytes' | 'maxAttempts' | 'stopGraceSeconds' | 'modelApis'>;
   /** How long a tool call that needs a person's approval waits before it is denied. Default 5 min. */
   approvalTimeoutMs?: number;
   store: Store;
@@ -41,6 +43,8 @@ export interface GatewayOptions {
   units: 'all' | 'none' | string[];
   policy?: Partial<TurnPolicy>;
   unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs'>;
+  /** Where turns, wakes, tool calls, egress, approvals and delivery failures are counted. Default: nowhere. */
+  metrics?: Metrics;
 }
 
 export interface Gateway {
@@ -54,6 +58,10 @@ export interface Gateway {
   readonly units: ReadonlyMap<string, Unit>;
   /** Tool calls waiting for a person's approval (answered through the local API or a channel's buttons). */
   readonly approvals: ApprovalBroker;
+  /** Wakes, sleeps and destroys sandboxes, recorded in the database (and counted). */
+  readonly sandboxes: SandboxService;
+  /** Removes every secret value the gateway knows from `text` (what operators are shown goes through it). */
+  redact(text: string): string;
   /** Waits until route decisions queued so far are in the audit trail (they are written behind). */
   flushAudit(): Promise<void>;
   start(): Promise<void>;
@@ -63,6 +71,7 @@ export interface Gateway {
 
 export function createGateway(o: GatewayOptions): Gateway {
   const log = o.logger.child({ component: 'gateway' });
+  const metrics = o.metrics ?? noopMetrics;
   if (o.units === 'none' && !o.config.redisUrl) {
     throw new AgentVmError('units_required', 'a front door without units needs REDIS_URL so separate unit processes receive its events', { status: 400 });
   }
@@ -93,12 +102,18 @@ export function createGateway(o: GatewayOptions): Gateway {
     signals,
     logger: o.logger,
     timeoutMs: o.approvalTimeoutMs ?? 5 * 60_000,
+    metrics,
   });
-  for (const a of o.adapters?.({ intake, watcher, approvals }) ?? []) adapters.set(a.platform, a);
-  const policy: Partial<TurnPolicy> = { redact: (t) => redact(t), holdback: () => longestSecret, ...o.policy };
+  for (const a of o.adapters?.({ intake, watcher, approvals }) ?? []) adapters.set(a.platform, countFailures(a, metrics));
+  const policy: Partial<TurnPolicy> = {
+    redact: (t) => redact(t),
+    holdback: () => longestSecret,
+    permission: createPermissionPolicy({ approve: approvals.request, timeoutMs: o.approvalTimeoutMs ?? 5 * 60_000, redact: (t) => redact(t) }),
+    ...o.policy,
+  };
 
   const wanted = o.units === 'all' ? [...router.profiles.keys()] : o.units === 'none' ? [] : o.units;
-  const sandboxes = createSandboxService({ driver: o.driver, store: o.store });
+  const sandboxes = createSandboxService({ driver: o.driver, store: o.store, metrics });
   const units = new Map<string, Unit>();
   for (const id of wanted) {
     const profile = router.profiles.get(id);
@@ -129,7 +144,9 @@ export function createGateway(o: GatewayOptions): Gateway {
         stopGraceMs: o.config.stopGraceSeconds * 1000,
         policy,
         runtime: o.config.runtime,
-        tools: { secrets, approve: approvals.request },
+        tools: { secrets, approve: approvals.request, metrics },
+        models: { upstreams: o.config.modelApis },
+        metrics,
         ...o.unit,
       }),
     );
@@ -146,6 +163,8 @@ export function createGateway(o: GatewayOptions): Gateway {
     adapters,
     units,
     approvals,
+    sandboxes,
+    redact: (t) => redact(t),
     flushAudit: () => routeAudit.flush(),
     async start() {
       await redactorReady;
@@ -168,4 +187,27 @@ export function createGateway(o: GatewayOptions): Gateway {
       return stopping;
     },
   };
+}
+
+/**
+ * The adapter as the gateway uses it, with every failed `send` counted by platform and kind
+ * (the error still reaches the caller unchanged). Everything else is the adapter's own.
+ */
+function countFailures(a: ChannelAdapter, metrics: Metrics): ChannelAdapter {
+  if (metrics === noopMetrics) return a;
+  const send: ChannelAdapter['send'] = async (m) => {
+    try {
+      await a.send(m);
+    } catch (err) {
+      metrics.deliveryFailed(a.platform, m.kind);
+      throw err;
+    }
+  };
+  return new Proxy(a, {
+    get(target, key) {
+      if (key === 'send') return send;
+      const v: unknown = Reflect.get(target, key, target);
+      return typeof v === 'function' ? (v as (...args: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }

@@ -10,6 +10,7 @@
  */
 import type { AuditLog } from '../governance/audit.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { SandboxDriver, SandboxSpec, SandboxStatus } from '../sandbox/types.js';
 import { connectAgent, type AgentConnection } from './acp.js';
 import type { SandboxService } from './sandboxes.js';
@@ -49,7 +50,9 @@ export interface AgentLink {
 }
 
 export function createAgentLink(o: {
-  spec: SandboxSpec;
+  agentId: string;
+  /** The spec to wake with: computed at each wake (it may carry endpoint addresses and tokens). */
+  spec: () => Promise<SandboxSpec>;
   profile: string;
   sandboxes: SandboxService;
   driver: SandboxDriver;
@@ -59,6 +62,8 @@ export function createAgentLink(o: {
   endpoints?: HostEndpoint[];
   /** Checked against the runtime the engine actually used (risk tiers). */
   assertRuntime?: (runtime: string) => void;
+  /** Counts snapshots taken at sleep. */
+  metrics?: Metrics;
 }): AgentLink {
   let conn: AgentConnection | undefined;
   let connecting: Promise<AgentConnection> | undefined;
@@ -76,7 +81,7 @@ export function createAgentLink(o: {
   };
   const loaded = new Set<string>();
   const prepared = new Set<string>();
-  const agentId = o.spec.agentId;
+  const agentId = o.agentId;
 
   function hangUp(): void {
     conn?.close();
@@ -86,14 +91,15 @@ export function createAgentLink(o: {
   }
 
   async function connect(): Promise<AgentConnection> {
-    let handle = await o.sandboxes.wake(o.spec, o.profile);
+    const spec = await o.spec();
+    let handle = await o.sandboxes.wake(spec, o.profile);
     if ((fresh || restartPending) && handle.action === 'none') {
       // Either an earlier unit left the agent running (its protocol state — pending requests,
       // request ids — belongs to a connection that no longer exists), or a session of ours is
       // stuck in it. Start the process afresh rather than risk a stale answer or a runaway prompt.
       o.logger.info({ agentId, stuck: restartPending }, restartPending ? 'restarting an agent with a stuck session' : 'restarting an agent left running by an earlier unit');
       await o.driver.sleep(agentId);
-      handle = await o.sandboxes.wake(o.spec, o.profile);
+      handle = await o.sandboxes.wake(spec, o.profile);
     }
     fresh = false;
     restartPending = false;
@@ -178,6 +184,7 @@ export function createAgentLink(o: {
         o.logger.warn({ err, agentId }, 'snapshot before sleep failed');
         return undefined;
       });
+      if (snap) o.metrics?.snapshotTaken(o.profile, snap.bytes);
       await o.sandboxes.sleep(agentId);
       restartPending = false;
       await o.audit.record({ profile: o.profile, action: 'sleep', decision: 'ok', subject: agentId, reason, data: { snapshotBytes: snap?.bytes ?? null } });

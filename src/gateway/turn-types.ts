@@ -7,6 +7,7 @@ import type { ChannelAdapter, InboundEvent, Platform } from '../adapters/types.j
 import type { AuditLog } from '../governance/audit.js';
 import type { Profile } from '../governance/profile.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { SandboxDriver } from '../sandbox/types.js';
 import type { GatewayRepo } from '../store/gateway.js';
 import type { PermissionDecision } from './acp.js';
@@ -16,6 +17,8 @@ import type { TurnSignals } from './watch.js';
 export interface PermissionContext {
   profile: Profile;
   event: InboundEvent;
+  /** The conversation key (the approval flow finds the turn and its asker by it). */
+  conversation: string;
   request: acp.RequestPermissionRequest;
 }
 
@@ -62,5 +65,9 @@ export interface TurnDeps {
   outbox: { maxFileBytes: number; maxTotalBytes: number; maxFiles: number };
   /** Longest reply text sent as a message; beyond it the whole answer goes as a file. */
   reply: { maxBytes: number };
+  /** The profile's model relay: tokens honoured from the turn's start to its end; notes and usage. */
+  models?: { beginTurn(turnId: string): void; endTurn(turnId: string): { notes: string[]; usage?: unknown } };
   policy?: Partial<TurnPolicy>;
+  /** Counts each turn's end (src/metrics.ts). */
+  metrics?: Metrics;
 }

@@ -23,6 +23,7 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
 
   const started = await d.repo.startAttempt(ev.id);
   if (!started) return 'done'; // finished meanwhile (another worker, or a late duplicate job)
+  const startedAt = performance.now();
   if (started.attempts === 1) {
     await d.repo.addTranscript({ conversation: ev.conversation, profile: d.profile.id, eventId: ev.id, kind: 'prompt', text: event.text, meta: { user: event.user, platform: event.platform } });
   }
@@ -30,6 +31,10 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
   // waking it now would put its queries in front of this turn's session lookup and prompt.
 
   let end: TurnEnd;
+  // The model relay honours the agent's token from here (the agent may call its model while
+  // starting) until the turn ends, however it ends.
+  d.models?.beginTurn(ev.id);
+  let models: { notes: string[]; usage?: unknown } = { notes: [] };
   try {
     const lease = await d.link.acquire();
     try {
@@ -40,15 +45,19 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
   } catch (err) {
     if (isAgentVmError(err) && err.retryable) throw err;
     end = { kind: 'notice', text: `The agent could not start: ${describeError(err)}` };
+  } finally {
+    models = d.models?.endTurn(ev.id) ?? models;
   }
+  // What the model relay refused or saw fail is said with the answer (or with the failure).
+  if (models.notes.length > 0) end = { ...end, text: `${end.text}${end.text ? '\n\n' : ''}${models.notes.join('\n')}` };
 
   if (end.kind === 'notice') {
-    await failTurn(ev, end.text, d);
+    await failTurn(ev, end.text, d, startedAt);
     return 'done';
   }
 
   const transcript: Array<{ kind: TranscriptKind; text: string; meta?: unknown }> = [
-    { kind: 'reply', text: end.text, meta: { stopReason: end.stopReason, heldBack: end.heldBack } },
+    { kind: 'reply', text: end.text, meta: { stopReason: end.stopReason, heldBack: end.heldBack, ...(models.usage ? { usage: models.usage } : {}) } },
     ...end.files.map((f) => ({ kind: 'file' as const, text: f.name, meta: { size: f.size, sha256: f.sha256 } })),
   ];
   const stored = await d.repo.storeReply(ev.id, { text: end.text, files: end.files, heldBack: end.heldBack, transcript });
@@ -56,16 +65,17 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
   d.signals.ping(ev.id);
   // What was just stored, as deliver() would read it back (files in name order).
   const files = [...end.files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return deliver(ev, event, adapter, d, { text: end.text, files, heldBack: end.heldBack });
+  return deliver(ev, event, adapter, d, { text: end.text, files, heldBack: end.heldBack }, startedAt);
 }
 
 /**
  * Ends an event without an answer: marked failed with `text` as the reason, recorded in the
  * transcript, and told to the user in the conversation (best effort: the record comes first).
  */
-export async function failTurn(ev: EventRow, text: string, d: Pick<TurnDeps, 'repo' | 'profile' | 'signals' | 'adapters' | 'logger'>): Promise<void> {
+export async function failTurn(ev: EventRow, text: string, d: Pick<TurnDeps, 'repo' | 'profile' | 'signals' | 'adapters' | 'logger' | 'metrics'>, startedAt?: number): Promise<void> {
   const event = ev.payload as InboundEvent;
   await d.repo.setStatus(ev.id, 'failed', text);
+  d.metrics?.turnFinished(d.profile.id, event.platform, 'failed', secondsSince(startedAt));
   await d.repo.addTranscript({ conversation: ev.conversation, profile: d.profile.id, eventId: ev.id, kind: 'notice', text });
   d.signals.ping(ev.id);
   await d.adapters
@@ -81,9 +91,11 @@ async function deliver(
   d: TurnDeps,
   /** The reply just stored by this turn; read from the database when absent (recovery). */
   stored?: { text: string; files: StoredFile[]; heldBack: HeldBackFile[] },
+  startedAt?: number,
 ): Promise<'done' | 'retry'> {
   if (!adapter) {
     await d.repo.setStatus(ev.id, 'failed', `no ${event.platform} adapter is configured to deliver the reply`);
+    d.metrics?.turnFinished(d.profile.id, event.platform, 'undeliverable', secondsSince(startedAt));
     return 'done';
   }
   const files = stored?.files ?? (await d.repo.files(ev.id));
@@ -102,11 +114,13 @@ async function deliver(
     d.logger.warn({ err, eventId: ev.id }, 'delivering the reply failed');
     if (isAgentVmError(err) && !err.retryable) {
       await d.repo.setStatus(ev.id, 'failed', `the reply could not be delivered: ${describeError(err)}`);
+      d.metrics?.turnFinished(d.profile.id, event.platform, 'undeliverable', secondsSince(startedAt));
       return 'done';
     }
     return 'retry';
   }
   await d.repo.setStatus(ev.id, 'delivered', null);
+  d.metrics?.turnFinished(d.profile.id, event.platform, 'replied', secondsSince(startedAt));
   for (const f of files) {
     await d.audit.record({ profile: d.profile.id, action: 'file.out', decision: 'allow', subject: f.name, data: { eventId: ev.id, size: f.size, sha256: f.sha256, platform: event.platform } });
   }
@@ -117,3 +131,5 @@ async function deliver(
 async function storedHeldBack(eventId: string, d: TurnDeps): Promise<HeldBackFile[]> {
   return d.repo.heldBack(eventId);
 }
+
+const secondsSince = (startedAt: number | undefined) => (startedAt === undefined ? undefined : (performance.now() - startedAt) / 1000);

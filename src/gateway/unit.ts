@@ -17,9 +17,14 @@ import type { ChannelAdapter, Platform } from '../adapters/types.js';
 import type { AuditLog } from '../governance/audit.js';
 import type { Profile } from '../governance/profile.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { RuntimeSetting, SandboxDriver } from '../sandbox/types.js';
 import { assertRuntimeAllowed, runtimeForTier } from '../governance/tiers.js';
 import { createEgressEndpoint } from './egress.js';
+import { createModelEndpoint, usesModels } from './models.js';
+import type { ModelBudget } from '../governance/model-relay/types.js';
+import type { Config } from '../config.js';
+import type { SandboxSpec } from '../sandbox/types.js';
 import { createToolEndpoint, type ToolDeps } from './tools.js';
 import type { Store } from '../store/index.js';
 import type { EventRow } from '../store/gateway.js';
@@ -63,6 +68,10 @@ export interface UnitOptions {
   runtime: RuntimeSetting;
   /** Governance for tools: the MCP proxy's dependencies. */
   tools: Omit<ToolDeps, 'logger' | 'driver' | 'image' | 'runtime' | 'audit' | 'db' | 'pins'>;
+  /** The model providers' base URLs (AGENTVM_*_API_URL) and the daily token budget's store. */
+  models?: { upstreams: Config['modelApis']; budget?: ModelBudget };
+  /** Counts turns, egress and snapshots (src/metrics.ts). Default: nowhere. */
+  metrics?: Metrics;
 }
 
 export interface Unit {
@@ -75,6 +84,10 @@ export interface Unit {
   kick(conversation: string, eventId: string): void;
   /** Resolves when no turn is running. */
   idle(): Promise<void>;
+  /** Operator: wakes the agent now (sandbox and ACP connection), as a turn would. */
+  wake(): Promise<void>;
+  /** Operator: snapshot and stop now; false (nothing done) while a turn runs. */
+  sleep(reason: string): Promise<boolean>;
   /**
    * Stops taking turns, waits for running ones up to the grace period, hangs up on the rest
    * (left open for the next unit to recover, with no notice to anyone), releases the profile.
@@ -114,9 +127,22 @@ export function createUnit(o: UnitOptions): Unit {
   });
   const serving = () => !stopped && lease.valid;
 
-  const spec = sandboxSpecFor(profile, o.image, runtimeForTier(profile.risk, profile.runtime, o.runtime));
+  const runtime = runtimeForTier(profile.risk, profile.runtime, o.runtime);
+  const models = createModelEndpoint(profile, {
+    secrets: o.tools.secrets,
+    audit: o.audit,
+    logger: log,
+    upstreams: o.models?.upstreams ?? { anthropic: 'https://api.anthropic.com', openai: 'https://api.openai.com', gemini: 'https://generativelanguage.googleapis.com' },
+    ...(o.models?.budget ? { budget: o.models.budget } : {}),
+  });
+  /** The spec to wake with; with models, the relay is bound first (its address and tokens are in the env). */
+  async function spec(): Promise<SandboxSpec> {
+    if (!usesModels(profile)) return sandboxSpecFor(profile, o.image, runtime);
+    await models.bind(await o.driver.prepareNetwork(profile.id));
+    return sandboxSpecFor(profile, o.image, runtime, models.env());
+  }
   const tools = createToolEndpoint(profile, { ...o.tools, pins: store.pins, audit: o.audit, driver: o.driver, image: o.image, runtime: o.runtime, logger: log });
-  const egress = createEgressEndpoint(profile, { audit: o.audit, logger: log });
+  const egress = createEgressEndpoint(profile, { audit: o.audit, logger: log, metrics: o.metrics });
   const policy: Partial<TurnPolicy> = {
     ...o.policy,
     tools: ({ conversation, eventId, ttlMs }) => tools.forTurn(conversation, { turnId: eventId, ttlMs }),
@@ -169,7 +195,9 @@ export function createUnit(o: UnitOptions): Unit {
         driver: o.driver,
         outbox: o.outbox,
         reply: { maxBytes: o.replyMaxBytes ?? 1024 * 1024 },
+        models,
         policy,
+        metrics: o.metrics,
       });
       if (result === 'retry') {
         scheduleRetry(ev);
@@ -199,7 +227,7 @@ export function createUnit(o: UnitOptions): Unit {
     }
   }
 
-  const fail = (ev: EventRow, text: string) => failTurn(ev, text, { repo, profile, signals: o.signals, adapters: o.adapters, logger: log });
+  const fail = (ev: EventRow, text: string) => failTurn(ev, text, { repo, profile, signals: o.signals, adapters: o.adapters, logger: log, metrics: o.metrics });
 
   function scheduleRetry(ev: EventRow): void {
     if (stopped) return;
@@ -213,14 +241,16 @@ export function createUnit(o: UnitOptions): Unit {
 
   function agentLink(): AgentLink {
     link ??= createAgentLink({
+      agentId: profile.id,
       spec,
       profile: profile.id,
       sandboxes: o.sandboxes,
       driver: o.driver,
       audit: o.audit,
       logger: log,
-      endpoints: [tools, egress],
+      endpoints: [tools, egress, models],
       assertRuntime: (rt) => assertRuntimeAllowed(profile.risk, rt as RuntimeSetting),
+      metrics: o.metrics,
     });
     return link;
   }
@@ -271,6 +301,16 @@ export function createUnit(o: UnitOptions): Unit {
     async idle() {
       while (chains.size > 0 || active > 0) await Promise.allSettled([...chains.values()]);
     },
+    async wake() {
+      (await agentLink().acquire()).release();
+      lastActivity = Date.now();
+    },
+    async sleep(reason) {
+      if (active > 0 || chains.size > 0 || (link?.active ?? 0) > 0) return false;
+      tools.revokeAll();
+      await agentLink().sleep(reason);
+      return true;
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -290,6 +330,7 @@ export function createUnit(o: UnitOptions): Unit {
       tools.revokeAll();
       await tools.close().catch((err) => log.warn({ err }, 'closing the tool endpoint failed'));
       await egress.close().catch((err) => log.warn({ err }, 'closing the egress relay failed'));
+      await models.close().catch((err) => log.warn({ err }, 'closing the model relay failed'));
       await lease.release().catch((err) => log.warn({ err: describeError(err) }, 'releasing the profile lease failed'));
       log.info('unit stopped');
     },

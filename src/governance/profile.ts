@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { DEFAULT_LIMITS, LIMIT_BOUNDS, RUNTIME_SETTINGS } from '../sandbox/spec.js';
 import { PRESET_NAMES, reservedEnv } from './presets.js';
 import { tierViolations } from './tiers.js';
+import { agentViolations, modelSchema, permissionsSchema, withPresetDefaults } from './profile-agent.js';
 import { builtinTools, isBuiltinServer, jobsSchema, jobsViolations, scheduleSchema } from './profile-jobs.js';
 
 /** A profile id: also the manifest's file name without `.yaml`/`.yml`. */
@@ -172,6 +173,8 @@ export const profileSchema = z
         z.string().regex(SECRET_REF_PATTERN, 'must be a secret://<name> reference; secret values never go in a manifest'),
       )
       .default({}),
+    models: z.array(modelSchema).default([]),
+    permissions: permissionsSchema.default({ allow: [], ask: [], deny: [] }),
     jobs: jobsSchema.prefault({}),
     schedules: z.array(scheduleSchema).default([]),
   })
@@ -208,7 +211,7 @@ export const profileSchema = z
         }
       });
     }
-    for (const v of [...tierViolations(p), ...jobsViolations(p)]) ctx.addIssue({ code: 'custom', path: v.path, message: v.message });
+    for (const v of [...tierViolations(p), ...jobsViolations(p), ...agentViolations(p)]) ctx.addIssue({ code: 'custom', path: v.path, message: v.message });
   });
 
 export type Profile = z.output<typeof profileSchema>;
@@ -247,7 +250,7 @@ function issueMessage(i: z.core.$ZodIssue, data: unknown): string {
 
 /** Schema-validates one parsed document. Unknown keys become one issue each, at the key's own path. */
 export function validateProfile(data: unknown, file: string): { profile: Profile; issues: [] } | { profile?: undefined; issues: ProfileIssue[] } {
-  const r = profileSchema.safeParse(data);
+  const r = profileSchema.safeParse(withPresetDefaults(data));
   if (r.success) return { profile: r.data, issues: [] };
   const issues: ProfileIssue[] = [];
   for (const i of r.error.issues) {

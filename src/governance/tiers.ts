@@ -16,8 +16,12 @@
  *   - `all`: every tool call waits for a person.
  * Tool annotations (readOnlyHint...) never lower the mode: they come from the upstream.
  *
- * Deliberately left out: per-tool data classes and time-of-day rules; ACP permission requests
- * (`session/request_permission`) always go to a person at every tier.
+ * ACP permission requests (`session/request_permission`, an agent's own tools: edit a file, run a
+ * command) follow the manifest's `permissions` (allow / ask a person / deny, by tool kind; default
+ * deny). The tier caps what may be allowed without a person: every kind up to L2 (the sandbox is
+ * the boundary; `permissions: sandbox` allows all), only read/search/think at L3, nothing at L4-L5.
+ *
+ * Deliberately left out: per-tool data classes and time-of-day rules.
  */
 import type { RuntimeName, RuntimeSetting } from '../sandbox/types.js';
 import { AgentVmError } from '../errors.js';
@@ -25,6 +29,10 @@ import { LIMIT_BOUNDS } from '../sandbox/spec.js';
 import type { RiskTier } from './profile.js';
 
 export type ApprovalMode = 'listed' | 'credentialed' | 'all';
+
+/** ACP tool kinds an agent names when it asks permission (session/request_permission). */
+export const PERMISSION_KINDS = ['read', 'edit', 'delete', 'move', 'search', 'execute', 'think', 'fetch', 'switch_mode', 'other'] as const;
+export type PermissionKind = (typeof PERMISSION_KINDS)[number];
 
 export interface TierRules {
   tier: RiskTier;
@@ -39,9 +47,18 @@ export interface TierRules {
   /** Largest limits a manifest may ask for. */
   limits: { cpus: number; memoryMiB: number; pids: number };
   approval: ApprovalMode;
+  /**
+   * ACP permission kinds a manifest may `allow` without a person (`permissions.allow`); the rest
+   * can only be `ask` or `deny`. Whether `permissions: sandbox` (allow everything inside the
+   * sandbox) is accepted at this tier.
+   */
+  permissions: { allow: readonly PermissionKind[]; sandbox: boolean };
 }
 
-const row = (r: TierRules): Readonly<TierRules> => Object.freeze({ ...r, runtimes: Object.freeze([...r.runtimes]), limits: Object.freeze({ ...r.limits }) });
+const ALL_KINDS: readonly PermissionKind[] = PERMISSION_KINDS;
+
+const row = (r: TierRules): Readonly<TierRules> =>
+  Object.freeze({ ...r, runtimes: Object.freeze([...r.runtimes]), limits: Object.freeze({ ...r.limits }), permissions: Object.freeze({ allow: Object.freeze([...r.permissions.allow]), sandbox: r.permissions.sandbox }) });
 
 export const TIERS: Readonly<Record<RiskTier, Readonly<TierRules>>> = Object.freeze({
   L0: row({
@@ -52,6 +69,7 @@ export const TIERS: Readonly<Record<RiskTier, Readonly<TierRules>>> = Object.fre
     secrets: false,
     limits: { cpus: 2, memoryMiB: 2048, pids: 512 },
     approval: 'listed',
+    permissions: { allow: ALL_KINDS, sandbox: true },
   }),
   L1: row({
     tier: 'L1',
@@ -61,6 +79,7 @@ export const TIERS: Readonly<Record<RiskTier, Readonly<TierRules>>> = Object.fre
     secrets: true,
     limits: { cpus: 2, memoryMiB: 2048, pids: 512 },
     approval: 'listed',
+    permissions: { allow: ALL_KINDS, sandbox: true },
   }),
   L2: row({
     tier: 'L2',
@@ -70,6 +89,7 @@ export const TIERS: Readonly<Record<RiskTier, Readonly<TierRules>>> = Object.fre
     secrets: true,
     limits: { cpus: 4, memoryMiB: 4096, pids: 1024 },
     approval: 'listed',
+    permissions: { allow: ALL_KINDS, sandbox: true },
   }),
   L3: row({
     tier: 'L3',
@@ -79,6 +99,7 @@ export const TIERS: Readonly<Record<RiskTier, Readonly<TierRules>>> = Object.fre
     secrets: true,
     limits: { cpus: 8, memoryMiB: 8192, pids: 2048 },
     approval: 'credentialed',
+    permissions: { allow: ['read', 'search', 'think'], sandbox: false },
   }),
   L4: row({
     tier: 'L4',
@@ -88,6 +109,7 @@ export const TIERS: Readonly<Record<RiskTier, Readonly<TierRules>>> = Object.fre
     secrets: true,
     limits: { cpus: 16, memoryMiB: 16_384, pids: 4096 },
     approval: 'all',
+    permissions: { allow: [], sandbox: false },
   }),
   L5: row({
     tier: 'L5',
@@ -97,6 +119,7 @@ export const TIERS: Readonly<Record<RiskTier, Readonly<TierRules>>> = Object.fre
     secrets: true,
     limits: { cpus: LIMIT_BOUNDS.cpus.max, memoryMiB: LIMIT_BOUNDS.memoryMiB.max, pids: LIMIT_BOUNDS.pids.max },
     approval: 'all',
+    permissions: { allow: [], sandbox: false },
   }),
 });
 

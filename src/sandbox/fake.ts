@@ -147,7 +147,7 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
     const runtime: RuntimeName = b.spec.runtime && b.spec.runtime !== 'auto' ? b.spec.runtime : 'runsc';
     return {
       agentId: b.spec.agentId, containerId: b.id, runtime, engineRuntime: 'fake', specHash: b.specHash, image: b.spec.image, action, restored,
-      ...(b.spec.network?.mode === 'internal' ? { hostAddress: '127.0.0.1' } : {}),
+      ...(b.spec.network?.mode === 'internal' ? { hostAddress: hostAddressOf(b.spec.agentId) } : {}),
     };
   }
 
@@ -190,8 +190,18 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
     return out;
   }
 
+  /** A loopback address of the agent's own (127/8 is all loopback), so endpoints of different agents never share a port. */
+  const hostAddressOf = (agentId: string) => {
+    const h = createHash('sha256').update(agentId).digest();
+    return `127.${h[0]! % 254 + 1}.${h[1]!}.${(h[2]! % 253) + 2}`;
+  };
+
   const driver: FakeDriver = {
     root,
+    async prepareNetwork(agentId) {
+      assertAgentId(agentId);
+      return hostAddressOf(agentId);
+    },
     ensure(spec) {
       const valid = validateSpec(spec);
       const agentId = valid.agentId;

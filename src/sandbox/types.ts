@@ -147,6 +147,12 @@ export interface SandboxStdio {
 export interface SandboxDriver {
   /** Create, start, unpause or return the agent's sandbox. Idempotent and safe to call concurrently. */
   ensure(spec: SandboxSpec): Promise<SandboxHandle>;
+  /**
+   * Creates the agent's internal network if it is missing and returns the host's address on it:
+   * where gateway endpoints for this agent listen. Stable for the network's life, so endpoints
+   * can be bound, and their addresses put in the spec's env, before the sandbox exists.
+   */
+  prepareNetwork(agentId: string): Promise<string>;
   /** Stop the sandbox; the workspace volume stays. A no-op for a missing or stopped sandbox. */
   sleep(agentId: string): Promise<void>;
   /** Remove container, volume, network and snapshot; throws if anything labelled for the agent remains. */

@@ -163,3 +163,15 @@ describe('the profile lease', () => {
     expect(b.running.gateway.units.get(id)!.serving).toBe(true);
   });
 });
+
+describe('continuity without session/load', () => {
+  it("gives a new session the conversation so far when the agent cannot continue its old one", async () => {
+    const id = profileId('noload');
+    const g = await gateway({ manifests: [manifest(id, { agent: { command: ['node', '/opt/agent-vm/agents/reference/agent.mjs'], env: { REFERENCE_AGENT_LOAD: '0' } } })] });
+    expect(replyText((await g.send({ profile: id, text: 'echo the code is 4242', conversation: 'c' })).outcome)).toBe('the code is 4242');
+    await g.send({ profile: id, text: 'crash', conversation: 'c' });
+    const shown = replyText((await g.send({ profile: id, text: 'prompt', conversation: 'c' })).outcome);
+    expect(shown).toMatch(/Earlier in this conversation/);
+    expect(shown).toMatch(/Person: echo the code is 4242\nYou: the code is 4242/);
+  });
+});

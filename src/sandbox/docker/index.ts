@@ -295,6 +295,14 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       return withLock(valid.agentId, () => ensureWithAddress(valid));
     },
 
+    prepareNetwork(agentId) {
+      assertAgentId(agentId);
+      return withLock(agentId, async () => {
+        await ensureNetwork(agentId);
+        return hostAddress(agentId);
+      });
+    },
+
     sleep(agentId) {
       assertAgentId(agentId);
       return withLock(agentId, async () => {
