@@ -181,3 +181,38 @@ export interface ApprovalDesk {
     by?: { platform: Platform; user: string },
   ): Promise<{ status: 'answered' } | { status: 'unknown' } | { status: 'not_allowed'; approvers: string[] }>;
 }
+
+/**
+ * Where a message nobody sent goes (a schedule's `post`): an address in the terms bindings use,
+ * and the thread, when it exists already.
+ */
+export interface ThreadTarget {
+  address: Address;
+  /** An existing thread (a Slack ts, a Discord thread id, a ClickUp task id); absent: open a new one. */
+  thread?: string;
+  /** Stable for the run that asks (`schedule-<name>-<tick>`), for platforms whose threads the caller names (local). */
+  idHint: string;
+}
+
+/** A conversation opened by the gateway: its key and reply target exactly as `parse` makes them for a message in it. */
+export interface OpenedThread {
+  conversation: string;
+  replyTo?: string;
+}
+
+/**
+ * An adapter that can start a conversation on its own (scheduled runs). Kept apart from
+ * ChannelAdapter so adapters grow it one by one; `canOpenThreads` tells which have.
+ */
+export interface ThreadOpener {
+  /**
+   * Opens a thread at `target`: posts `opener` as its first message where the platform needs a
+   * parent message (Slack, Discord), or only names `target.thread` when given. Throws a retryable
+   * AgentVmError on transient platform failures, any other for a target it cannot reach.
+   */
+  openThread(target: ThreadTarget, opener: string): Promise<OpenedThread>;
+}
+
+export function canOpenThreads(a: ChannelAdapter): a is ChannelAdapter & ThreadOpener {
+  return typeof (a as Partial<ThreadOpener>).openThread === 'function';
+}

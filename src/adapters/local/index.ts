@@ -11,7 +11,7 @@ import { stream } from 'hono/streaming';
 import type { z } from 'zod';
 import { AgentVmError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, TurnOutcome, TurnWatcher } from '../types.js';
+import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, ThreadOpener, TurnOutcome, TurnWatcher } from '../types.js';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { MESSAGES_PATH, NDJSON, messageAnswer, messageRequestSchema, outcomeToWire, type MessageHead, type MessageRequest, type StreamLine } from './wire.js';
 
@@ -45,7 +45,7 @@ function tokenMatches(given: string | undefined, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; apiToken?: string; logger: Logger; approvals?: ApprovalDesk }): ChannelAdapter {
+export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; apiToken?: string; logger: Logger; approvals?: ApprovalDesk }): ChannelAdapter & ThreadOpener {
   const routes = new Hono();
   routes.use('/v1/*', async (c, next) => {
     if (!o.apiToken) {
@@ -118,6 +118,15 @@ export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; ap
 
   return {
     platform: 'local',
+    // A scheduled run's conversation: nothing to post (nobody waits on the local channel); its
+    // reply is in the transcript, `agent-vm transcript local:<profile>:<thread>`.
+    async openThread(target) {
+      const id = target.thread ?? target.idHint;
+      if (target.address.platform !== 'local' || !/^[A-Za-z0-9._-]{1,128}$/.test(id)) {
+        throw new AgentVmError('local_bad_thread', 'a local thread needs a local address and an id of letters, digits, ".", "_" or "-"', { status: 400 });
+      }
+      return { conversation: localConversation(target.address.profile, id) };
+    },
     routes,
     // The caller is waiting on the watcher; there is nothing to push. What another adapter
     // addressed is still refused, as every adapter does, rather than silently dropped.
