@@ -17,6 +17,7 @@ import { loadProfiles, type LoadedProfiles } from './governance/profiles.js';
 import { createOperatorApi } from './operator/index.js';
 import type { Logger } from './log.js';
 import { createApp } from './server.js';
+import { createBackgroundWork } from './jobs/wire.js';
 
 export interface Running {
   gateway: Gateway;
@@ -81,6 +82,8 @@ export async function startGatewayApp(
     approvalTimeoutMs?: number;
     /** Unit tuning for tests (grace periods, lease length). */
     unit?: GatewayOptions['unit'];
+    /** Fire profile schedules in this process (default true; `send` without a server says false). */
+    schedules?: boolean;
   },
 ): Promise<Running> {
   const { config, logger } = ctx;
@@ -88,7 +91,9 @@ export async function startGatewayApp(
   for (const bad of loaded.invalid) {
     logger.warn({ file: bad.file, issues: bad.issues.length }, 'profile manifest is invalid and will not be served; run agent-vm profiles validate');
   }
+  const work = createBackgroundWork(ctx, () => gateway);
   const gateway = createGateway({
+    jobs: work.jobs,
     config,
     store: ctx.store,
     driver: ctx.driver,
@@ -110,5 +115,6 @@ export async function startGatewayApp(
   for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
   app.route('/', createOperatorApi({ token: config.apiToken, approvals: gateway.approvals, pins: ctx.store.pins, audit: gateway.audit, logger }));
   await gateway.start();
-  return { gateway, loaded, app, stop: () => gateway.stop() };
+  await work.start({ schedules: opts.schedules !== false });
+  return { gateway, loaded, app, stop: async () => void (await Promise.allSettled([work.stop(), gateway.stop()])) };
 }

@@ -24,6 +24,7 @@ import { registerApprovalCommands } from './cli/approvals.js';
 import { registerGatewayCommands } from './cli/gateway.js';
 import { registerPlatformCommands } from './cli/platforms.js';
 import { registerToolCommands } from './cli/tools.js';
+import { registerJobCommands } from './cli/jobs.js';
 
 function positiveNumber(name: string) {
   return (v: string): number => {
@@ -54,6 +55,7 @@ export function buildProgram(): Command {
   registerPlatformCommands(program);
   registerApprovalCommands(program);
   registerToolCommands(program);
+  registerJobCommands(program);
 
   const db = program.command('db').description('database');
   db.command('migrate')

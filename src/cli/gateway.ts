@@ -187,7 +187,7 @@ async function sendInProcess(config: Config, profile: string, text: string, o: S
     const served = loaded.profiles.some((p) => p.id === profile);
     let running;
     try {
-      running = await startGatewayApp(ctx, { loaded, units: served ? [profile] : [] });
+      running = await startGatewayApp(ctx, { loaded, units: served ? [profile] : [], schedules: false });
     } catch (err) {
       if (!isAgentVmError(err, 'unit_busy')) throw err;
       throw new AgentVmError('unit_busy', `profile "${profile}" is served by another agent-vm process; send through it: agent-vm send --server http://${config.http.host}:${config.http.port} ...`, { status: 409 });

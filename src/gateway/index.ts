@@ -7,6 +7,7 @@ import type { ChannelAdapter, Intake, Platform, TurnWatcher } from '../adapters/
 import type { Config } from '../config.js';
 import { AgentVmError } from '../errors.js';
 import type { ApprovalBroker } from '../governance/approvals.js';
+import type { JobToolHost } from '../governance/mcp-builtin.js';
 import { createAuditLog, type AuditLog } from '../governance/audit.js';
 import { createAuditQueue } from '../governance/audit-queue.js';
 import { createRedactor } from '../governance/redact.js';
@@ -43,6 +44,8 @@ export interface GatewayOptions {
   units: 'all' | 'none' | string[];
   policy?: Partial<TurnPolicy>;
   unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs'>;
+  /** Runs `agentvm.run_job` for profiles with `jobs.enabled` (src/jobs). */
+  jobs?: JobToolHost;
   /** Where turns, wakes, tool calls, egress, approvals and delivery failures are counted. Default: nowhere. */
   metrics?: Metrics;
 }
@@ -144,7 +147,7 @@ export function createGateway(o: GatewayOptions): Gateway {
         stopGraceMs: o.config.stopGraceSeconds * 1000,
         policy,
         runtime: o.config.runtime,
-        tools: { secrets, approve: approvals.request, metrics },
+        tools: { secrets, approve: approvals.request, metrics, ...(o.jobs ? { jobs: o.jobs } : {}) },
         models: { upstreams: o.config.modelApis },
         metrics,
         ...o.unit,

@@ -12,6 +12,8 @@ import type * as acp from '@agentclientprotocol/sdk';
 import type { AuditLog } from '../governance/audit.js';
 import { createMcpProxy, type McpProxy } from '../governance/mcp-proxy.js';
 import type { Approver } from '../governance/approvals.js';
+import type { JobToolHost } from '../governance/mcp-builtin.js';
+import { jobsEnabled } from '../governance/profile-jobs.js';
 import type { Profile } from '../governance/profile.js';
 import type { SecretResolver } from '../governance/secrets.js';
 import type { Logger } from '../log.js';
@@ -32,6 +34,8 @@ export interface ToolDeps {
   runtime: RuntimeSetting;
   logger: Logger;
   upstreamTimeoutMs?: number;
+  /** Runs `agentvm.run_job` for a profile with `jobs.enabled` (src/jobs). */
+  jobs?: JobToolHost;
 }
 
 /** One turn's tools: what to hand the agent, and the revocation of its token. */
@@ -63,7 +67,7 @@ export interface ToolEndpoint {
   close(): Promise<void>;
 }
 
-export const usesTools = (p: Profile) => p.tools.servers.length > 0;
+export const usesTools = (p: Profile) => p.tools.servers.length > 0 || jobsEnabled(p);
 
 /**
  * The MCP endpoint's port on each agent's network (each network has its own host address). Fixed,
@@ -106,6 +110,7 @@ export function createToolEndpoint(profile: Profile, d: ToolDeps): ToolEndpoint 
         upstreamTimeoutMs: d.upstreamTimeoutMs ?? 10_000,
         tokenTtlMs: defaultTtlMs,
         sandbox: { driver: d.driver, image: d.image, runtime: d.runtime },
+        ...(d.jobs ? { jobs: d.jobs } : {}),
       });
       boundTo = hostAddress;
       const report = await proxy.register(profile);
