@@ -190,7 +190,7 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
       if (signal.aborted) throw signal.reason;
       exec = await runCommand(row, signal);
       if (signal.aborted) cancelled = true;
-      if (!cancelled) {
+      if (!cancelled && row.outputs.length > 0) {
         const rbudget = { ...o.config.outbox };
         const outs: TreeFile[] = [];
         for (const out of row.outputs) {
