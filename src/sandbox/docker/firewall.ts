@@ -111,6 +111,11 @@ export async function unguardBridge(bridge: string): Promise<void> {
   await iptables(['-X', chain]);
 }
 
+/** Whether a bridge's chain is still installed (destroy checks it is gone). False where iptables is not installed: nothing could be. */
+export async function chainInstalled(bridge: string): Promise<boolean> {
+  return (await listChain(chainFor(bridge)).catch(() => undefined)) !== undefined;
+}
+
 /** Proxy settings for a sandbox whose only way out is the egress relay at `host:port`. */
 export function proxyEnv(host: string, port: number): Record<string, string> {
   const url = `http://${host}:${port}`;

@@ -24,7 +24,7 @@ import {
 import { runExec } from './exec.js';
 import { LABELS, WORKSPACE, createBody } from './hardening.js';
 import { readSnapshot, snapshotExists, snapshotPath, writeSnapshot } from './snapshot.js';
-import { bridgeName, guardBridge, hostPortsOf, proxyEnv, unguardBridge } from './firewall.js';
+import { bridgeName, chainFor, chainInstalled, guardBridge, hostPortsOf, proxyEnv, unguardBridge } from './firewall.js';
 
 /** How long exec waits for the engine to report a sandbox stopped after an exec died with it. */
 const SANDBOX_STOP_SETTLE_MS = 3_000;
@@ -333,9 +333,10 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         }
         await call(() => docker.getContainer(n.container).remove({ force: true })).then(() => removed.containers++, ignore404);
         await call(() => docker.getVolume(n.volume).remove()).then(() => removed.volumes++, ignore404);
-        const bridge = await bridgeOf(agentId).catch(() => undefined);
+        // Our own bridge name when the network is gone already (a retried destroy): its chain may not be.
+        const bridge = await bridgeOf(agentId).catch(() => bridgeName(prefix, agentId));
         await call(() => docker.getNetwork(n.network).remove()).then(() => removed.networks++, ignore404);
-        if (bridge) await unguardBridge(bridge);
+        await unguardBridge(bridge).catch((err: unknown) => { if (!isAgentVmError(err, 'firewall_unavailable')) throw err; });
         await fs.rm(snapshotPath(options.snapshotDir, agentId)).then(() => (removed.snapshot = true), () => undefined);
 
         const [c, v, nw] = await Promise.all([
@@ -347,6 +348,7 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
           ...c.map((x) => `container ${x.Id.slice(0, 12)}`),
           ...(v.Volumes ?? []).map((x) => `volume ${x.Name}`),
           ...nw.map((x) => `network ${x.Name}`),
+          ...((await chainInstalled(bridge)) ? [`firewall chain ${chainFor(bridge)}`] : []),
         ];
         if (left.length > 0) {
           throw new AgentVmError('destroy_incomplete', `agent ${agentId} still has ${left.join(', ')} after destroy`, { status: 500 });
