@@ -28,8 +28,9 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 function report(r: JobResult): void {
   const err = (l: string) => process.stderr.write(`${l}\n`);
-  if (r.stdout) process.stdout.write(r.stdout.endsWith('\n') ? printableLines(r.stdout) + '\n' : `${printableLines(r.stdout)}\n`);
-  if (r.stderr) err(printableLines(r.stderr, '  '));
+  // The job's output is the job's: escaped like any text from a sandbox, one newline at the end.
+  if (r.stdout) process.stdout.write(`${printableLines(r.stdout.replace(/\n$/, ''))}\n`);
+  if (r.stderr) err(printableLines(r.stderr.replace(/\n$/, ''), '  '));
   err(`job ${r.id}: ${r.status}${r.exitCode !== null ? ` (exit ${r.exitCode})` : ''} on ${r.runtime ?? '?'} in ${r.durationMs} ms${r.truncated ? ', output truncated' : ''}`);
   for (const w of r.written) err(`result: ${printable(w, 1100)}`);
   for (const x of [...r.inputsRefused, ...r.refused]) err(`refused: ${printable(x.path, 1100)}: ${x.reason}: ${printable(x.detail, 300)}`);
