@@ -36,8 +36,9 @@ describe('jobs in a manifest', () => {
     ]);
   });
 
-  it('caps job limits by the risk tier', () => {
+  it('caps job limits by the risk tier, and keeps pids where a runsc sandbox can start', () => {
     expect(issues(manifest({ jobs: { enabled: true, limits: { memoryMiB: 8192 } } }))).toEqual(['jobs.limits.memoryMiB: memoryMiB 8192 is more than risk L2 allows (at most 4096)']);
+    expect(issues(manifest({ jobs: { enabled: true, limits: { pids: 64 } } }))).toEqual(["jobs.limits.pids: must be at least 128: the sandbox runtime's own threads count against it"]);
   });
 
   it('reserves the built-in server name and lets tool rules name its tool', () => {

@@ -24,6 +24,7 @@ export const BUILTIN_SERVER = 'agentvm';
 export const RUN_JOB_TOOL = `${BUILTIN_SERVER}.run_job`;
 
 export const JOB_DEFAULTS = Object.freeze({ maxConcurrent: 2, timeoutSeconds: 60, maxTimeoutSeconds: 600 });
+export const JOB_MIN_PIDS = 128;
 export const OVERLAP_MODES = ['allow', 'skip', 'queue'] as const;
 export const CATCH_UP_MODES = ['none', 'latest'] as const;
 
@@ -42,7 +43,9 @@ export const jobsSchema = z.strictObject({
     .strictObject({
       cpus: z.number().positive().max(LIMIT_BOUNDS.cpus.max).default(DEFAULT_LIMITS.cpus),
       memoryMiB: whole(LIMIT_BOUNDS.memoryMiB.min, LIMIT_BOUNDS.memoryMiB.max).default(DEFAULT_LIMITS.memoryMiB),
-      pids: whole(LIMIT_BOUNDS.pids.min, LIMIT_BOUNDS.pids.max).default(DEFAULT_LIMITS.pids),
+      // Under runsc the sandbox's own threads count against the limit: measured, a job sandbox
+      // with 64 dies on its first command, with 128 it runs.
+      pids: z.number().int('must be a whole number').min(JOB_MIN_PIDS, `must be at least ${JOB_MIN_PIDS}: the sandbox runtime's own threads count against it`).max(LIMIT_BOUNDS.pids.max).default(DEFAULT_LIMITS.pids),
     })
     .prefault({}),
   /** Targets a job may reach through its own egress relay: a subset of the profile's egress.allow. */
