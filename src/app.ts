@@ -14,7 +14,7 @@ import { AgentVmError } from './errors.js';
 import type { Store } from './store/index.js';
 import { createGateway, type Gateway, type GatewayOptions, type TurnPolicy } from './gateway/index.js';
 import { loadProfiles, type LoadedProfiles } from './governance/profiles.js';
-import { createOperatorApi } from './operator/index.js';
+import { createObservability, mountOperator } from './operator/mount.js';
 import type { Logger } from './log.js';
 import { createApp } from './server.js';
 import { createBackgroundWork } from './jobs/wire.js';
@@ -91,9 +91,11 @@ export async function startGatewayApp(
   for (const bad of loaded.invalid) {
     logger.warn({ file: bad.file, issues: bad.issues.length }, 'profile manifest is invalid and will not be served; run agent-vm profiles validate');
   }
+  const obs = createObservability(ctx.store);
   const work = createBackgroundWork(ctx, () => gateway);
   const gateway = createGateway({
     jobs: work.jobs,
+    metrics: obs.metrics,
     config,
     store: ctx.store,
     driver: ctx.driver,
@@ -107,13 +109,14 @@ export async function startGatewayApp(
   });
   const app = createApp({
     logger,
+    registry: obs.registry,
     checks: [
       { name: 'database', check: async () => void (await ctx.store.agents.list()) },
       { name: 'sandbox', check: async () => void (await ctx.driver.list()) },
     ],
   });
   for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
-  app.route('/', createOperatorApi({ token: config.apiToken, approvals: gateway.approvals, pins: ctx.store.pins, audit: gateway.audit, logger }));
+  mountOperator(app, { config, store: ctx.store, driver: ctx.driver, gateway, metrics: obs.metrics, logger });
   await gateway.start();
   await work.start({ schedules: opts.schedules !== false });
   return { gateway, loaded, app, stop: async () => void (await Promise.allSettled([work.stop(), gateway.stop()])) };

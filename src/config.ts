@@ -26,6 +26,8 @@ export interface Config {
   http: { host: string; port: number };
   /** Bearer token for the local HTTP API (`POST /v1/messages`); unset → that API refuses every call. */
   apiToken: string | undefined;
+  /** Token for operators: the dashboard (`/ui`) and the operator API (`/v1/…` but messages); unset → /ui is off (see notes/operator.md). */
+  adminToken: string | undefined;
   /** How long a tool call waits for a person's approval before it is denied (the one approval timer). */
   approvalTimeoutSeconds: number;
   /** Gateway-side secrets: `secret://<name>` resolves from AGENTVM_SECRET_<NAME> or this file. */
@@ -82,6 +84,7 @@ const schema = z.object({
   AGENTVM_PROFILES_DIR: z.string().min(1).default('./profiles'),
   AGENTVM_HOST: z.string().min(1).default('127.0.0.1'),
   AGENTVM_API_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  AGENTVM_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   AGENTVM_APPROVAL_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(86_400).default(300),
   AGENTVM_SECRETS_FILE: z.string().min(1).optional(),
   AGENTVM_PORT: z.coerce.number().int().min(0).max(65535).default(8787),
@@ -166,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     profilesDir: path.resolve(e.AGENTVM_PROFILES_DIR),
     http: { host: e.AGENTVM_HOST, port: e.AGENTVM_PORT },
     apiToken: e.AGENTVM_API_TOKEN,
+    adminToken: e.AGENTVM_ADMIN_TOKEN,
     approvalTimeoutSeconds: e.AGENTVM_APPROVAL_TIMEOUT_SECONDS,
     secrets: {
       file: e.AGENTVM_SECRETS_FILE === undefined ? undefined : path.resolve(e.AGENTVM_SECRETS_FILE),

@@ -14,6 +14,7 @@
 import type { ApprovalPrompt, ChannelAdapter, Platform } from '../adapters/types.js';
 import { createApprovalBroker, type ApprovalBroker, type ApprovalRequest, type PendingApproval } from '../governance/approvals.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { Store } from '../store/index.js';
 import type { Router } from './router.js';
 import type { TurnSignals } from './watch.js';
@@ -27,6 +28,7 @@ export function createGatewayApprovals(o: {
   signals: TurnSignals;
   logger: Logger;
   timeoutMs: number;
+  metrics?: Metrics;
 }): ApprovalBroker {
   const log = o.logger.child({ component: 'approvals' });
   /** Requests this process is posting or posted, by id: the settle step updates the same message. */
@@ -89,6 +91,7 @@ export function createGatewayApprovals(o: {
       );
     },
     onSettled: (req, decision, by) => {
+      o.metrics?.approvalSettled(req.profile, decision);
       const shown = posted.get(req.id);
       posted.delete(req.id);
       void shown

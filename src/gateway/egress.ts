@@ -8,6 +8,7 @@ import type { AuditLog } from '../governance/audit.js';
 import { createEgressRelay, type EgressRelay } from '../governance/egress.js';
 import type { Profile } from '../governance/profile.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 
 /** The relay's port on each agent's network (each network has its own host address). */
 export const EGRESS_PORT = 3128;
@@ -19,7 +20,7 @@ export interface EgressEndpoint {
   close(): Promise<void>;
 }
 
-export function createEgressEndpoint(profile: Profile, d: { audit: AuditLog; logger: Logger; port?: number }): EgressEndpoint {
+export function createEgressEndpoint(profile: Profile, d: { audit: AuditLog; logger: Logger; port?: number; metrics?: Metrics }): EgressEndpoint {
   let relay: EgressRelay | undefined;
   let boundTo: string | undefined;
   return {
@@ -35,6 +36,7 @@ export function createEgressEndpoint(profile: Profile, d: { audit: AuditLog; log
           await d.audit.record(e);
         },
         logger: d.logger,
+        ...(d.metrics ? { metrics: d.metrics } : {}),
       });
       boundTo = hostAddress;
     },

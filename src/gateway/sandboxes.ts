@@ -4,6 +4,7 @@
  */
 import type { SandboxDriver, SandboxHandle, SandboxSpec, DestroyReport } from '../sandbox/types.js';
 import type { Store } from '../store/index.js';
+import { noopMetrics, wakeKind, type Metrics } from '../metrics.js';
 
 export interface SandboxService {
   wake(spec: SandboxSpec, profile?: string): Promise<SandboxHandle & { wakeMs: number }>;
@@ -11,8 +12,9 @@ export interface SandboxService {
   destroy(agentId: string): Promise<DestroyReport>;
 }
 
-export function createSandboxService(deps: { driver: SandboxDriver; store: Store }): SandboxService {
+export function createSandboxService(deps: { driver: SandboxDriver; store: Store; metrics?: Metrics }): SandboxService {
   const { driver, store } = deps;
+  const metrics = deps.metrics ?? noopMetrics;
   return {
     async wake(spec, profile) {
       const started = performance.now();
@@ -28,6 +30,8 @@ export function createSandboxService(deps: { driver: SandboxDriver; store: Store
         containerId: handle.containerId,
         wakeMs,
       });
+      // No warm pool yet: every wake is `none`; the pool reports hit/miss once it exists.
+      metrics.wake(profile ?? handle.agentId, wakeKind(handle), wakeMs, 'none');
       return { ...handle, wakeMs };
     },
     async sleep(agentId) {

@@ -17,6 +17,7 @@ import { jobsEnabled } from '../governance/profile-jobs.js';
 import type { Profile } from '../governance/profile.js';
 import type { SecretResolver } from '../governance/secrets.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { SandboxDriver, RuntimeSetting } from '../sandbox/types.js';
 import type { Db } from '../store/index.js';
 import type { PinRepo } from '../store/pins.js';
@@ -34,6 +35,8 @@ export interface ToolDeps {
   runtime: RuntimeSetting;
   logger: Logger;
   upstreamTimeoutMs?: number;
+  /** Counts tool call decisions. */
+  metrics?: Metrics;
   /** Runs `agentvm.run_job` for a profile with `jobs.enabled` (src/jobs). */
   jobs?: JobToolHost;
 }
@@ -107,6 +110,7 @@ export function createToolEndpoint(profile: Profile, d: ToolDeps): ToolEndpoint 
         secrets: d.secrets,
         logger: d.logger,
         approve: d.approve,
+        ...(d.metrics ? { metrics: d.metrics } : {}),
         upstreamTimeoutMs: d.upstreamTimeoutMs ?? 10_000,
         tokenTtlMs: defaultTtlMs,
         sandbox: { driver: d.driver, image: d.image, runtime: d.runtime },

@@ -19,6 +19,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { AuditEntry } from './audit.js';
 
 export interface EgressRelayOptions {
@@ -32,6 +33,8 @@ export interface EgressRelayOptions {
   /** Name resolution (tests inject one). Default: the system resolver, every address. */
   resolve?: (host: string) => Promise<string[]>;
   connectTimeoutMs?: number;
+  /** Counts each attempt's decision. */
+  metrics?: Metrics;
 }
 
 export interface EgressRelay {
@@ -79,6 +82,7 @@ export async function createEgressRelay(o: EgressRelayOptions): Promise<EgressRe
   const tunnels = new Set<Duplex>();
 
   function audit(target: string, verdict: EgressVerdict, via: 'connect' | 'http'): void {
+    o.metrics?.egress(o.profile, verdict.ok ? 'allow' : 'deny');
     const entry: AuditEntry = {
       profile: o.profile,
       action: 'egress.connect',

@@ -36,6 +36,7 @@ import type { IncomingMessage } from 'node:http';
 import { ErrorCode, McpError, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { AgentVmError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { Db } from '../store/index.js';
 import { pinRepo, type PinRepo } from '../store/pins.js';
 import { storableDeep } from '../text.js';
@@ -89,6 +90,8 @@ export interface McpProxyOptions {
   auditSync?: boolean;
   /** Largest request body accepted. Default 1 MiB. */
   maxBodyBytes?: number;
+  /** Counts each call's decision (allowed, denied, approval). */
+  metrics?: Metrics;
   /** Runs `agentvm.run_job` for profiles with `jobs.enabled` (mcp-builtin.ts). Absent: that tool is hidden. */
   jobs?: JobToolHost;
 }
@@ -256,6 +259,7 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
     const argsHash = tryHashOf(args);
     const data = { session: b.sessionKey, turn: b.turnId ?? null, policyHash: policy?.hash ?? null, argsHash: argsHash ?? null };
     const deny = (reason: string, subject: string, unknown: boolean): CallToolResult => {
+      options.metrics?.toolCall(b.profile, 'denied');
       recordLater({ profile: b.profile, action: 'tool.call', decision: 'deny', reason, subject, data });
       if (unknown) throw rpcError(UNKNOWN_TOOL, `Unknown tool: ${shown}`);
       return errorResult(`denied: ${reason}`);
@@ -283,6 +287,7 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
     if (argsHash === undefined) return deny('the arguments cannot be audited (nested too deeply)', t.ref, false);
 
     if (t.needsApproval) {
+      options.metrics?.toolCall(b.profile, 'approval');
       // What the person reads: bounded first (storableDeep), then without secret values.
       const shownArgs = redactDeep(storableDeep(args, { maxDepth: 8 }) as Record<string, unknown>, redactor);
       const a = await askApprover(
@@ -297,6 +302,7 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
     // No row, no call: the allow row is written (batched with whatever else is queued) before the call leaves.
     const allowRow: AuditEntry = { profile: b.profile, action: 'tool.call', decision: 'allow', subject: t.ref, data };
     if (!(await record(allowRow))) return deny(auditQueue.problem ?? AUDIT_UNAVAILABLE, t.ref, false);
+    options.metrics?.toolCall(b.profile, 'allowed');
 
     try {
       const result = isBuiltinUpstream(up)
