@@ -115,8 +115,10 @@ export async function startGatewayApp(
       { name: 'sandbox', check: async () => void (await ctx.driver.list()) },
     ],
   });
-  for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
+  // Before the adapters: the local channel guards all of /v1/* with the API token, while the
+  // operator routes take the admin token (operator/auth.ts); the first route to answer wins.
   mountOperator(app, { config, store: ctx.store, driver: ctx.driver, gateway, metrics: obs.metrics, logger });
+  for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
   await gateway.start();
   await work.start({ schedules: opts.schedules !== false });
   return { gateway, loaded, app, stop: async () => void (await Promise.allSettled([work.stop(), gateway.stop()])) };

@@ -136,14 +136,8 @@ export function operatorQueries(db: Db): OperatorQueries {
     conversationEvents(conversation, limit) {
       return db.select(eventColumns).from(events).where(eq(events.conversation, conversation)).orderBy(events.seq).limit(cap(limit));
     },
-    async lastTurns() {
-      const newest = db
-        .select({ profile: events.profile, seq: sql<number>`max(${events.seq})`.as('seq') })
-        .from(events)
-        .where(isNotNull(events.profile))
-        .groupBy(events.profile)
-        .as('newest');
-      return db.select(eventColumns).from(events).innerJoin(newest, eq(events.seq, newest.seq));
+    lastTurns() {
+      return db.selectDistinctOn([events.profile], eventColumns).from(events).where(isNotNull(events.profile)).orderBy(events.profile, desc(events.seq));
     },
     audit(f) {
       return db.select().from(audit).where(auditWhere(f)).orderBy(desc(audit.seq)).limit(cap(f.limit));
