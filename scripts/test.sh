@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules ] || npm ci --no-audit --no-fund
 bash scripts/host-setup.sh
+# Debian's chromium for the dashboard's browser tests (test/ui-browser.test.ts).
+bash scripts/browser-setup.sh
 npm run --silent build
 npx tsc -p tsconfig.test.json --noEmit
 # The agent image, then the preset agents' images on top of it (test/presets-agents.test.ts):

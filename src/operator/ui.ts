@@ -8,7 +8,8 @@
  * Origin; anything less is refused (401 / 403, `{error, message}`) before it does anything.
  * Every action is audited by the service as the session (`ui:<hash>`).
  *
- * Responses carry a CSP with no script source at all, no framing, no referrer, and no caching.
+ * Responses carry a CSP with no script source at all, no framing, no referrer to other sites,
+ * and no caching.
  *
  * Deliberately left out: JavaScript (forms and redirects do everything), and sessions that
  * survive a restart.
@@ -47,7 +48,8 @@ export function createDashboard(o: DashboardOptions): Hono<Env> {
     c.header('Content-Security-Policy', CSP);
     c.header('X-Frame-Options', 'DENY');
     c.header('X-Content-Type-Options', 'nosniff');
-    c.header('Referrer-Policy', 'no-referrer');
+    // Not no-referrer: with it Chromium sends `Origin: null` on our own form posts.
+    c.header('Referrer-Policy', 'same-origin');
     c.header('Cache-Control', 'no-store');
     const path = c.req.path;
     if (path === '/ui/login') return next();
