@@ -90,6 +90,14 @@ async function post(
   });
 }
 
+async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 const conv = (threadTs = '1699999999.000100') => `slack:${TEAM}:${CHANNEL}:${threadTs}`;
 const reply = (text: string, extra: Partial<Extract<OutboundMessage, { kind: 'reply' }>> = {}): OutboundMessage => ({
   kind: 'reply', conversation: conv(), eventId: 'slack:Ev0001', text, files: [], heldBack: [], ...extra,
@@ -161,6 +169,7 @@ describe('inbound events', () => {
       platform: 'slack',
       address: { platform: 'slack', team: TEAM, channel: CHANNEL },
       conversation: `slack:${TEAM}:${CHANNEL}:1699999000.000001`,
+      replyTo: 'slack-msg:1699999999.000100:UHUMAN1',
       user: { id: 'UHUMAN1' },
       text: 'summarize <this> & that (https://x.test)',
       attachments: [
@@ -212,7 +221,13 @@ describe('inbound events', () => {
     }
     expect(statuses).toEqual([200, 200, 200]);
     expect(intake.events.map((e) => e.id)).toEqual(['slack:Ev0001', 'slack:Ev0001', 'slack:Ev0001']);
-    expect(fake.calls).toEqual([]); // nothing said in the thread by the adapter itself
+    // Once, for the accepted delivery, after its acknowledgement: "is thinking…" and 👀 on the message.
+    await waitFor(() => fake.reactions.length === 1);
+    expect(fake.calls.map((c) => [c.method, c.body.status ?? c.body.name])).toEqual([
+      ['assistant.threads.setStatus', 'is thinking…'],
+      ['reactions.add', 'eyes'],
+    ]);
+    expect(fake.reactions).toEqual([{ channel: CHANNEL, ts: '1699999999.000100', name: 'eyes' }]);
   });
 
   it('posts a rejected event’s message into its thread after acknowledging, and nothing else', async () => {
@@ -236,12 +251,16 @@ describe('inbound events', () => {
     expect(Date.now() - started).toBeLessThan(250);
   });
 
-  it('learns the bot user id from auth.test once when neither options nor envelope carry it', async () => {
+  it('never calls the Slack API before acknowledging: the bot id comes from the credential check or the envelope', async () => {
     const intake = recordingIntake();
     const adapter = makeAdapter(intake, { botUserId: undefined });
-    await post(adapter, envelope(mention({ text: 'hey <@UBOT0001> and <@UOTHER1>' })));
-    await post(adapter, envelope(mention({ text: '<@UBOT0001> again' }), { event_id: 'Ev0002' }));
-    expect(intake.events.map((e) => e.text)).toEqual(['hey and <@UOTHER1>', 'again']);
+    fake.delay('*', 2000); // a slow Slack must not hold the acknowledgement
+    await post(adapter, envelope(mention({ text: '<@UBOT0001> first' })));
+    expect(fake.callsTo('auth.test')).toHaveLength(0);
+    fake.delay('*', 0);
+    expect(await adapter.checkCredentials()).toMatchObject({ ok: true, platform: 'slack' });
+    await post(adapter, envelope(mention({ text: 'hey <@UBOT0001> and <@UOTHER1>' }), { event_id: 'Ev0002' }));
+    expect(intake.events.map((e) => e.text)).toEqual(['first', 'hey and <@UOTHER1>']);
     expect(fake.callsTo('auth.test')).toHaveLength(1);
   });
 });

@@ -67,6 +67,38 @@ export interface Intake {
   accept(event: InboundEvent): Promise<IntakeResult>;
 }
 
+/** An inbound event whose address is not known yet (it needs a platform API call after the ack). */
+export type HeldEvent = Omit<InboundEvent, 'address'>;
+
+/**
+ * An intake that can store a delivery before it can be routed, so a webhook is acknowledged
+ * before any call back to the platform (ClickUp: the comment names its task, GET /task names the
+ * task's list). The guarantees of `accept` hold across the two steps:
+ *
+ *   - stored before acknowledged: `hold` resolves once the delivery is durable;
+ *   - a redelivery never runs a second turn: `hold` of an id seen before (held, routed, dropped,
+ *     or taken in by `accept`) answers `duplicate`, without the caller calling the platform, and
+ *     `route` of an id routed before answers `duplicate`.
+ *
+ * Deliberately left out: resolving the address; the adapter does that (with its own caches and
+ * rate-limit waits) between `hold` and `route`, and calls `held` after a restart to finish what
+ * was held but never routed.
+ */
+export interface HoldingIntake extends Intake {
+  hold(event: HeldEvent): Promise<{ status: 'held' } | { status: 'duplicate' }>;
+  /** Routes a held delivery to its address: then exactly as `accept` (stored, queued, or rejected). */
+  route(id: string, address: Address): Promise<IntakeResult>;
+  /** Gives up on a held delivery (the task is gone, a comment of agent-vm's own); `reason` is for operators. */
+  drop(id: string, reason: string): Promise<void>;
+  /** Deliveries of a platform held but neither routed nor dropped (a restart in between), oldest first. */
+  held(platform: Platform): Promise<HeldEvent[]>;
+}
+
+export function canHold(intake: Intake): intake is HoldingIntake {
+  const i = intake as Partial<HoldingIntake>;
+  return typeof i.hold === 'function' && typeof i.route === 'function' && typeof i.drop === 'function' && typeof i.held === 'function';
+}
+
 export interface OutboundFile {
   name: string;
   data: Buffer;
@@ -133,8 +165,57 @@ export interface ChannelAdapter {
   askApproval?(prompt: ApprovalPrompt): Promise<void>;
   /** The request was answered or expired: update what `askApproval` posted. */
   approvalSettled?(prompt: ApprovalPrompt, outcome: ApprovalOutcome): Promise<void>;
+  /**
+   * Asks the platform whether the configured credentials work (Slack `auth.test`, Discord
+   * `GET /users/@me`, ClickUp `GET /user`). Never throws: a failure is a report naming the
+   * setting to fix. `agent-vm up` refuses to start on a failed check (or, with `--degraded`,
+   * marks the platform unhealthy). Absent: nothing to check (the local channel).
+   */
+  checkCredentials?(): Promise<CredentialCheck>;
   /** Idempotent. */
   close?(): Promise<void>;
+}
+
+export type CredentialCheck =
+  | { ok: true; platform: Platform; identity: string }
+  /** `setting` is the environment variable to fix; `transient` when the platform could not be reached (the credential may be fine). */
+  | { ok: false; platform: Platform; setting: string; reason: string; transient: boolean };
+
+/**
+ * One failure between "the agent answered" and "the person sees it", as an adapter reports it
+ * (`onDeliveryFailure` in every platform adapter's options). `shown` says whether a note about
+ * it reached the thread; when it did not, the adapter has also logged it at error level, so an
+ * operator sees it either way. A retried step that fails again is reported again.
+ */
+export interface DeliveryFailure {
+  platform: Platform;
+  /** What was being delivered. */
+  kind: 'reply' | 'notice' | 'progress' | 'partial' | 'reaction' | 'note';
+  /** The step that failed: `text`, `file`, `stream`, `edit`, `reaction`, `status`, … */
+  step: string;
+  /** The platform's error (`missing_scope`, `50013`, `HTTP 429`) or ours (`too_large`). */
+  code: string;
+  /** The step will be tried again (by the adapter's client or the gateway's retry of `send`). */
+  retryable: boolean;
+  /** A note about the failure is in the thread. */
+  shown: boolean;
+}
+
+/** Where platform threads' read positions are kept (the store's `threads` repository). */
+export interface ThreadCursors {
+  getCursor(conversation: string): Promise<string | undefined>;
+  putCursor(conversation: string, cursor: string): Promise<void>;
+}
+
+/** How much of a thread's history a first turn gets, and a later turn at most. */
+export interface ThreadContextLimits {
+  maxMessages: number;
+  maxChars: number;
+}
+
+/** Where people's ratings of answers go (the store's `feedback` repository). */
+export interface FeedbackSink {
+  record(f: { eventId: string; platform: string; userId: string; value: 'positive' | 'negative' }): Promise<void>;
 }
 
 /** What happened to an accepted event, as the local channel streams it to its caller. */

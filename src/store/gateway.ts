@@ -1,10 +1,12 @@
 /**
- * The gateway's records, split by concern (events.ts, transcripts.ts, sessions.ts, webhooks.ts).
+ * The gateway's records, split by concern (events.ts, transcripts.ts, sessions.ts, webhooks.ts,
+ * intake.ts).
  * `GatewayRepo` is their union, for the turn logic that needs several; each is also on `Store`
  * by itself.
  */
 import type { Db } from './index.js';
 import { eventRepo, type EventRepo } from './events.js';
+import { intakeRepo, type IntakeRepo } from './intake.js';
 import { sessionRepo, type SessionRepo } from './sessions.js';
 import { transcriptRepo, type TranscriptRepo } from './transcripts.js';
 import { webhookRepo, type WebhookRepo } from './webhooks.js';
@@ -13,9 +15,10 @@ export { sha256, type EventRow, type EventStatus, type HeldBack, type NewEvent, 
 export { heldBackOf, type TranscriptRow, type TranscriptRepo } from './transcripts.js';
 export type { SessionRepo } from './sessions.js';
 export type { WebhookRepo } from './webhooks.js';
+export type { HeldRow, HeldStatus, IntakeRepo } from './intake.js';
 
-export type GatewayRepo = EventRepo & TranscriptRepo & SessionRepo & WebhookRepo;
+export type GatewayRepo = EventRepo & TranscriptRepo & SessionRepo & WebhookRepo & IntakeRepo;
 
 export function gatewayRepo(db: Db): GatewayRepo {
-  return { ...eventRepo(db), ...transcriptRepo(db), ...sessionRepo(db), ...webhookRepo(db) };
+  return { ...eventRepo(db), ...transcriptRepo(db), ...sessionRepo(db), ...webhookRepo(db), ...intakeRepo(db) };
 }

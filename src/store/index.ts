@@ -22,6 +22,8 @@ import { webhookRepo, type WebhookRepo } from './webhooks.js';
 import { pinRepo, type PinRepo } from './pins.js';
 import { jobRepo, type JobRepo } from './jobs.js';
 import { scheduleRunRepo, type ScheduleRunRepo } from './schedules.js';
+import { threadRepo, type ThreadRepo } from './threads.js';
+import { feedbackRepo, type FeedbackRepo } from './feedback.js';
 import { agentRuntimes, agentStates, agents } from './schema.js';
 
 export { agents };
@@ -83,6 +85,10 @@ export interface Store {
   jobs: JobRepo;
   /** Schedule ticks that fired (src/schedules). */
   scheduleRuns: ScheduleRunRepo;
+  /** How far agents have read platform threads (adapters' thread context). */
+  threads: ThreadRepo;
+  /** People's ratings of answers (feedback buttons), for operators. */
+  feedback: FeedbackRepo;
 }
 
 export interface OpenStoreOptions {
@@ -116,6 +122,8 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     leases: leaseRepo(opened.db),
     jobs: jobRepo(opened.db),
     scheduleRuns: scheduleRunRepo(opened.db),
+    threads: threadRepo(opened.db),
+    feedback: feedbackRepo(opened.db),
     async migrate() {
       const started = Date.now();
       await opened.migrate();

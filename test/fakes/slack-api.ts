@@ -1,7 +1,11 @@
 /**
  * A local stand-in for the Slack Web API (https://docs.slack.dev/reference/methods), enough for the
  * adapter: auth.test, chat.postMessage, chat.update, chat.postEphemeral, assistant.threads.setStatus, the three-step
- * file upload, bot-token file downloads, and Socket Mode (apps.connections.open + a WebSocket).
+ * file upload, bot-token file downloads, Socket Mode (apps.connections.open + a WebSocket), the
+ * streaming methods for AI apps (chat.startStream / appendStream / stopStream: markdown_text or
+ * `markdown_text` chunks, recipient required outside DMs, appends only while streaming),
+ * reactions.add / reactions.remove, and conversations.replies (threads seeded with `addThreadMessage`,
+ * oldest/latest bounds, pagination). `delay` slows methods down (to show an ack never waits for them).
  * Every call is recorded. Bodies are parsed the way Slack does: JSON, form-encoded (with JSON in
  * array/object fields) or multipart.
  *
@@ -27,6 +31,19 @@ export interface FakeMessage {
   blocks?: unknown[];
   /** Earlier texts, oldest first, when chat.update changed it. */
   history: string[];
+  /** Streamed with chat.startStream: true while the stream is open. */
+  streaming?: boolean;
+  /** Every markdown piece a stream received, in order (start, appends, stop). */
+  pieces?: string[];
+  /** Who wrote it, for messages seeded into threads (the bot's own otherwise). */
+  user?: string;
+  files?: Array<{ name: string }>;
+}
+
+export interface FakeReaction {
+  channel: string;
+  ts: string;
+  name: string;
 }
 
 /** A message only one user sees (chat.postEphemeral). */
@@ -48,7 +65,7 @@ export interface FakeUpload {
   completed: boolean;
 }
 
-export type FakeFailure = { status: 429; retryAfter: number } | { error: string };
+export type FakeFailure = { status: 429; retryAfter: number } | { error: string; needed?: string };
 
 export interface FakeSlack {
   /** Web API base, ending with `/api/`. */
@@ -66,6 +83,15 @@ export interface FakeSlack {
   downloads: Array<{ path: string; authorization?: string }>;
   /** 'ok', or the `error` assistant.threads.setStatus answers (e.g. 'not_allowed_token_type'). */
   assistantStatus: string;
+  /** 'ok', or the `error` chat.startStream answers (e.g. 'not_allowed_token_type'). */
+  streaming: string;
+  /** 'ok', or the `error` reactions.add/remove answer (e.g. 'missing_scope'). */
+  reactionsAllowed: string;
+  reactions: FakeReaction[];
+  /** Answers `method` (every API method for '*') only after `ms`. */
+  delay(method: string, ms: number): void;
+  /** A message someone else wrote, visible to conversations.replies. Returns its ts. */
+  addThreadMessage(m: { channel: string; threadTs?: string; ts?: string; user?: string; botId?: string; text: string; files?: string[] }): string;
   callsTo(method: string): FakeSlackCall[];
   failNext(method: string, failure: FakeFailure): void;
   /** Serves `data` to holders of the bot token; returns the file's `url_private_download`. */
@@ -81,7 +107,7 @@ export interface FakeSlack {
   close(): Promise<void>;
 }
 
-const JSON_FIELDS = new Set(['files', 'blocks', 'attachments', 'loading_messages', 'metadata']);
+const JSON_FIELDS = new Set(['files', 'blocks', 'attachments', 'loading_messages', 'metadata', 'chunks']);
 
 async function parseBody(raw: Buffer, contentType: string): Promise<Record<string, unknown>> {
   if (raw.length === 0) return {};
@@ -106,6 +132,7 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
   const botUserId = 'UBOT0001';
   const teamId = 'T0FAKE';
   const failures = new Map<string, FakeFailure[]>();
+  const delays = new Map<string, number>();
   const files = new Map<string, { data: Buffer; mimetype: string; omitLength: boolean } | { redirect: string }>();
   let seq = 0;
   const nextTs = () => `1700000000.${String(++seq).padStart(6, '0')}`;
@@ -146,6 +173,21 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
     uploads: [],
     downloads: [],
     assistantStatus: 'ok',
+    streaming: 'ok',
+    reactionsAllowed: 'ok',
+    reactions: [],
+    delay(method, ms) {
+      delays.set(method, ms);
+    },
+    addThreadMessage(m) {
+      const ts = m.ts ?? nextTs();
+      fake.messages.push({
+        channel: m.channel, ts, ...(m.threadTs ? { thread_ts: m.threadTs } : {}), text: m.text, history: [],
+        user: m.user ?? (m.botId ? undefined : 'UHUMAN1'), ...(m.botId ? { botId: m.botId } : {}),
+        ...(m.files ? { files: m.files.map((name) => ({ name })) } : {}),
+      } as FakeMessage);
+      return ts;
+    },
     callsTo: (method) => fake.calls.filter((c) => c.method === method),
     failNext(method, failure) {
       failures.set(method, [...(failures.get(method) ?? []), failure]);
@@ -251,13 +293,15 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
     const method = url.pathname.slice('/api/'.length);
     const body = await parseBody(await readBody(req), req.headers['content-type'] ?? '');
     fake.calls.push({ method, body, headers: headersOf(req) });
+    const wait = delays.get(method) ?? delays.get('*');
+    if (wait) await new Promise((r) => setTimeout(r, wait));
 
     const queued = failures.get(method);
     const failure = queued?.shift();
     if (queued && queued.length === 0) failures.delete(method);
     if (failure) {
       if ('status' in failure) return void send(failure.status, { ok: false, error: 'ratelimited' }, { 'retry-after': String(failure.retryAfter) });
-      return void send(200, { ok: false, error: failure.error });
+      return void send(200, { ok: false, error: failure.error, ...(failure.needed ? { needed: failure.needed, provided: 'chat:write' } : {}) });
     }
 
     const token = bearer(req, body);
@@ -311,6 +355,78 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
         if (fake.assistantStatus !== 'ok') return void send(200, { ok: false, error: fake.assistantStatus });
         if (!str('channel_id') || !str('thread_ts') || body.status === undefined) return void send(200, { ok: false, error: 'invalid_arguments' });
         return void send(200, { ok: true });
+      case 'chat.startStream': {
+        if (fake.streaming !== 'ok') return void send(200, { ok: false, error: fake.streaming });
+        const channel = str('channel');
+        if (!channel) return void send(200, { ok: false, error: 'channel_not_found' });
+        // Outside DMs Slack needs to know who the streamed answer is for.
+        if (!channel.startsWith('D') && (!str('recipient_user_id') || !str('recipient_team_id'))) return void send(200, { ok: false, error: 'invalid_arguments' });
+        const text = streamText(body);
+        if (text === undefined) return void send(200, { ok: false, error: 'invalid_chunks' });
+        if (text.length > 12_000) return void send(200, { ok: false, error: 'msg_too_long' });
+        const ts = nextTs();
+        const threadTs = str('thread_ts');
+        fake.messages.push({ channel, ts, ...(threadTs ? { thread_ts: threadTs } : {}), text, history: [], streaming: true, pieces: [text] });
+        return void send(200, { ok: true, channel, ts });
+      }
+      case 'chat.appendStream':
+      case 'chat.stopStream': {
+        const m = fake.messages.find((x) => x.channel === str('channel') && x.ts === str('ts'));
+        if (!m) return void send(200, { ok: false, error: 'message_not_found' });
+        if (!m.streaming) return void send(200, { ok: false, error: 'message_not_in_streaming_state' });
+        const text = streamText(body);
+        if (method === 'chat.appendStream' && !text) return void send(200, { ok: false, error: 'invalid_chunks' });
+        if (text && m.text.length + text.length > 40_000) return void send(200, { ok: false, error: 'msg_too_long' });
+        if (text) {
+          m.text += text;
+          m.pieces!.push(text);
+        }
+        if (method === 'chat.stopStream') {
+          m.streaming = false;
+          if (Array.isArray(body.blocks)) m.blocks = body.blocks as unknown[];
+        }
+        return void send(200, { ok: true, channel: m.channel, ts: m.ts });
+      }
+      case 'reactions.add':
+      case 'reactions.remove': {
+        if (fake.reactionsAllowed !== 'ok') return void send(200, { ok: false, error: fake.reactionsAllowed, ...(fake.reactionsAllowed === 'missing_scope' ? { needed: 'reactions:write' } : {}) });
+        const r = { channel: str('channel') ?? '', ts: str('timestamp') ?? '', name: str('name') ?? '' };
+        const at = fake.reactions.findIndex((x) => x.channel === r.channel && x.ts === r.ts && x.name === r.name);
+        if (method === 'reactions.add') {
+          if (at >= 0) return void send(200, { ok: false, error: 'already_reacted' });
+          fake.reactions.push(r);
+        } else {
+          if (at < 0) return void send(200, { ok: false, error: 'no_reaction' });
+          fake.reactions.splice(at, 1);
+        }
+        return void send(200, { ok: true });
+      }
+      case 'conversations.replies': {
+        const channel = str('channel');
+        const root = str('ts');
+        if (!channel || !root) return void send(200, { ok: false, error: 'invalid_arguments' });
+        const oldest = Number(str('oldest') ?? 0);
+        const latest = Number(str('latest') ?? Number.MAX_SAFE_INTEGER);
+        const inclusive = str('inclusive') === 'true' || str('inclusive') === '1';
+        const limit = Math.min(Number(str('limit') ?? 1000) || 1000, 1000);
+        const start = Number(str('cursor') ?? 0) || 0;
+        const all = fake.messages
+          .filter((m) => m.channel === channel && (m.ts === root || m.thread_ts === root))
+          .filter((m) => (inclusive ? Number(m.ts) >= oldest && Number(m.ts) <= latest : Number(m.ts) > oldest && Number(m.ts) < latest))
+          .sort((a, b) => Number(a.ts) - Number(b.ts));
+        const page = all.slice(start, start + limit);
+        const more = start + limit < all.length;
+        return void send(200, {
+          ok: true,
+          has_more: more,
+          messages: page.map((m) => ({
+            type: 'message', ts: m.ts, ...(m.thread_ts ? { thread_ts: m.thread_ts } : {}), text: m.text,
+            ...((m as { botId?: string }).botId ? { bot_id: (m as { botId?: string }).botId, bot_profile: { name: 'other bot' } } : { user: m.user ?? botUserId }),
+            ...(m.files ? { files: m.files } : {}),
+          })),
+          response_metadata: { next_cursor: more ? String(start + limit) : '' },
+        });
+      }
       case 'files.getUploadURLExternal': {
         const filename = str('filename');
         const length = Number(str('length'));
@@ -346,4 +462,17 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
   }
 
   return fake;
+}
+
+/** The markdown a streaming call carries: `markdown_text`, or the text of its `markdown_text` chunks. */
+function streamText(body: Record<string, unknown>): string | undefined {
+  if (typeof body.markdown_text === 'string') return body.markdown_text;
+  if (body.chunks === undefined) return '';
+  if (!Array.isArray(body.chunks)) return undefined;
+  let out = '';
+  for (const c of body.chunks as Array<{ type?: unknown; text?: unknown }>) {
+    if (c?.type !== 'markdown_text' || typeof c.text !== 'string') return undefined;
+    out += c.text;
+  }
+  return out;
 }

@@ -8,7 +8,7 @@
  */
 import { readBodyCapped } from '../http.js';
 import { LogLevel, WebAPIHTTPError, WebAPIPlatformError, WebAPIRateLimitedError, WebAPIRequestError, WebClient } from '@slack/web-api';
-import type { Logger as SlackLogger, RetryOptions, WebAPICallResult } from '@slack/web-api';
+import type { ChatStreamer, Logger as SlackLogger, RetryOptions, WebAPICallResult } from '@slack/web-api';
 import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
@@ -42,7 +42,9 @@ export function toAgentVmError(method: string, err: unknown): AgentVmError {
   if (err instanceof AgentVmError) return err;
   if (err instanceof WebAPIPlatformError) {
     const code = err.data.error;
-    return new AgentVmError('slack_api_error', `${method}: ${code}`, { status: 502, retryable: RETRYABLE.has(code), cause: err });
+    const rawNeeded = (err.data as { needed?: unknown }).needed;
+    const needed = typeof rawNeeded === 'string' ? ` (needed: ${rawNeeded.slice(0, 200)})` : '';
+    return new AgentVmError('slack_api_error', `${method}: ${code}${needed}`, { status: 502, retryable: RETRYABLE.has(code), cause: err });
   }
   if (err instanceof WebAPIRateLimitedError) {
     return new AgentVmError('slack_api_error', `${method}: ratelimited (retry after ${err.retryAfter}s)`, { status: 503, retryable: true, cause: err });
@@ -67,14 +69,48 @@ export function slackErrorCode(err: unknown): string | undefined {
   return undefined;
 }
 
+/** The scope(s) a `missing_scope` answer says are needed (e.g. `files:write`), if it said. */
+export function neededScope(err: unknown): string | undefined {
+  if (err instanceof AgentVmError && err.cause instanceof WebAPIPlatformError && err.cause.data.error === 'missing_scope') {
+    const needed = (err.cause.data as { needed?: unknown }).needed;
+    return typeof needed === 'string' && /^[a-z.:_,-]{1,200}$/.test(needed) ? needed : undefined;
+  }
+  return undefined;
+}
+
+/** A short code for reports and metrics: Slack's error string, or what went wrong on the way. */
+export function failureCode(err: unknown): string {
+  const code = slackErrorCode(err);
+  if (code) return code;
+  if (err instanceof AgentVmError && err.cause instanceof WebAPIRateLimitedError) return 'ratelimited';
+  if (err instanceof AgentVmError && err.cause instanceof WebAPIHTTPError) return `HTTP ${err.cause.statusCode}`;
+  if (err instanceof AgentVmError) return err.code;
+  return 'error';
+}
+
 /** A Web API answer; fields beyond `ok` are read defensively by callers. */
 export type SlackResult = WebAPICallResult & Record<string, unknown>;
 
 export type DownloadResult = { ok: true; data: Buffer } | { ok: false; reason: string };
 
+/** One streamed answer (chat.startStream → appendStream → stopStream), through the SDK's ChatStreamer. */
+export interface SlackStream {
+  /** The streamed message's ts, once the first append started it. */
+  readonly ts: string | undefined;
+  /** Appends markdown (the first append starts the stream). Throws AgentVmError like `call`. */
+  append(markdown: string): Promise<void>;
+  /** Ends the stream with a last piece of markdown and, optionally, blocks under it. */
+  stop(o?: { markdown?: string; blocks?: unknown[] }): Promise<void>;
+}
+
 export interface SlackApi {
   /** Calls a Web API method with the bot token. Throws AgentVmError('slack_api_error') on any failure. */
   call(method: string, args?: Record<string, unknown>): Promise<SlackResult>;
+  /**
+   * A streamed answer in a thread. `recipient` (the person asking, and their team) is required by
+   * Slack outside direct messages. Nothing is sent until the first `append`.
+   */
+  stream(args: { channel: string; threadTs: string; recipient?: { user: string; team: string } }): SlackStream;
   /** getUploadURLExternal → POST bytes → completeUploadExternal into a thread. Returns the file id. */
   uploadFile(args: { channel: string; threadTs: string; name: string; data: Buffer }): Promise<string>;
   /** Downloads a Slack file with the bot token, refusing foreign hosts and anything over `maxBytes`. */
@@ -192,7 +228,37 @@ export function createSlackApi(opts: {
     return { ok: false, reason: 'too many redirects' };
   }
 
-  return { call, uploadFile, download, isSlackUrl };
+  function stream(a: { channel: string; threadTs: string; recipient?: { user: string; team: string } }): SlackStream {
+    // buffer_size 1: every append is sent at once; the gateway already paces partial answers.
+    const streamer: ChatStreamer = client.chatStream({
+      channel: a.channel,
+      thread_ts: a.threadTs,
+      ...(a.recipient ? { recipient_user_id: a.recipient.user, recipient_team_id: a.recipient.team } : {}),
+      buffer_size: 1,
+    });
+    return {
+      get ts() {
+        return streamer.ts;
+      },
+      async append(markdown) {
+        if (!markdown) return;
+        try {
+          await streamer.append({ markdown_text: markdown });
+        } catch (err) {
+          throw toAgentVmError(streamer.ts ? 'chat.appendStream' : 'chat.startStream', err);
+        }
+      },
+      async stop(o = {}) {
+        try {
+          await streamer.stop({ ...(o.markdown ? { markdown_text: o.markdown } : {}), ...(o.blocks ? { blocks: o.blocks as never } : {}) });
+        } catch (err) {
+          throw toAgentVmError('chat.stopStream', err);
+        }
+      },
+    };
+  }
+
+  return { call, stream, uploadFile, download, isSlackUrl };
 }
 
 async function readCapped(res: Response, maxBytes: number): Promise<DownloadResult> {

@@ -6,9 +6,15 @@
  * Acknowledgement rule: a verified request is answered within Slack's 3 seconds. It gets 200 once
  * the event is stored (accepted, duplicate, rejected or ignored) and 5xx only when intake failed
  * or did not answer in time, i.e. when the event may not be stored, so Slack's retry brings it back
- * (intake dedupes by event id, so a retry never runs a second turn).
+ * (intake dedupes by event id, so a retry never runs a second turn). No Slack API call happens
+ * before the acknowledgement (the bot's own user id comes from the start-up credential check or
+ * the envelope), so its timing never depends on Slack's API; "is thinking…" and 👀 follow it.
  *
- * Interactivity: approval buttons (approvals.ts). Slack posts button presses form-encoded to the
+ * Answers stream into the thread (live.ts), reactions show a request's state (reactions.ts),
+ * feedback buttons rate answers (feedback.ts), and a turn in an existing thread reads the thread
+ * (context.ts).
+ *
+ * Interactivity: approval and feedback buttons (approvals.ts, feedback.ts). Slack posts button presses form-encoded to the
  * Interactivity Request URL; `POST /slack/interactivity` takes them, and so does `/slack/events`
  * (one URL can serve both), with the same signature check. Socket Mode delivers them as
  * `interactive` envelopes.
@@ -21,17 +27,26 @@ import type { RetryOptions } from '@slack/web-api';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, IntakeResult, OutboundFile, TurnContext } from '../types.js';
-import { createSlackApi } from './api.js';
+import { failureReporter } from '../delivery.js';
+import type {
+  ApprovalDesk, ChannelAdapter, CredentialCheck, DeliveryFailure, FeedbackSink, InboundEvent, Intake, IntakeResult, OutboundFile,
+  ThreadContextLimits, ThreadCursors, TurnContext,
+} from '../types.js';
+import { createSlackApi, failureCode, slackErrorCode } from './api.js';
 import { createSlackApprovals } from './approvals.js';
+import { createThreadContext } from './context.js';
+import { createSlackFeedback } from './feedback.js';
+import { createLive } from './live.js';
 import { DEFAULT_MAX_MESSAGE_CHARS } from './mrkdwn.js';
-import { botUserIdFromEnvelope, isCandidate, parseEnvelope, readEnvelope, type SlackEnvelope } from './parse.js';
+import { botUserIdFromEnvelope, parseEnvelope, readEnvelope, type SlackEnvelope } from './parse.js';
+import { createReactions } from './reactions.js';
 import { createSender } from './send.js';
 import { startSocketMode, type SocketModeHandle } from './socket.js';
 import { verifySlackSignature } from './verify.js';
 
 export { signSlackRequest, verifySlackSignature } from './verify.js';
-export { decodeConversation, encodeConversation } from './parse.js';
+export { decodeConversation, encodeConversation, encodeReplyTo } from './parse.js';
+export { FEEDBACK_ACTION } from './feedback.js';
 export { markdownToMrkdwn, splitMessage } from './mrkdwn.js';
 
 export interface SlackAdapterOptions {
@@ -58,7 +73,25 @@ export interface SlackAdapterOptions {
   ackDeadlineMs?: number;
   /** WebClient retry policy (429 Retry-After is always honoured). */
   retryConfig?: RetryOptions;
+  /** At most one edit of an answer shown by post-then-edit (where streaming is refused) per this many ms. Default 1000. */
+  editIntervalMs?: number;
+  /** Largest file uploaded; a larger one is named in a note instead. Default 1 GiB (Slack's limit). */
+  maxUploadBytes?: number;
+  /** Where thread cursors live; without it no thread context is fetched. */
+  threads?: ThreadCursors;
+  /** How much thread history a turn gets. Default 50 messages, 20,000 characters. */
+  threadLimits?: ThreadContextLimits;
+  /** Stores 👍/👎 presses; with it, answers carry feedback buttons. */
+  feedback?: FeedbackSink;
+  /** Every delivery failure (see `DeliveryFailure`), e.g. for metrics. */
+  onDeliveryFailure?: (f: DeliveryFailure) => void;
 }
+
+export const DEFAULT_THREAD_LIMITS: ThreadContextLimits = { maxMessages: 50, maxChars: 20_000 };
+/** Slack's per-file upload limit. */
+export const SLACK_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024;
+/** auth.test answers that mean the token itself is wrong (not that Slack is unreachable). */
+const BAD_TOKEN = new Set(['invalid_auth', 'not_authed', 'account_inactive', 'token_revoked', 'token_expired', 'not_allowed_token_type', 'team_disabled']);
 
 /** Every optional part of the seam is present. */
 export type SlackAdapter = Required<ChannelAdapter>;
@@ -75,13 +108,21 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     logger,
     ...(opts.retryConfig ? { retryConfig: opts.retryConfig } : {}),
   });
+  const report = failureReporter('slack', logger, opts.onDeliveryFailure);
+  const maxMessageChars = opts.maxMessageChars ?? DEFAULT_MAX_MESSAGE_CHARS;
   const sender = createSender({
     api,
     logger,
     now,
     progressIntervalMs: opts.progressIntervalMs ?? 1500,
-    maxMessageChars: opts.maxMessageChars ?? DEFAULT_MAX_MESSAGE_CHARS,
+    maxMessageChars,
+    maxUploadBytes: opts.maxUploadBytes ?? SLACK_MAX_UPLOAD_BYTES,
+    live: createLive({ api, logger, now, editIntervalMs: opts.editIntervalMs ?? 1000, maxMessageChars, report }),
+    reactions: createReactions({ api, logger, report }),
+    report,
+    feedback: opts.feedback !== undefined,
   });
+  const feedback = createSlackFeedback({ api, logger, ...(opts.feedback ? { sink: opts.feedback } : {}) });
 
   const approvals = createSlackApprovals({ api, logger, now, ...(opts.approvals ? { desk: opts.approvals } : {}) });
 
@@ -93,26 +134,34 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     background.add(p);
   }
 
-  let authTest: Promise<string | undefined> | undefined;
-  async function botUserIdFor(env: SlackEnvelope): Promise<string | undefined> {
-    if (opts.botUserId) return opts.botUserId;
-    const fromEnvelope = botUserIdFromEnvelope(env);
-    if (fromEnvelope) return fromEnvelope;
-    authTest ??= api.call('auth.test').then(
-      (r) => (typeof r.user_id === 'string' ? r.user_id : undefined),
-      (err: unknown) => {
-        authTest = undefined; // try again on the next event
-        logger.warn({ err: describeError(err) }, 'slack: auth.test failed; bot user id unknown');
-        return undefined;
-      },
-    );
-    return authTest;
+  // Learned from options, the credential check (auth.test at start), or an envelope's
+  // `authorizations`: never from an API call while a request waits for its acknowledgement.
+  let botUserId: string | undefined = opts.botUserId;
+  function botUserIdFor(env: SlackEnvelope): string | undefined {
+    botUserId ??= botUserIdFromEnvelope(env);
+    return botUserId;
+  }
+
+  async function checkCredentials(): Promise<CredentialCheck> {
+    try {
+      const r = await api.call('auth.test');
+      if (typeof r.user_id === 'string') botUserId ??= r.user_id;
+      const who = [typeof r.user === 'string' ? r.user : undefined, typeof r.team === 'string' ? `in ${r.team}` : undefined].filter(Boolean).join(' ');
+      return { ok: true, platform: 'slack', identity: who || 'bot token accepted' };
+    } catch (err) {
+      const code = slackErrorCode(err);
+      const bad = code !== undefined && BAD_TOKEN.has(code);
+      return { ok: false, platform: 'slack', setting: 'SLACK_BOT_TOKEN', reason: bad ? `Slack refused the bot token (auth.test: ${code})` : `could not reach Slack to check the bot token (${failureCode(err)})`, transient: !bad };
+    }
   }
 
   function followUp(event: InboundEvent, result: IntakeResult, retryNum: number | undefined): void {
     logger.info({ eventId: event.id, status: result.status, ...(retryNum !== undefined ? { retryNum } : {}) }, 'slack: event taken in');
     if (result.status === 'rejected') {
       later('rejection notice', () => sender.postInThread(event.conversation, result.message));
+    } else if (result.status === 'accepted') {
+      // After the acknowledgement: what the person sees while the turn waits for the agent.
+      later('received', () => sender.received(event.conversation, event.replyTo, event.id));
     }
   }
 
@@ -126,9 +175,9 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
   async function handleEnvelope(payload: unknown, retryNum: number | undefined): Promise<Handled> {
     const env = readEnvelope(payload);
     if (!env) return { kind: 'ignored', reason: 'not an Events API envelope' };
-    const botUserId = isCandidate(env) ? await botUserIdFor(env) : undefined;
+    const bot = botUserIdFor(env);
     const parsed = parseEnvelope(env, {
-      ...(botUserId ? { botUserId } : {}),
+      ...(bot ? { botUserId: bot } : {}),
       receivedAt: new Date(now()).toISOString(),
     });
     if (parsed.kind === 'challenge') return parsed;
@@ -177,6 +226,12 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     return body;
   }
 
+  /** A button press: feedback, else an approval (each ignores what is not its own). */
+  async function interact(payload: unknown): Promise<void> {
+    if (await feedback.interact(payload)) return;
+    await approvals.interact(payload);
+  }
+
   /** Interactivity arrives form-encoded as `payload=<json>`; acknowledged at once, handled after. */
   function interaction(c: Context, body: string): Response {
     const raw = new URLSearchParams(body).get('payload');
@@ -187,7 +242,7 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
       payload = undefined;
     }
     if (payload === undefined) throw new AgentVmError('bad_request', 'expected a form-encoded interactivity payload', { status: 400 });
-    later('interaction', () => approvals.interact(payload));
+    later('interaction', () => interact(payload));
     return c.body(null, 200);
   }
 
@@ -227,6 +282,14 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
   let starting: Promise<void> | undefined;
   let closing: Promise<void> | undefined;
 
+  const threadContext = createThreadContext({
+    api,
+    logger,
+    ...(opts.threads ? { cursors: opts.threads } : {}),
+    limits: opts.threadLimits ?? DEFAULT_THREAD_LIMITS,
+    botUserId: () => botUserId,
+  });
+
   async function fetchContext(event: InboundEvent, limits: { maxFileBytes: number; maxFiles: number }): Promise<TurnContext> {
     const files: OutboundFile[] = [];
     const skipped: TurnContext['skipped'] = [];
@@ -248,7 +311,8 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
       // The name as Slack gave it: the sandbox's inbox makes it safe and unique, once, for every platform.
       files.push({ name: a.name, data: got.data });
     }
-    return { files, skipped };
+    const preamble = event.platform === 'slack' ? await threadContext(event) : undefined;
+    return { ...(preamble ? { preamble } : {}), files, skipped };
   }
 
   return {
@@ -256,6 +320,8 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     routes,
     async start() {
       if (closing) throw new Error('slack adapter is closed');
+      // The bot's own id, for mentions anywhere in a message: looked up now, never in an ack.
+      if (!botUserId) later('bot user id', async () => void (await checkCredentials()));
       if (!opts.appToken) return; // HTTP only: the Events API posts to routes
       starting ??= startSocketMode({
         appToken: opts.appToken,
@@ -265,7 +331,7 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
           const handled = await handleEnvelope(payload, meta.retryNum);
           return { ack: handled.kind !== 'failed' };
         },
-        interact: (payload) => later('interaction', () => approvals.interact(payload)),
+        interact: (payload) => later('interaction', () => interact(payload)),
       }).then(
         (s) => {
           socket = s;
@@ -281,6 +347,7 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     fetchContext,
     askApproval: (prompt) => approvals.ask(prompt),
     approvalSettled: (prompt, outcome) => approvals.settled(prompt, outcome),
+    checkCredentials,
     close() {
       closing ??= (async () => {
         await starting?.catch(() => {});

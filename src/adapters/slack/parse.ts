@@ -103,6 +103,7 @@ export function parseEnvelope(env: SlackEnvelope, ctx: { botUserId?: string; rec
     platform: 'slack',
     address: { platform: 'slack', team, channel: e.channel },
     conversation: encodeConversation(team, e.channel, e.thread_ts ?? e.ts),
+    ...(decodeReplyTo(encodeReplyTo(e.ts, e.user)) ? { replyTo: encodeReplyTo(e.ts, e.user) } : {}),
     user: { id: e.user },
     text: cleanText(e.text ?? '', ctx.botUserId),
     receivedAt: ctx.receivedAt,
@@ -137,6 +138,24 @@ function escapeRegExp(s: string): string {
 /** The opaque conversation id: `slack:<team>:<channel>:<thread_ts>`. Only this adapter decodes it. */
 export function encodeConversation(team: string, channel: string, threadTs: string): string {
   return `slack:${team}:${channel}:${threadTs}`;
+}
+
+/**
+ * The person's own message inside the thread, as `replyTo`: its `ts` (reactions go on it, thread
+ * context ends before it) and who wrote it (the recipient of a streamed answer).
+ */
+export function encodeReplyTo(ts: string, user: string): string {
+  return `slack-msg:${ts}:${user}`;
+}
+
+/** Whether this adapter made `replyTo` (a Slack message reference), whatever its content. */
+export function isOwnReplyTo(replyTo: string): boolean {
+  return replyTo.startsWith('slack-msg:');
+}
+
+export function decodeReplyTo(replyTo: string | undefined): { ts: string; user: string } | undefined {
+  const m = replyTo === undefined ? null : /^slack-msg:(\d+\.\d+):([A-Z0-9]{1,32})$/.exec(replyTo);
+  return m ? { ts: m[1]!, user: m[2]! } : undefined;
 }
 
 export function decodeConversation(conversation: string): { team: string; channel: string; threadTs: string } | undefined {

@@ -1,0 +1,44 @@
+/**
+ * What the platform adapters share about delivery failures (not an adapter itself): reporting
+ * one (an operator-visible log line plus the adapter's `onDeliveryFailure` callback, which the
+ * metrics read), and the wording of the notes people see in the thread instead of nothing.
+ */
+import { describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { printable } from '../text.js';
+import type { DeliveryFailure, Platform } from './types.js';
+
+export type ReportFailure = (f: Omit<DeliveryFailure, 'platform'>, ctx?: { eventId?: string; err?: unknown }) => void;
+
+/**
+ * A failure that no note in the thread shows is logged at error level (an operator must see it);
+ * one the person was told about, or that will be retried, at warn. The callback never breaks delivery.
+ */
+export function failureReporter(platform: Platform, logger: Logger, onDeliveryFailure?: (f: DeliveryFailure) => void): ReportFailure {
+  return (f, ctx = {}) => {
+    const fields = { platform, kind: f.kind, step: f.step, code: f.code, retryable: f.retryable, shown: f.shown, eventId: ctx.eventId, ...(ctx.err ? { err: describeError(ctx.err) } : {}) };
+    if (!f.shown && !f.retryable) logger.error(fields, `${platform}: delivery failed and nobody in the thread was told`);
+    else logger.warn(fields, `${platform}: delivery step failed`);
+    try {
+      onDeliveryFailure?.({ platform, ...f });
+    } catch (err) {
+      logger.warn({ err: describeError(err) }, 'onDeliveryFailure callback threw');
+    }
+  };
+}
+
+export function formatBytes(n: number): string {
+  if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+  if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+/** One line naming a file that did not arrive and why (names are agent-chosen: escaped). */
+export function fileNoteLine(name: string, reason: string): string {
+  return `${printable(name).replace(/`/g, "'")}: ${printable(reason, 300)}`;
+}
+
+/** The reason for a file over a platform's per-file limit, naming both sizes. */
+export function tooLargeReason(size: number, limit: number, platformName: string): string {
+  return `${formatBytes(size)}, over ${platformName}'s ${formatBytes(limit)} limit per file`;
+}
