@@ -52,7 +52,8 @@ beforeAll(async () => {
   store = await openStore({ dataDir });
   await store.migrate();
   driver = makeFakeDriver();
-  const ctx: Context = { config, logger: createLogger('silent'), store, driver, close: async () => undefined };
+  // The fake driver keeps its own snapshots: the context's snapshot store (when it has one) is not used.
+  const ctx = { config, logger: createLogger('silent'), store, driver, close: async () => undefined } as Omit<Context, 'snapshots'> as Context;
   // The local channel, whose progress messages fail to deliver while `failProgress` is set.
   const adapters: typeof platformAdapters = (cfg, deps) =>
     platformAdapters(cfg, deps).map((a): ChannelAdapter => ({

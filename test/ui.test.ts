@@ -38,7 +38,8 @@ async function gateway(env: Record<string, string>): Promise<Gw> {
   const store = await openStore({ dataDir });
   await store.migrate();
   const driver = makeFakeDriver();
-  const ctx: Context = { config, logger: createLogger('silent'), store, driver, close: async () => undefined };
+  // The fake driver keeps its own snapshots: the context's snapshot store (when it has one) is not used.
+  const ctx = { config, logger: createLogger('silent'), store, driver, close: async () => undefined } as Omit<Context, 'snapshots'> as Context;
   const running = await startGatewayApp(ctx, { units: 'all' });
   return {
     running,

@@ -18,6 +18,39 @@ import { createLogger } from '../log.js';
 import { heldBackOf } from '../store/gateway.js';
 import { printable } from '../text.js';
 import { cliLogger, out, printableLines, replyReport, withContext } from './common.js';
+import { operatorClient, seg } from './remote.js';
+
+interface Entry {
+  createdAt: Date;
+  kind: string;
+  eventId: string;
+  text: string;
+  meta: unknown;
+}
+type AuditLine = { seq: number; at: string; profile: string | null; action: string; decision: string; subject: string | null; reason: string | null };
+type Verify = { ok: true; rows: number } | { ok: false; rows: number; brokenAt: number; reason: string };
+
+/** A conversation's transcript entries, from the database or (with --server) the operator API. */
+async function transcriptEntries(conversation: string, server: string | undefined): Promise<Entry[]> {
+  if (!server) return withContext(({ store }) => store.gateway.transcript(conversation));
+  const r = await operatorClient(loadConfig(), server)
+    .get<{ items: Array<{ type: string; at: string; kind?: string; eventId?: string; text?: string; meta?: unknown }> }>(`/v1/conversations/${seg(conversation)}`)
+    .catch((err: unknown) => {
+      if (isAgentVmError(err) && err.status === 404) return { items: [] };
+      throw err;
+    });
+  return r.items.filter((i) => i.type === 'entry').map((i) => ({ createdAt: new Date(i.at), kind: i.kind ?? '', eventId: i.eventId ?? '', text: i.text ?? '', meta: i.meta ?? null }));
+}
+
+async function auditTail(n: number, server: string | undefined): Promise<AuditLine[]> {
+  if (!server) return withContext(({ store }) => createAuditLog(store.audit).tail(n));
+  return (await operatorClient(loadConfig(), server).get<{ rows: AuditLine[] }>('/v1/audit', { limit: n })).rows.reverse();
+}
+
+async function auditVerify(server: string | undefined): Promise<Verify> {
+  if (!server) return withContext(({ store }) => createAuditLog(store.audit).verify());
+  return operatorClient(loadConfig(), server).get<Verify>('/v1/audit/verify');
+}
 
 function onSignals(stop: (signal: string) => Promise<void>): void {
   let stopping = false;
@@ -240,43 +273,41 @@ export function registerGatewayCommands(program: Command): void {
     .command('transcript <conversation>')
     .description('print a conversation: prompts, progress, replies, files and notices (local ids: local:<profile>:<id>)')
     .option('--json', 'one JSON object per line')
-    .action((conversation: string, o: { json?: boolean }) =>
-      withContext(async ({ store }) => {
-        const rows = await store.gateway.transcript(conversation);
-        if (rows.length === 0) throw new AgentVmError('not_found', `no transcript for conversation "${printable(conversation)}"${conversation.includes(':') ? '' : ` (local conversations are named ${localConversation('<profile>', printable(conversation))})`}`, { status: 404 });
-        // Entries are agents' and people's text: escaped, and continuation lines indented under
-        // the text column, so no entry can forge another (or a file line).
-        const indent = ' '.repeat(24 + 2 + 8 + 2);
-        for (const r of rows) {
-          if (o.json) out(JSON.stringify({ at: r.createdAt, kind: r.kind, eventId: r.eventId, text: r.text, meta: r.meta }));
-          else {
-            out(`${r.createdAt.toISOString()}  ${r.kind.padEnd(8)}  ${r.kind === 'file' ? `${printable(r.text, 1100)} (${(r.meta as { size?: number } | null)?.size ?? '?'} bytes)` : printableLines(r.text, indent)}`);
-            if (r.kind === 'reply') for (const h of heldBackOf(r)) out(`${indent}held back: ${printable(h.name)}: ${printable(h.reason, 300)}`);
-          }
+    .option('--server <url>', 'read it from a running agent-vm (operator API; AGENTVM_ADMIN_TOKEN)')
+    .action(async (conversation: string, o: { json?: boolean; server?: string }) => {
+      const rows = await transcriptEntries(conversation, o.server);
+      if (rows.length === 0) throw new AgentVmError('not_found', `no transcript for conversation "${printable(conversation)}"${conversation.includes(':') ? '' : ` (local conversations are named ${localConversation('<profile>', printable(conversation))})`}`, { status: 404 });
+      // Entries are agents' and people's text: escaped, and continuation lines indented under
+      // the text column, so no entry can forge another (or a file line).
+      const indent = ' '.repeat(24 + 2 + 8 + 2);
+      for (const r of rows) {
+        if (o.json) out(JSON.stringify({ at: r.createdAt, kind: r.kind, eventId: r.eventId, text: r.text, meta: r.meta }));
+        else {
+          out(`${r.createdAt.toISOString()}  ${r.kind.padEnd(8)}  ${r.kind === 'file' ? `${printable(r.text, 1100)} (${(r.meta as { size?: number } | null)?.size ?? '?'} bytes)` : printableLines(r.text, indent)}`);
+          if (r.kind === 'reply') for (const h of heldBackOf(r)) out(`${indent}held back: ${printable(h.name)}: ${printable(h.reason, 300)}`);
         }
-      }),
-    );
+      }
+    });
 
   const audit = program.command('audit').description('the tamper-evident audit trail');
   audit
     .command('tail')
     .description('print the newest audit rows')
     .option('-n <rows>', 'how many', (v) => Number.parseInt(v, 10), 20)
-    .action((o: { n: number }) =>
-      withContext(async ({ store }) => {
-        for (const r of await createAuditLog(store.audit).tail(o.n)) {
-          out([r.seq, r.at, r.profile ?? '-', r.action, r.decision, r.subject ?? '-', r.reason ?? ''].join('\t'));
-        }
-      }),
-    );
+    .option('--server <url>', 'read them from a running agent-vm (operator API; AGENTVM_ADMIN_TOKEN)')
+    .action(async (o: { n: number; server?: string }) => {
+      for (const r of await auditTail(o.n, o.server)) {
+        // Subjects and reasons may hold what an agent or a platform chose: escaped for the terminal.
+        out([r.seq, r.at, printable(r.profile ?? '-', 128), r.action, r.decision, printable(r.subject ?? '-', 300), printable(r.reason ?? '', 2000)].join('\t'));
+      }
+    });
   audit
     .command('verify')
     .description('check the hash chain; reports the first broken row')
-    .action(() =>
-      withContext(async ({ store }) => {
-        const r = await createAuditLog(store.audit).verify();
-        if (r.ok) out(`audit trail intact: ${r.rows} rows`);
-        else throw new AgentVmError('audit_broken', `audit trail broken at row ${r.brokenAt}: ${r.reason} (${r.rows} rows verified before it)`, { status: 409 });
-      }),
-    );
+    .option('--server <url>', 'ask a running agent-vm (operator API; AGENTVM_ADMIN_TOKEN)')
+    .action(async (o: { server?: string }) => {
+      const r = await auditVerify(o.server);
+      if (r.ok) out(`audit trail intact: ${r.rows} rows`);
+      else throw new AgentVmError('audit_broken', `audit trail broken at row ${r.brokenAt}: ${printable(r.reason, 300)} (${r.rows} rows verified before it)`, { status: 409 });
+    });
 }

@@ -4,7 +4,8 @@
  * one that is hidden until someone re-pins it; and that re-pin, audited as `cli:<user>`. Straight
  * on the database, so it works beside running units on Postgres: they pick the re-pin up on their
  * next look at the tool. With the embedded PGlite database a running `agent-vm up` holds it; use
- * the operator API (`GET /v1/pins`, `POST /v1/pins/<profile>/<server.tool>/repin`) then.
+ * the operator API (`GET /v1/pins`, `POST /v1/pins/<profile>/<server.tool>/repin`) then, or
+ * `--server <url>`, which makes exactly those calls.
  */
 import os from 'node:os';
 import type { Command } from 'commander';
@@ -14,6 +15,7 @@ import { pinView, repinQuarantined, type PinView } from '../governance/mcp-pins.
 import { openStore, type Store } from '../store/index.js';
 import { printable } from '../text.js';
 import { out } from './common.js';
+import { operatorClient, seg } from './remote.js';
 
 async function withStore<T>(fn: (store: Store) => Promise<T>): Promise<T> {
   const config = loadConfig();
@@ -51,26 +53,29 @@ export function registerToolCommands(program: Command): void {
     .command('pins [profile]')
     .description('list pinned tools, and the changed definitions hidden until re-pinned (with a diff)')
     .option('--json', 'one JSON object per line')
-    .action((profile: string | undefined, o: { json?: boolean }) =>
-      withStore(async (store) => {
-        const pins = (await store.pins.list(profile)).map(pinView);
-        if (o.json) {
-          for (const p of pins) out(JSON.stringify(p));
-          return;
-        }
-        if (pins.length === 0) return out(profile ? `no pinned tools for profile ${printable(profile, 64)}` : 'no pinned tools');
-        out(['PROFILE', 'TOOL', 'STATE', 'HASH', 'PINNED AT', 'PINNED BY'].join('\t'));
-        for (const p of pins) printPin(p);
-      }),
-    );
+    .option('--server <url>', 'ask a running agent-vm (operator API; AGENTVM_ADMIN_TOKEN)')
+    .action(async (profile: string | undefined, o: { json?: boolean; server?: string }) => {
+      const list = o.server
+        ? async () => (await operatorClient(loadConfig(), o.server!).get<{ pins: PinView[] }>('/v1/pins', { profile })).pins
+        : () => withStore(async (store) => (await store.pins.list(profile)).map(pinView));
+      const pins = await list();
+      if (o.json) {
+        for (const p of pins) out(JSON.stringify(p));
+        return;
+      }
+      if (pins.length === 0) return out(profile ? `no pinned tools for profile ${printable(profile, 64)}` : 'no pinned tools');
+      out(['PROFILE', 'TOOL', 'STATE', 'HASH', 'PINNED AT', 'PINNED BY'].join('\t'));
+      for (const p of pins) printPin(p);
+    });
   tools
     .command('repin <profile> <tool>')
     .description('accept the changed definition of <server.tool> as its new pin (audited)')
     .option('--expect <hash>', 'only if the changed definition is still this one (its hash, from tools pins --json)')
-    .action((profile: string, tool: string, o: { expect?: string }) =>
-      withStore(async (store) => {
-        const pin = await repinQuarantined({ pins: store.pins, audit: createAuditLog(store.audit) }, profile, tool, operator(), o.expect);
-        out(`${printable(profile, 64)} ${printable(tool, 128)}: re-pinned to ${pin.hash.slice(0, 12)}`);
-      }),
-    );
+    .option('--server <url>', 're-pin through a running agent-vm (operator API; audited as local:api)')
+    .action(async (profile: string, tool: string, o: { expect?: string; server?: string }) => {
+      const pin = o.server
+        ? (await operatorClient(loadConfig(), o.server).post<{ pin: PinView }>(`/v1/pins/${seg(profile)}/${seg(tool)}/repin`, o.expect ? { expect: o.expect } : {})).pin
+        : await withStore((store) => repinQuarantined({ pins: store.pins, audit: createAuditLog(store.audit) }, profile, tool, operator(), o.expect));
+      out(`${printable(profile, 64)} ${printable(tool, 128)}: re-pinned to ${pin.hash.slice(0, 12)}`);
+    });
 }
