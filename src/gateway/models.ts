@@ -31,7 +31,7 @@ export interface TurnModelReport {
 }
 
 export interface ModelEndpoint {
-  /** Binds the relay on `hostAddress` (once per address) and issues the profile's tokens. */
+  /** Binds the relay on `hostAddress` (once per address), issues the profile's tokens and honours the turns already open. */
   bind(hostAddress: string): Promise<void>;
   /** The sandbox's environment for the profile's models (relay base URLs and tokens); needs `bind` first. */
   env(): Record<string, string>;
@@ -99,12 +99,16 @@ export function createModelEndpoint(
         Object.assign(next, issued.env);
       }
       env = next;
+      // Turns opened before this relay existed (the turn that wakes the agent binds it) or on the
+      // one it replaces are honoured here too.
+      for (const turnId of turns.keys()) relay.beginTurn({ profile: profile.id, turnId });
     },
     env: () => ({ ...env }),
     beginTurn(turnId) {
-      if (!relay) return;
+      if (!usesModels(profile)) return;
+      // Kept even before `bind`: a sleeping agent's first turn opens before its wake binds the relay.
       turns.set(turnId, { notes: [], seen: new Set() });
-      relay.beginTurn({ profile: profile.id, turnId });
+      relay?.beginTurn({ profile: profile.id, turnId });
     },
     endTurn(turnId) {
       const t = turns.get(turnId);

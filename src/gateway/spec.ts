@@ -16,6 +16,8 @@ export const usesModels = (p: Profile): boolean => p.models.length > 0;
 export function sandboxSpecFor(profile: Profile, image: string, runtime?: RuntimeSetting, relayEnv?: Readonly<Record<string, string>>): SandboxSpec {
   const rt = runtime ?? profile.runtime;
   const agent = resolvePresetAgent(profile.agent, { defaultImage: image, ...(profile.image ? { image: profile.image } : {}), ...(relayEnv ? { relayEnv } : {}) });
+  // An agent of its own command with `models` gets the relay's variables too (a preset gets its own set above).
+  if (!profile.agent.preset && relayEnv) Object.assign(agent.env, relayEnv);
   // A preset's model is the first one its relay binding allows, unless the manifest picks one.
   const preset = profile.agent.preset ? PRESETS[profile.agent.preset] : undefined;
   const model = preset?.provider ? profile.models.find((m) => m.provider === preset.provider)?.allow[0] : undefined;
