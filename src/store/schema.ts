@@ -1,4 +1,4 @@
-import { bigserial, customType, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+import { bigint, bigserial, customType, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
 
 const bytea = customType<{ data: Buffer; driverData: Buffer | Uint8Array }>({
   dataType: () => 'bytea',
@@ -337,4 +337,28 @@ export const turnFeedback = pgTable(
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [primaryKey({ columns: [t.eventId, t.userId] }), index('turn_feedback_updated').on(t.updatedAt)],
+);
+
+/**
+ * Model tokens counted by the model relay, per profile, UTC day and provider: the daily budget
+ * (`models[].dailyTokens`, all providers of a profile together) reads the day's sum before a call
+ * and adds each call's usage after it. Survives restarts and is shared by every gateway process.
+ */
+export const modelUsage = pgTable(
+  'model_usage',
+  {
+    profile: text('profile').notNull(),
+    /** `YYYY-MM-DD`, UTC. */
+    day: text('day').notNull(),
+    provider: text('provider').notNull(),
+    /** What the budget counts: input + output + cache reads and writes. */
+    tokens: bigint('tokens', { mode: 'number' }).notNull().default(0),
+    inputTokens: bigint('input_tokens', { mode: 'number' }).notNull().default(0),
+    outputTokens: bigint('output_tokens', { mode: 'number' }).notNull().default(0),
+    cacheReadTokens: bigint('cache_read_tokens', { mode: 'number' }).notNull().default(0),
+    cacheWriteTokens: bigint('cache_write_tokens', { mode: 'number' }).notNull().default(0),
+    calls: integer('calls').notNull().default(0),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.profile, t.day, t.provider] })],
 );
