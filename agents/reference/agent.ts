@@ -28,6 +28,7 @@
  * sandbox image has node but no node_modules.
  */
 import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -331,9 +332,37 @@ function promptText(blocks: acp.ContentBlock[]): string {
 
 let sessionCounter = 0;
 
-const app = acp
-  .agent({ name: 'reference-agent' })
-  .onRequest('initialize', () => ({
+// Faults at start, for self-healing tests: REFERENCE_AGENT_CRASH_STARTS=N exits on the first N
+// starts (counted in the workspace, so a restart sees the count); REFERENCE_AGENT_CRASH_IF=<file>
+// exits on every start while <workspace>/<file> exists (a poisoned workspace);
+// REFERENCE_AGENT_HANG_START=1 never answers initialize.
+{
+  const crashStarts = Number(process.env.REFERENCE_AGENT_CRASH_STARTS ?? '0');
+  if (crashStarts > 0) {
+    const counter = path.join(WORKSPACE, '.reference-agent', 'starts');
+    let n = 0;
+    try {
+      n = Number(readFileSync(counter, 'utf8')) || 0;
+    } catch {
+      n = 0;
+    }
+    mkdirSync(path.dirname(counter), { recursive: true });
+    writeFileSync(counter, String(n + 1));
+    if (n < crashStarts) {
+      log(`crash on start ${n + 1} of ${crashStarts}`);
+      process.exit(4);
+    }
+  }
+  const poison = process.env.REFERENCE_AGENT_CRASH_IF;
+  if (poison && existsSync(path.join(WORKSPACE, poison))) {
+    log(`poisoned workspace: ${poison} exists`);
+    process.exit(5);
+  }
+}
+const hangAtStart = process.env.REFERENCE_AGENT_HANG_START === '1';
+
+function initializeResponse(): acp.InitializeResponse {
+  return {
     protocolVersion: acp.PROTOCOL_VERSION,
     agentCapabilities: {
       // REFERENCE_AGENT_LOAD=0: an agent that cannot continue sessions (tests the gateway's fallback).
@@ -343,7 +372,15 @@ const app = acp
     },
     agentInfo: { name: 'reference-agent', title: 'agent-vm reference agent', version: '1.0.0' },
     authMethods: [],
-  }))
+  };
+}
+
+const app = acp
+  .agent({ name: 'reference-agent' })
+  .onRequest('initialize', async () => {
+    if (hangAtStart) await new Promise<never>(() => undefined);
+    return initializeResponse();
+  })
   .onRequest('authenticate', () => ({}))
   .onRequest('session/new', ({ params }) => {
     const sessionId = `ref-${process.pid}-${Date.now().toString(36)}-${++sessionCounter}`;

@@ -40,7 +40,7 @@ export interface AgentConnection {
 
 const INIT_TIMEOUT_MS = 30_000;
 
-export async function connectAgent(io: SandboxStdio, opts: { logger: Logger; clientName?: string; version?: string }): Promise<AgentConnection> {
+export async function connectAgent(io: SandboxStdio, opts: { logger: Logger; clientName?: string; version?: string; initTimeoutMs?: number }): Promise<AgentConnection> {
   const hooks = new Map<string, TurnHooks>();
   const log = opts.logger;
   let closedFlag = false;
@@ -86,7 +86,12 @@ export async function connectAgent(io: SandboxStdio, opts: { logger: Logger; cli
   };
 
   let init: acp.InitializeResponse;
-  const timer = setTimeout(() => conn.close(new Error('initialize timed out')), INIT_TIMEOUT_MS);
+  const initTimeoutMs = opts.initTimeoutMs ?? INIT_TIMEOUT_MS;
+  let initTimedOut = false;
+  const timer = setTimeout(() => {
+    initTimedOut = true;
+    conn.close(new Error('initialize timed out'));
+  }, initTimeoutMs);
   try {
     init = await orClosed(
       conn.agent.request('initialize', {
@@ -98,7 +103,8 @@ export async function connectAgent(io: SandboxStdio, opts: { logger: Logger; cli
   } catch (cause) {
     conn.close();
     io.close();
-    throw new AgentVmError('agent_init_failed', `the agent did not complete the ACP handshake: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    const why = initTimedOut ? `no answer to initialize within ${initTimeoutMs} ms` : closedFlag ? 'the agent process ended' : cause instanceof Error ? cause.message : String(cause);
+    throw new AgentVmError('agent_init_failed', `the agent did not complete the ACP handshake: ${why}`, { cause });
   } finally {
     clearTimeout(timer);
   }

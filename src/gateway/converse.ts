@@ -8,7 +8,7 @@
  */
 import type * as acp from '@agentclientprotocol/sdk';
 import type { ChannelAdapter, HeldBackFile, InboundEvent } from '../adapters/types.js';
-import { describeError, isAgentVmError } from '../errors.js';
+import { AgentVmError, describeError, isAgentVmError } from '../errors.js';
 import { hashOf } from '../governance/audit.js';
 import { conversationPaths, WORKSPACE, type ConversationPaths } from '../sandbox/layout.js';
 import { sha256, type EventRow, type StoredFile } from '../store/gateway.js';
@@ -175,6 +175,13 @@ async function prompt(
     if (isAgentVmError(err, 'agent_gone')) {
       const st = await d.link.status().catch(() => undefined);
       const how = st?.oomKilled ? 'ran out of memory' : st?.exitCode !== undefined ? `exited with code ${st.exitCode}` : 'stopped';
+      if (ev.attempts === 0) {
+        // Self-healing: the next wake restarts the agent (its workspace kept); the turn runs once more.
+        await d.audit.record({ profile: profile.id, action: 'heal', decision: 'retry', reason: `agent ${how}`, subject: ev.id });
+        pendingProgress = `The agent ${how}; restarting it and retrying your request.`;
+        await flushProgress(true).catch(() => undefined);
+        throw new AgentVmError('agent_restarting', `the agent ${how} during the turn; it is restarted and the turn runs again`, { retryable: true });
+      }
       await d.audit.record({ profile: profile.id, action: 'turn', decision: 'error', reason: `agent ${how}`, subject: ev.id });
       return { kind: 'notice', text: `The agent ${how} while working on this, so there is no answer. Its workspace is kept; send the message again to retry.` };
     }

@@ -17,6 +17,7 @@ import type { Logger } from '../log.js';
 import { noopMetrics, type Metrics } from '../metrics.js';
 import type { SandboxDriver } from '../sandbox/types.js';
 import type { Store } from '../store/index.js';
+import { modelUsageRepo } from '../store/model-usage.js';
 import { createGatewayApprovals } from './approvals.js';
 import { createIntake } from './intake.js';
 import { createPermissionPolicy } from './permissions.js';
@@ -43,7 +44,7 @@ export interface GatewayOptions {
   /** Which profiles get a unit in this process. */
   units: 'all' | 'none' | string[];
   policy?: Partial<TurnPolicy>;
-  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs'>;
+  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs' | 'initTimeoutMs'>;
   /** Runs `agentvm.run_job` for profiles with `jobs.enabled` (src/jobs). */
   jobs?: JobToolHost;
   /** Where turns, wakes, tool calls, egress, approvals and delivery failures are counted. Default: nowhere. */
@@ -117,6 +118,8 @@ export function createGateway(o: GatewayOptions): Gateway {
 
   const wanted = o.units === 'all' ? [...router.profiles.keys()] : o.units === 'none' ? [] : o.units;
   const sandboxes = createSandboxService({ driver: o.driver, store: o.store, metrics });
+  // The relay's daily token budget, on the database: shared by every unit and process, kept across restarts.
+  const modelBudget = modelUsageRepo(o.store.db);
   const units = new Map<string, Unit>();
   for (const id of wanted) {
     const profile = router.profiles.get(id);
@@ -148,7 +151,7 @@ export function createGateway(o: GatewayOptions): Gateway {
         policy,
         runtime: o.config.runtime,
         tools: { secrets, approve: approvals.request, metrics, ...(o.jobs ? { jobs: o.jobs } : {}) },
-        models: { upstreams: o.config.modelApis },
+        models: { upstreams: o.config.modelApis, budget: modelBudget },
         metrics,
         ...o.unit,
       }),

@@ -8,6 +8,7 @@
  * beside a stuck one. When the gateway hangs up itself (stop, sleep, restart), turns still on the
  * connection fail with the retryable `agent_detached`, never with "the agent stopped".
  */
+import { describeError, isAgentVmError } from '../errors.js';
 import type { AuditLog } from '../governance/audit.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -32,7 +33,22 @@ export interface AgentLease {
   release(): void;
 }
 
+export interface HealLimits {
+  /** Restarts tried within one wake before it fails. */
+  restartsPerStart: number;
+  /** More restarts than this within `windowMs` is a crash loop: replace the sandbox. */
+  restartsPerWindow: number;
+  windowMs: number;
+}
+
+/** An agent that did not come up: its process ended or it never completed the handshake. */
+function isStartFailure(err: unknown): boolean {
+  return isAgentVmError(err) && ['agent_init_failed', 'sandbox_not_running', 'agent_gone'].includes(err.code);
+}
+
 export interface AgentLink {
+  /** Self-healing escalations so far: restarts of a failed start, replacements from a snapshot. */
+  readonly healed: Readonly<{ restart: number; replace: number }>;
   /** True while this link has a live connection to a running agent. */
   readonly awake: boolean;
   /** Turns holding the connection now. */
@@ -64,7 +80,21 @@ export function createAgentLink(o: {
   assertRuntime?: (runtime: string) => void;
   /** Counts snapshots taken at sleep. */
   metrics?: Metrics;
+  /** Self-healing limits; defaults: 2 restarts per start, a crash loop is > 3 restarts in 10 min. */
+  heal?: Partial<HealLimits>;
+  /** How long an agent may take to answer ACP initialize. Default 30 s. */
+  initTimeoutMs?: number;
+  /**
+   * Replaces the sandbox (new container and workspace) from the newest good snapshot generation
+   * not tried yet; returns what it restored. Absent: a crash loop only fails.
+   */
+  replace?: (why: string) => Promise<Record<string, unknown>>;
+  /** Told of each escalation (metrics, a note to the person). */
+  onHeal?: (level: 'restart' | 'replace', why: string, detail?: Record<string, unknown>) => void;
 }): AgentLink {
+  const heal: HealLimits = { restartsPerStart: 2, restartsPerWindow: 3, windowMs: 10 * 60_000, ...o.heal };
+  let restartTimes: number[] = [];
+  const healed = { restart: 0, replace: 0 };
   let conn: AgentConnection | undefined;
   let connecting: Promise<AgentConnection> | undefined;
   /** No connection made yet by this link: an agent found running belongs to an earlier unit. */
@@ -90,7 +120,42 @@ export function createAgentLink(o: {
     prepared.clear();
   }
 
+  /**
+   * Graduated self-healing of a start: an agent that does not come up (its process exits, or it
+   * never finishes the ACP handshake) is restarted — the workspace is kept — up to
+   * `restartsPerStart` times; when restarts keep failing within the window (a crash loop: a
+   * poisoned config or workspace), the sandbox is replaced from its newest good snapshot
+   * generation, if the unit gave a way to. Each step is audited; nothing of it is hidden.
+   */
   async function connect(): Promise<AgentConnection> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await connectOnce();
+      } catch (err) {
+        if (!isStartFailure(err) || attempt >= heal.restartsPerStart) throw err;
+        const now = Date.now();
+        restartTimes = restartTimes.filter((t) => now - t < heal.windowMs);
+        restartTimes.push(now);
+        const why = describeError(err);
+        if (restartTimes.length > heal.restartsPerWindow && o.replace) {
+          restartTimes = [];
+          o.logger.warn({ agentId, why }, 'the agent keeps failing to start; replacing its sandbox from a snapshot');
+          const r = await o.replace(why);
+          healed.replace++;
+          await o.audit.record({ profile: o.profile, action: 'heal', decision: 'replace', reason: why, subject: agentId, data: { ...r } });
+          o.onHeal?.('replace', why, r);
+        } else {
+          o.logger.warn({ agentId, why, attempt: attempt + 1 }, 'the agent did not start; restarting it');
+          await o.driver.sleep(agentId).catch(() => undefined);
+          healed.restart++;
+          await o.audit.record({ profile: o.profile, action: 'heal', decision: 'restart', reason: why, subject: agentId, data: { attempt: attempt + 1 } });
+          o.onHeal?.('restart', why);
+        }
+      }
+    }
+  }
+
+  async function connectOnce(): Promise<AgentConnection> {
     const spec = await o.spec();
     let handle = await o.sandboxes.wake(spec, o.profile);
     if ((fresh || restartPending) && handle.action === 'none') {
@@ -114,7 +179,7 @@ export function createAgentLink(o: {
     if (handle.hostAddress) for (const e of o.endpoints ?? []) await e.bind(handle.hostAddress);
     await o.audit.record({ profile: o.profile, action: 'wake', decision: 'ok', subject: agentId, data: { action: handle.action, runtime: handle.runtime, wakeMs: handle.wakeMs, restored: handle.restored } });
     const io = await o.driver.attach(agentId);
-    const c = await connectAgent(io, { logger: o.logger });
+    const c = await connectAgent(io, { logger: o.logger, ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}) });
     loaded.clear();
     prepared.clear();
     void c.closed.then(() => {
@@ -139,6 +204,7 @@ export function createAgentLink(o: {
   }
 
   return {
+    healed,
     get awake() {
       return conn !== undefined && !conn.isClosed;
     },

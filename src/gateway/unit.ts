@@ -64,10 +64,14 @@ export interface UnitOptions {
   stopGraceMs?: number;
   /** The profile lease's length (see lease.ts). Default 15 s. */
   leaseTtlMs?: number;
+  /** How long the agent may take to answer ACP initialize before a restart. Default 30 s. */
+  initTimeoutMs?: number;
   /** The gateway's runtime setting (AGENTVM_RUNTIME), checked against the profile's risk tier. */
   runtime: RuntimeSetting;
   /** Governance for tools: the MCP proxy's dependencies. */
   tools: Omit<ToolDeps, 'logger' | 'driver' | 'image' | 'runtime' | 'audit' | 'db' | 'pins'>;
+  /** Counts turns, egress and snapshots (src/metrics.ts). Default: nowhere. */
+  metrics?: Metrics;
   /** The model providers' base URLs (AGENTVM_*_API_URL) and the daily token budget's store. */
   models?: { upstreams: Config['modelApis']; budget?: ModelBudget };
   /** Counts turns, egress and snapshots (src/metrics.ts). Default: nowhere. */
@@ -134,6 +138,7 @@ export function createUnit(o: UnitOptions): Unit {
     logger: log,
     upstreams: o.models?.upstreams ?? { anthropic: 'https://api.anthropic.com', openai: 'https://api.openai.com', gemini: 'https://generativelanguage.googleapis.com' },
     ...(o.models?.budget ? { budget: o.models.budget } : {}),
+    metrics: o.metrics,
   });
   /** The spec to wake with; with models, the relay is bound first (its address and tokens are in the env). */
   async function spec(): Promise<SandboxSpec> {
@@ -212,7 +217,8 @@ export function createUnit(o: UnitOptions): Unit {
         scheduleRetry(ev);
         return false;
       }
-      log.error({ err, eventId: ev.id }, 'turn failed unexpectedly');
+      if (isAgentVmError(err, 'agent_restarting')) log.info({ eventId: ev.id }, 'the agent stopped mid-turn; retrying once after a restart');
+      else log.error({ err, eventId: ev.id }, 'turn failed unexpectedly');
       if (isAgentVmError(err) && !err.retryable) {
         await fail(ev, `Something went wrong: ${describeError(err)}`);
         return true;
@@ -249,6 +255,7 @@ export function createUnit(o: UnitOptions): Unit {
       audit: o.audit,
       logger: log,
       endpoints: [tools, egress, models],
+      ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}),
       assertRuntime: (rt) => assertRuntimeAllowed(profile.risk, rt as RuntimeSetting),
       metrics: o.metrics,
     });

@@ -14,6 +14,10 @@
  *   - the outbox is read through the same tar validation as the engine's archive (hard links,
  *     symlinks, sizes, names), so refusals match.
  *
+ * Snapshots are real generations in a real SnapshotStore (default: a local store under the root),
+ * restored with the same verification as the Docker driver; `pause` stops the main process
+ * (SIGSTOP) and `ensure` continues it (SIGCONT).
+ *
  * Deliberately left out: every isolation property (users, capabilities, read-only root, network,
  * limits). Those are the Docker driver's and are proven against it only. `close()` ends every
  * child process (a real sandbox outlives the gateway; a fake one must not outlive the test).
@@ -24,26 +28,35 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
-import tar from 'tar-stream';
 import { AgentVmError } from '../errors.js';
 import { inboxFileNames } from './inbox.js';
 import { relativeName, WORKSPACE, workspaceDir } from './layout.js';
 import { readOutboxTar } from './outbox.js';
 import { assertAgentId, hashOf, validateSpec } from './spec.js';
 import type {
-  DestroyReport, ExecResult, OutboxEntry, OutboxLimits, RuntimeName, SandboxDriver, SandboxHandle, SandboxSpec, SandboxStatus, SandboxStdio,
+  DestroyReport, ExecResult, OutboxEntry, OutboxLimits, RestoredFrom, RuntimeName, SandboxDriver, SandboxHandle, SandboxSpec, SandboxStatus, SandboxStdio,
+  SnapshotInfo, SnapshotMeta,
 } from './types.js';
+import { extractInto, packDirectory } from './snapshots/fs-archive.js';
+import { createLocalSnapshotStore } from './snapshots/local.js';
+import type { SnapshotManifest, SnapshotStore } from './snapshots/types.js';
+import { chooseGeneration, type Choice } from './snapshots/verify.js';
 
 export interface FakeDriverOptions {
   /** Where workspaces and snapshots live. Default: a new temp directory. */
   root?: string;
   outbox: OutboxLimits;
+  /** Where generations go. Default: a local store in `<root>/.snapshots`. */
+  snapshots?: SnapshotStore;
   /** Sandbox path → host command words, e.g. `{'/opt/agent-vm/agents/reference/agent.mjs': ['/abs/agent.mjs']}`. */
   programs?: Record<string, string[]>;
+  /** PATH for the processes it runs (the host's `node`, `sh`). Default: this node's directory and the usual ones. */
+  path?: string;
 }
 
 export interface FakeDriver extends SandboxDriver {
   readonly root: string;
+  readonly snapshots: SnapshotStore;
   /** Removes the workspace "volume" behind the driver's back (for restore tests). */
   loseWorkspace(agentId: string): Promise<void>;
   /** Ends the main process as if it crashed with `exitCode`. */
@@ -54,7 +67,7 @@ interface Box {
   id: string;
   spec: SandboxSpec;
   specHash: string;
-  state: 'running' | 'stopped';
+  state: 'running' | 'paused' | 'stopped';
   exitCode: number | undefined;
   proc?: ChildProcessWithoutNullStreams;
   exited?: Promise<void>;
@@ -69,7 +82,7 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
   const boxes = new Map<string, Box>();
   const locks = new Map<string, Promise<unknown>>();
   const ws = (agentId: string) => path.join(root, agentId, 'workspace');
-  const snapDir = (agentId: string) => path.join(root, agentId, 'snapshot');
+  const store = o.snapshots ?? createLocalSnapshotStore({ dir: path.join(root, '.snapshots') });
 
   function withLock<T>(agentId: string, fn: () => Promise<T>): Promise<T> {
     const prev = locks.get(agentId) ?? Promise.resolve();
@@ -93,7 +106,7 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
   }
 
   function envOf(agentId: string, spec: SandboxSpec, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: ws(agentId), AGENT_WORKSPACE: ws(agentId) };
+    const env: NodeJS.ProcessEnv = { PATH: o.path ?? `${path.dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`, HOME: ws(agentId), AGENT_WORKSPACE: ws(agentId) };
     for (const [k, v] of Object.entries({ ...spec.env, ...extra })) env[k] = hostWord(agentId, v);
     return env;
   }
@@ -102,10 +115,10 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
     return new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox; wake it first`, { status: 404 });
   }
 
-  function runningBox(agentId: string): Box {
+  function runningBox(agentId: string, pausedOk = false): Box {
     const b = boxes.get(agentId);
     if (!b) throw missing(agentId);
-    if (b.state !== 'running') throw new AgentVmError('sandbox_not_running', `agent ${agentId}'s sandbox is not running; wake it first`, { status: 409 });
+    if (b.state !== 'running' && !(pausedOk && b.state === 'paused')) throw new AgentVmError('sandbox_not_running', `agent ${agentId}'s sandbox is not running; wake it first`, { status: 409 });
     return b;
   }
 
@@ -135,18 +148,21 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
 
   async function stop(b: Box): Promise<void> {
     const proc = b.proc;
+    const paused = b.state === 'paused';
     b.state = 'stopped';
     if (!proc) return;
     proc.kill('SIGTERM');
+    if (paused) proc.kill('SIGCONT'); // a stopped process takes SIGTERM only once continued
     const killer = setTimeout(() => proc.kill('SIGKILL'), 2000);
     await b.exited;
     clearTimeout(killer);
   }
 
-  function handle(b: Box, action: SandboxHandle['action'], restored = false): SandboxHandle {
+  function handle(b: Box, action: SandboxHandle['action'], restoredFrom?: RestoredFrom): SandboxHandle {
     const runtime: RuntimeName = b.spec.runtime && b.spec.runtime !== 'auto' ? b.spec.runtime : 'runsc';
     return {
-      agentId: b.spec.agentId, containerId: b.id, runtime, engineRuntime: 'fake', specHash: b.specHash, image: b.spec.image, action, restored,
+      agentId: b.spec.agentId, containerId: b.id, runtime, engineRuntime: 'fake', specHash: b.specHash, image: b.spec.image, action,
+      restored: restoredFrom !== undefined, ...(restoredFrom ? { restoredFrom } : {}),
       ...(b.spec.network?.mode === 'internal' ? { hostAddress: hostAddressOf(b.spec.agentId) } : {}),
     };
   }
@@ -157,47 +173,39 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
     return { agentId, containerId: b.id, state: b.state, runtime: handle(b, 'none').runtime, specHash: b.specHash, image: b.spec.image, exitCode: b.state === 'running' ? undefined : b.exitCode, oomKilled: false };
   }
 
-  /** A tar of `<workspace>/<dir>` as the engine's archive endpoint would produce it. */
-  async function archiveOf(base: string, top: string): Promise<PassThrough> {
-    const pack = tar.pack();
-    const seen = new Map<string, string>();
-    const walk = async (abs: string, name: string): Promise<void> => {
-      const st = await fs.lstat(abs);
-      if (st.isSymbolicLink()) {
-        pack.entry({ name, type: 'symlink', linkname: await fs.readlink(abs) });
-      } else if (st.isDirectory()) {
-        pack.entry({ name: `${name}/`, type: 'directory', mode: st.mode & 0o7777 });
-        for (const e of (await fs.readdir(abs)).sort()) await walk(path.join(abs, e), `${name}/${e}`);
-      } else if (st.isFile()) {
-        const key = `${st.dev}:${st.ino}`;
-        const first = st.nlink > 1 ? seen.get(key) : undefined;
-        if (first !== undefined) {
-          pack.entry({ name, type: 'link', linkname: first });
-        } else {
-          if (st.nlink > 1) seen.set(key, name);
-          pack.entry({ name, type: 'file', size: st.size, mode: st.mode & 0o7777 }, await fs.readFile(abs));
-        }
-      } else {
-        pack.entry({ name, type: st.isFIFO() ? 'fifo' : 'character-device' });
-      }
-    };
-    const out = new PassThrough();
-    pack.pipe(out);
-    void walk(path.join(base, top), top).then(
-      () => pack.finalize(),
-      (err: unknown) => pack.destroy(err as Error),
-    );
-    return out;
-  }
-
   /** A loopback address of the agent's own (127/8 is all loopback), so endpoints of different agents never share a port. */
   const hostAddressOf = (agentId: string) => {
     const h = createHash('sha256').update(agentId).digest();
     return `127.${h[0]! % 254 + 1}.${h[1]!}.${(h[2]! % 253) + 2}`;
   };
 
+  const info = (m: SnapshotManifest): SnapshotInfo => ({
+    agentId: m.agentId, path: store.describe(m.agentId, m.generation), bytes: m.bytes, generation: m.generation, sha256: m.sha256, files: m.files, createdAt: m.createdAt,
+  });
+
+  async function take(agentId: string, meta?: SnapshotMeta): Promise<SnapshotInfo> {
+    const { archive, counts } = packDirectory(ws(agentId));
+    return info(await store.put(agentId, archive, counts, meta));
+  }
+
+  /** A new workspace from a verified generation; none is left behind if extraction fails. */
+  async function fill(agentId: string, choice: Choice): Promise<RestoredFrom> {
+    const v = choice.verified!;
+    try {
+      await extractInto(ws(agentId), v.open());
+    } catch (err) {
+      await fs.rm(ws(agentId), { recursive: true, force: true });
+      throw new AgentVmError('restore_failed', `agent ${agentId}: restoring snapshot generation ${v.manifest.generation} failed: ${(err as Error).message}; no workspace was left behind`, { status: 500, retryable: true, cause: err });
+    } finally {
+      await v.dispose();
+    }
+    const m = v.manifest;
+    return { generation: m.generation, sha256: m.sha256, createdAt: m.createdAt, skipped: choice.skipped, ...(m.sessions ? { sessions: m.sessions } : {}), ...(m.release ? { release: m.release } : {}) };
+  }
+
   const driver: FakeDriver = {
     root,
+    snapshots: store,
     async prepareNetwork(agentId) {
       assertAgentId(agentId);
       return hostAddressOf(agentId);
@@ -211,6 +219,11 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
         let action: SandboxHandle['action'] = 'created';
         if (b && b.specHash === specHash) {
           if (b.state === 'running') return handle(b, 'none');
+          if (b.state === 'paused') {
+            b.proc?.kill('SIGCONT');
+            b.state = 'running';
+            return handle(b, 'unpaused');
+          }
           start(agentId, b);
           return handle(b, 'started');
         }
@@ -218,14 +231,17 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
           await stop(b);
           action = 'recreated';
         }
-        const volumeIsNew = !(await exists(ws(agentId)));
-        const restore = volumeIsNew && (await exists(snapDir(agentId)));
-        if (restore) await fs.cp(snapDir(agentId), ws(agentId), { recursive: true, verbatimSymlinks: true });
-        else await fs.mkdir(ws(agentId), { recursive: true });
+        let restoredFrom: RestoredFrom | undefined;
+        if (!(await exists(ws(agentId)))) {
+          // As the Docker driver: newest good generation, an empty first workspace, or a refusal.
+          const choice = await chooseGeneration(store, agentId, { purpose: 'restore its workspace (the volume is gone)' });
+          if (choice.verified) restoredFrom = await fill(agentId, choice);
+          else await fs.mkdir(ws(agentId), { recursive: true });
+        }
         b = { id: createHash('sha256').update(`${agentId}:${randomBytes(8).toString('hex')}`).digest('hex'), spec: valid, specHash, state: 'stopped', exitCode: undefined };
         boxes.set(agentId, b);
         start(agentId, b);
-        return handle(b, action, restore);
+        return handle(b, action, restoredFrom);
       });
     },
 
@@ -233,24 +249,29 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
       assertAgentId(agentId);
       return withLock(agentId, async () => {
         const b = boxes.get(agentId);
-        if (b && b.state === 'running') await stop(b);
+        if (b && b.state !== 'stopped') await stop(b);
       });
     },
 
-    destroy(agentId) {
+    destroy(agentId, options) {
       assertAgentId(agentId);
       return withLock(agentId, async (): Promise<DestroyReport> => {
-        const removed = { containers: 0, volumes: 0, networks: 0, snapshot: false };
+        const removed = { containers: 0, volumes: 0, networks: 0 };
         const b = boxes.get(agentId);
+        let finalSnapshot: SnapshotInfo | null = null;
+        if (b && options?.finalSnapshot !== false && (await exists(ws(agentId)))) {
+          finalSnapshot = await take(agentId, { reason: 'destroy' }).catch((err: unknown) => {
+            throw new AgentVmError('snapshot_failed', `agent ${agentId} was not destroyed: its final snapshot failed (${(err as Error).message}); fix the snapshot store, or destroy without one`, { status: 502, retryable: true, cause: err });
+          });
+        }
         if (b) {
           await stop(b);
           boxes.delete(agentId);
           removed.containers = 1;
         }
         if (await exists(ws(agentId))) removed.volumes = 1;
-        removed.snapshot = await exists(snapDir(agentId));
         await fs.rm(path.join(root, agentId), { recursive: true, force: true });
-        return { agentId, removed };
+        return { agentId, removed, finalSnapshot };
       });
     },
 
@@ -308,7 +329,7 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
 
     async attach(agentId): Promise<SandboxStdio> {
       assertAgentId(agentId);
-      const b = runningBox(agentId);
+      const b = runningBox(agentId, true);
       if (!b.spec.stdin || !b.proc) {
         throw new AgentVmError('sandbox_no_stdio', `agent ${agentId}'s sandbox was not created with stdin open; wake it with stdin: true`, { status: 409 });
       }
@@ -348,7 +369,7 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
       const top = rel.split('/').pop()!;
       const parent = path.join(ws(agentId), path.dirname(rel));
       if (!(await exists(path.join(parent, top)))) return;
-      yield* readOutboxTar(await archiveOf(parent, top), top, { ...o.outbox, ...limits });
+      yield* readOutboxTar(packDirectory(parent, top).archive, top, { ...o.outbox, ...limits });
     },
 
     async removeFiles(agentId, dir, names) {
@@ -368,19 +389,43 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
       return names.map((n) => `${WORKSPACE}/${dir}/${n}`);
     },
 
-    snapshot(agentId) {
+    snapshot(agentId, meta) {
       assertAgentId(agentId);
       return withLock(agentId, async () => {
         if (!boxes.has(agentId)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox to snapshot`, { status: 404 });
-        const dest = snapDir(agentId);
-        await fs.rm(dest, { recursive: true, force: true });
-        await fs.cp(ws(agentId), dest, { recursive: true, verbatimSymlinks: true });
-        let bytes = 0;
-        for (const f of (await fs.readdir(dest, { recursive: true })) as string[]) {
-          const st = await fs.lstat(path.join(dest, f));
-          if (st.isFile()) bytes += st.size;
+        return take(agentId, meta);
+      });
+    },
+
+    restore(agentId, ro = {}) {
+      assertAgentId(agentId);
+      return withLock(agentId, async () => {
+        const choice = await chooseGeneration(store, agentId, { purpose: 'restore', ...(ro.generation !== undefined ? { generation: ro.generation } : {}), ...(ro.before !== undefined ? { before: ro.before } : {}) });
+        if (!choice.verified) throw new AgentVmError('snapshot_missing', `agent ${agentId} has no snapshots in ${store.location}`, { status: 404 });
+        const b = boxes.get(agentId);
+        const wasRunning = b?.state === 'running' || b?.state === 'paused';
+        let savedAs: SnapshotInfo | undefined;
+        try {
+          if (b) await stop(b);
+          if (ro.snapshotFirst !== false && (await exists(ws(agentId)))) savedAs = await take(agentId, { reason: 'pre-restore', ...ro.meta });
+        } catch (err) {
+          await choice.verified.dispose();
+          throw err;
         }
-        return { agentId, path: dest, bytes };
+        boxes.delete(agentId); // as the engine: the container goes with the volume it used
+        await fs.rm(ws(agentId), { recursive: true, force: true });
+        const from = await fill(agentId, choice);
+        return { agentId, ...from, wasRunning, ...(savedAs ? { savedAs } : {}) };
+      });
+    },
+
+    pause(agentId) {
+      assertAgentId(agentId);
+      return withLock(agentId, async () => {
+        const b = runningBox(agentId, true);
+        if (b.state === 'paused') return;
+        b.proc?.kill('SIGSTOP');
+        b.state = 'paused';
       });
     },
 

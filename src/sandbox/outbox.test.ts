@@ -51,7 +51,7 @@ describe('outbox validation', () => {
     expect(reasons).toEqual([
       'passwd:symlink',
       'hard:hardlink',
-      'outbox/../../etc/passwd:unsafe_name',
+      '../../etc/passwd:unsafe_name',
       'pipe:not_regular_file',
       'big.bin:too_large',
       'ok.txt:ok',
@@ -87,5 +87,16 @@ describe('outbox validation', () => {
     expect(outboxRelativeName('outbox/./a', 'outbox')).toHaveProperty('unsafe');
     expect(outboxRelativeName('outbox/x/../../y', 'outbox')).toHaveProperty('unsafe');
     expect(outboxRelativeName('outbox/report.pdf', 'outbox')).toEqual({ name: 'report.pdf' });
+  });
+});
+
+describe('a refused entry named like the outbox', () => {
+  it('does not end the stream: files after it are still reported', async () => {
+    const out = await all([
+      { name: 'outbox/', type: 'directory' },
+      { name: 'outbox/outbox', type: 'symlink', linkname: '/etc' },
+      { name: 'outbox/after.txt', data: 'later' },
+    ]);
+    expect(out.map((e) => `${e.name}:${e.kind}`)).toEqual(['outbox:refused', 'after.txt:file']);
   });
 });

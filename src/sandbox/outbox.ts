@@ -48,7 +48,8 @@ export async function* readOutboxTar(
   for await (const entry of extract) {
     const h = entry.header;
     const rel = outboxRelativeName(h.name, rootName);
-    const shown = 'name' in rel ? rel.name || rootName : h.name;
+    const shown = 'name' in rel ? rel.name || rootName : h.name.startsWith(`${rootName}/`) ? h.name.slice(rootName.length + 1) : h.name;
+    const isRoot = 'name' in rel && rel.name === '';
     let verdict: OutboxEntry | undefined;
     let keep = false;
 
@@ -99,7 +100,8 @@ export async function* readOutboxTar(
       });
       if (verdict) {
         yield verdict;
-        if (verdict.name === rootName) return;
+        // A refused outbox directory itself ends the stream: nothing inside it is trusted.
+        if (isRoot) return;
       }
     }
   }

@@ -16,6 +16,7 @@ export function makeFakeDriver(): FakeDriver {
     root: tempDir('fake'),
     outbox: { maxFileBytes: 25 * 1024 * 1024, maxTotalBytes: 100 * 1024 * 1024, maxFiles: 20 },
     programs: { [REFERENCE_AGENT_IN_IMAGE]: [REFERENCE_AGENT_HOST_BUNDLE] },
+    path: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
   });
 }
 

@@ -34,7 +34,7 @@ export interface FakeGatewayOptions {
   manifests: Array<Record<string, unknown>>;
   env?: Record<string, string>;
   policy?: Partial<TurnPolicy>;
-  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs'>;
+  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs' | 'initTimeoutMs'>;
   /** Reuse a store and driver (a restarted gateway); default: fresh ones. */
   reuse?: { store: Store; driver: FakeDriver; dataDir: string; profilesDir: string };
 }
@@ -48,7 +48,7 @@ export async function startFakeGateway(o: FakeGatewayOptions): Promise<FakeGatew
   const store = o.reuse?.store ?? (await openStore({ dataDir }));
   if (!o.reuse) await store.migrate();
   const driver = o.reuse?.driver ?? makeFakeDriver();
-  const ctx: Context = { config, logger, store, driver, close: async () => undefined };
+  const ctx: Context = { config, logger, store, driver, snapshots: driver.snapshots, close: async () => undefined };
   const running = await startGatewayApp(ctx, { units: 'all', policy: o.policy, unit: o.unit });
   const outcome = async (eventId: string) => {
     let out: TurnOutcome | undefined;
