@@ -20,6 +20,7 @@ import type { ModelBudget, ModelRelay, ModelRelayEvent, ModelUsage } from '../go
 import type { Profile } from '../governance/profile.js';
 import type { SecretResolver } from '../governance/secrets.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { MODEL_RELAY_PORT } from '../sandbox/layout.js';
 import { describeError } from '../errors.js';
 
@@ -45,7 +46,7 @@ export const usesModels = (p: Profile): boolean => p.models.length > 0;
 
 export function createModelEndpoint(
   profile: Profile,
-  d: { secrets: SecretResolver; audit: AuditLog; logger: Logger; upstreams: Config['modelApis']; budget?: ModelBudget; port?: number },
+  d: { secrets: SecretResolver; audit: AuditLog; logger: Logger; upstreams: Config['modelApis']; budget?: ModelBudget; port?: number; metrics?: Metrics },
 ): ModelEndpoint {
   let relay: ModelRelay | undefined;
   let boundTo: string | undefined;
@@ -54,6 +55,7 @@ export function createModelEndpoint(
 
   function onEvent(e: ModelRelayEvent): void {
     const ids = 'turnIds' in e ? e.turnIds : [];
+    if (e.type === 'usage') d.metrics?.modelTokens(profile.id, e.provider, e.usage);
     const note = 'note' in e ? e.note : undefined;
     for (const id of ids) {
       const t = turns.get(id);

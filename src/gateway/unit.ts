@@ -74,8 +74,6 @@ export interface UnitOptions {
   metrics?: Metrics;
   /** The model providers' base URLs (AGENTVM_*_API_URL) and the daily token budget's store. */
   models?: { upstreams: Config['modelApis']; budget?: ModelBudget };
-  /** Counts turns, egress and snapshots (src/metrics.ts). Default: nowhere. */
-  metrics?: Metrics;
 }
 
 export interface Unit {
