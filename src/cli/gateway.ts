@@ -63,10 +63,10 @@ function onSignals(stop: (signal: string) => Promise<void>): void {
   process.once('SIGTERM', () => handler('SIGTERM'));
 }
 
-async function up(config: Config, o: { units: boolean }): Promise<void> {
+async function up(config: Config, o: { units: boolean; keepAwake?: boolean }): Promise<void> {
   const logger = createLogger(config.logLevel);
   const ctx = await openContext(config, logger);
-  const running = await startGatewayApp(ctx, { units: o.units ? 'all' : 'none' }).catch(async (err) => {
+  const running = await startGatewayApp(ctx, { units: o.units ? 'all' : 'none', ...(o.keepAwake ? { unit: { keepAwake: true } } : {}) }).catch(async (err) => {
     await ctx.close();
     throw err;
   });
@@ -247,7 +247,8 @@ export function registerGatewayCommands(program: Command): void {
     .command('up')
     .description('serve every profile: HTTP on AGENTVM_HOST:AGENTVM_PORT and one unit per profile')
     .option('--no-units', 'front door only; units run as separate `agent-vm unit <profile>` processes (needs REDIS_URL and DATABASE_URL)')
-    .action(async (o: { units: boolean }) => up(loadConfig(), o));
+    .option('--keep-awake', 'leave agents awake when stopping (default: snapshot and stop what this process woke)')
+    .action(async (o: { units: boolean; keepAwake?: boolean }) => up(loadConfig(), o));
 
   program
     .command('unit <profile>')

@@ -66,6 +66,8 @@ export interface UnitOptions {
   leaseTtlMs?: number;
   /** How long the agent may take to answer ACP initialize before a restart. Default 30 s. */
   initTimeoutMs?: number;
+  /** Leave the agent awake when the unit stops (`up --keep-awake`); default: snapshot and stop what this unit woke. */
+  keepAwake?: boolean;
   /** The gateway's runtime setting (AGENTVM_RUNTIME), checked against the profile's risk tier. */
   runtime: RuntimeSetting;
   /** Governance for tools: the MCP proxy's dependencies. */
@@ -263,9 +265,16 @@ export function createUnit(o: UnitOptions): Unit {
   async function maybeSleep(): Promise<void> {
     if (!serving() || active > 0 || chains.size > 0) return;
     if (Date.now() - lastActivity < profile.idle.sleepAfterSeconds * 1000) return;
-    if (!link?.awake || link.active > 0) return;
+    if (link && link.active > 0) return;
+    if (!link?.awake) {
+      // A sandbox awake with nobody connected: left by a process that woke it and went away (an
+      // in-process `send`, a crashed gateway). The idle rules apply to it all the same.
+      const st = await o.driver.status(profile.id).catch(() => undefined);
+      if (st?.state !== 'running' && st?.state !== 'paused') return;
+      log.info({ state: st.state }, 'an awake sandbox nobody serves: applying the idle rules');
+    }
     tools.revokeAll();
-    await link.sleep('idle').catch((err) => log.warn({ err }, 'idle sleep failed'));
+    await agentLink().sleep('idle').catch((err) => log.warn({ err }, 'idle sleep failed'));
   }
 
   /** Waits for the profile, then recovers every open event of it. */
@@ -331,6 +340,12 @@ export function createUnit(o: UnitOptions): Unit {
       // Hang up (turns still on the connection end as interruptions), then let them record that.
       link?.detach();
       await Promise.race([all(), new Promise((r) => setTimeout(r, 5000))]);
+      // What this process woke, it puts to sleep (snapshot, stop) unless told to leave it awake.
+      if (!o.keepAwake && link) {
+        tools.revokeAll();
+        const st = await o.driver.status(profile.id).catch(() => undefined);
+        if (st?.state === 'running' || st?.state === 'paused') await link.sleep('shutdown').catch((err) => log.warn({ err }, 'putting the agent to sleep at shutdown failed'));
+      }
       await o.queue.close();
       tools.revokeAll();
       await tools.close().catch((err) => log.warn({ err }, 'closing the tool endpoint failed'));
