@@ -23,13 +23,15 @@ import { manifest, writeProfiles } from './helpers/gateway.js';
 import { parseMetrics, series } from './helpers/metrics.js';
 
 const P = 'metrics-fake';
+/** An agent that exits at once: its starts are restarted (self-healing), then the turn fails. */
+const BROKEN = 'metrics-broken';
 let store: Store;
 let driver: FakeDriver;
 let running: Running;
 let failProgress = true;
 
-async function send(text: string, conversation = 'c1') {
-  const event = localEvent(localMessageSchema.parse({ profile: P, text, conversation }), 'test');
+async function send(text: string, conversation = 'c1', profile = P) {
+  const event = localEvent(localMessageSchema.parse({ profile, text, conversation }), 'test');
   await running.gateway.intake.accept(event);
   let last = '';
   for await (const o of running.gateway.watcher.watch(event.id)) if (o.kind !== 'progress') last = o.kind;
@@ -47,7 +49,7 @@ beforeAll(async () => {
   await bundleReferenceAgent(REFERENCE_AGENT_HOST_BUNDLE);
   const profilesDir = tempDir('profiles');
   const dataDir = tempDir('data');
-  await writeProfiles(profilesDir, [manifest(P, { turn: { timeoutSeconds: 20 } })]);
+  await writeProfiles(profilesDir, [manifest(P, { turn: { timeoutSeconds: 20 } }), manifest(BROKEN, { agent: { command: ['node', '-e', 'process.exit(3)'] } })]);
   const config = testConfig({ AGENTVM_DATA_DIR: dataDir, AGENTVM_PROFILES_DIR: profilesDir });
   store = await openStore({ dataDir });
   await store.migrate();
@@ -127,6 +129,13 @@ describe('metrics after a scripted run (fake sandbox driver)', () => {
     expect(series(m, 'agentvm_snapshot_age_seconds', { profile: P })).toBeGreaterThanOrEqual(0);
     await unit.wake();
     expect(series(await scrape(), 'agentvm_sandboxes', { state: 'running' })).toBe(1);
+  });
+
+  it('counts self-healing restarts of an agent that does not start, and the failed turn', async () => {
+    expect(await send('echo never', 'c2', BROKEN)).toBe('notice');
+    const m = await scrape();
+    expect(series(m, 'agentvm_self_healing_escalations_total', { profile: BROKEN, level: 'restart' })).toBe(2);
+    expect(series(m, 'agentvm_turns_total', { profile: BROKEN, platform: 'local', outcome: 'failed' })).toBe(1);
   });
 });
 

@@ -143,12 +143,14 @@ export function createAgentLink(o: {
           const r = await o.replace(why);
           healed.replace++;
           await o.audit.record({ profile: o.profile, action: 'heal', decision: 'replace', reason: why, subject: agentId, data: { ...r } });
+          o.metrics?.selfHealing(o.profile, 'replace');
           o.onHeal?.('replace', why, r);
         } else {
           o.logger.warn({ agentId, why, attempt: attempt + 1 }, 'the agent did not start; restarting it');
           await o.driver.sleep(agentId).catch(() => undefined);
           healed.restart++;
           await o.audit.record({ profile: o.profile, action: 'heal', decision: 'restart', reason: why, subject: agentId, data: { attempt: attempt + 1 } });
+          o.metrics?.selfHealing(o.profile, 'restart');
           o.onHeal?.('restart', why);
         }
       }
