@@ -25,6 +25,7 @@ import { registerGatewayCommands } from './cli/gateway.js';
 import { registerPlatformCommands } from './cli/platforms.js';
 import { registerToolCommands } from './cli/tools.js';
 import { registerJobCommands } from './cli/jobs.js';
+import { registerSnapshotCommands } from './cli/snapshots.js';
 
 function positiveNumber(name: string) {
   return (v: string): number => {
@@ -119,11 +120,15 @@ export function buildProgram(): Command {
     );
   agents
     .command('destroy <agent>')
-    .description('remove an agent sandbox, its workspace, network and snapshot')
-    .action((agent: string) =>
+    .description('remove an agent sandbox, its workspace and network; a final snapshot is taken first and kept')
+    .option('--no-snapshot', 'skip the final snapshot (the workspace is lost unless earlier generations exist)')
+    .action((agent: string, o: { snapshot: boolean }) =>
       withContext(async (ctx) => {
-        const r = await createSandboxService(ctx).destroy(agent);
-        out(`${agent}: destroyed (${r.removed.containers} container, ${r.removed.volumes} volume, ${r.removed.networks} network${r.removed.snapshot ? ', snapshot' : ''})`);
+        const r = o.snapshot
+          ? await createSandboxService(ctx).destroy(agent)
+          : await ctx.driver.destroy(agent, { finalSnapshot: false }).then(async (d) => (await ctx.store.agents.markDestroyed(agent), d));
+        const kept = r.finalSnapshot ? `; final snapshot generation ${r.finalSnapshot.generation} kept in ${r.finalSnapshot.path}` : '; no final snapshot';
+        out(`${agent}: destroyed (${r.removed.containers} container, ${r.removed.volumes} volume, ${r.removed.networks} network)${kept}`);
       }),
     );
   agents
@@ -144,13 +149,14 @@ export function buildProgram(): Command {
     );
   agents
     .command('snapshot <agent>')
-    .description('save the agent workspace to the snapshot store')
+    .description('save the agent workspace to the snapshot store as a new generation')
     .action((agent: string) =>
       withContext(async ({ driver }) => {
-        const s = await driver.snapshot(agent);
-        out(`${agent}: snapshot ${s.path} (${s.bytes} bytes)`);
+        const s = await driver.snapshot(agent, { reason: 'operator' });
+        out(`${agent}: snapshot generation ${s.generation} ${s.path} (${s.bytes} bytes, ${s.files} files, sha256 ${s.sha256.slice(0, 12)})`);
       }),
     );
+  registerSnapshotCommands(agents);
 
   const profiles = program.command('profiles').description('agent profile manifests');
   profiles

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { AgentVmError } from './errors.js';
 import { RUNTIME_SETTINGS } from './sandbox/spec.js';
+import type { SnapshotSettings } from './sandbox/snapshots/index.js';
 
 export type RuntimeSetting = 'kata' | 'runsc' | 'runc' | 'auto';
 
@@ -45,6 +46,8 @@ export interface Config {
   clickup: { webhookSecret?: string; token?: string; apiUrl: string };
   /** Provider API base URLs the model relay forwards to (proxies, tests); keys come only from `secret://`. */
   modelApis: { anthropic: string; openai: string; gemini: string };
+  /** Workspace snapshot generations: AGENTVM_SNAPSHOT_URL (s3://… or file:///…; unset → `<dataDir>/snapshots`), AGENTVM_SNAPSHOT_KEEP, AWS_* for S3. */
+  snapshots: SnapshotSettings;
 }
 
 const bool = z
@@ -109,6 +112,16 @@ const schema = z.object({
   AGENTVM_ANTHROPIC_API_URL: url.default('https://api.anthropic.com'),
   AGENTVM_OPENAI_API_URL: url.default('https://api.openai.com'),
   AGENTVM_GEMINI_API_URL: url.default('https://generativelanguage.googleapis.com'),
+  AGENTVM_SNAPSHOT_URL: z.string().regex(/^(s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?|file:\/\/\/.+)$/, 'must be s3://bucket[/prefix] or file:///absolute/dir').optional(),
+  AGENTVM_SNAPSHOT_KEEP: z.coerce.number().int().min(1).max(1000).default(5),
+  AWS_ENDPOINT_URL_S3: url.optional(),
+  AWS_ENDPOINT_URL: url.optional(),
+  AWS_REGION: z.string().min(1).optional(),
+  AWS_DEFAULT_REGION: z.string().min(1).optional(),
+  AWS_ACCESS_KEY_ID: secret.optional(),
+  AWS_SECRET_ACCESS_KEY: secret.optional(),
+  AWS_SESSION_TOKEN: secret.optional(),
+  AGENTVM_S3_FORCE_PATH_STYLE: bool.optional(),
 }).superRefine((e, ctx) => {
   if (e.AGENTVM_RUNTIME === 'runc' && !e.AGENTVM_ALLOW_RUNC) {
     ctx.addIssue({
@@ -198,5 +211,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     clickup: { webhookSecret: e.CLICKUP_WEBHOOK_SECRET, token: e.CLICKUP_TOKEN, apiUrl: e.CLICKUP_API_URL },
     modelApis: { anthropic: e.AGENTVM_ANTHROPIC_API_URL, openai: e.AGENTVM_OPENAI_API_URL, gemini: e.AGENTVM_GEMINI_API_URL },
+    snapshots: {
+      url: e.AGENTVM_SNAPSHOT_URL,
+      keep: e.AGENTVM_SNAPSHOT_KEEP,
+      s3: {
+        endpoint: e.AWS_ENDPOINT_URL_S3 ?? e.AWS_ENDPOINT_URL,
+        region: e.AWS_REGION ?? e.AWS_DEFAULT_REGION ?? 'us-east-1',
+        accessKeyId: e.AWS_ACCESS_KEY_ID,
+        secretAccessKey: e.AWS_SECRET_ACCESS_KEY,
+        sessionToken: e.AWS_SESSION_TOKEN,
+        forcePathStyle: e.AGENTVM_S3_FORCE_PATH_STYLE,
+      },
+    },
   };
 }

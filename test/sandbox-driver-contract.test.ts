@@ -3,15 +3,16 @@ import { afterAll } from 'vitest';
 import { NAME_PREFIX } from '../src/sandbox/layout.js';
 import { describeSandboxDriver } from './contracts/sandbox-driver.js';
 import { REFERENCE_AGENT } from './helpers/gateway.js';
-import { makeDriver, spec } from './helpers/sandbox.js';
+import { makeDriverWithSnapshots, spec } from './helpers/sandbox.js';
 
 const docker = new Docker({ socketPath: '/var/run/docker.sock' });
-const driver = makeDriver();
+const { driver, snapshots } = makeDriverWithSnapshots();
 afterAll(() => driver.close());
 
 describeSandboxDriver({
   name: 'docker + runsc',
   driver,
+  snapshots,
   spec,
   referenceAgent: REFERENCE_AGENT,
   async loseWorkspace(id) {

@@ -281,14 +281,15 @@ describe('destroy', () => {
     await driver.ensure(spec(a, { network: { mode: 'internal' } }));
     await driver.snapshot(a);
     const report = await driver.destroy(a);
-    expect(report.removed).toEqual({ containers: 1, volumes: 1, networks: 1, snapshot: true });
+    expect(report.removed).toEqual({ containers: 1, volumes: 1, networks: 1 });
+    expect(report.finalSnapshot?.generation).toBe(2);
     const filter = { label: [`agent-vm.agent=${a}`] };
     expect(await docker.listContainers({ all: true, filters: filter })).toHaveLength(0);
     expect((await docker.listVolumes({ filters: filter })).Volumes ?? []).toHaveLength(0);
     expect(await docker.listNetworks({ filters: filter })).toHaveLength(0);
     expect((await driver.status(a)).state).toBe('missing');
     // Destroying again is a no-op, not an error.
-    expect((await driver.destroy(a)).removed).toEqual({ containers: 0, volumes: 0, networks: 0, snapshot: false });
+    expect(await driver.destroy(a)).toMatchObject({ removed: { containers: 0, volumes: 0, networks: 0 }, finalSnapshot: null });
   });
 });
 

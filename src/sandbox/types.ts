@@ -1,3 +1,7 @@
+import type { SnapshotMeta } from './snapshots/types.js';
+
+export type { SnapshotMeta };
+
 /**
  * The sandbox seam. The gateway talks to agents' sandboxes only through `SandboxDriver`;
  * the Docker implementation lives in ./docker and is the only code that knows about Docker.
@@ -64,6 +68,11 @@ export interface SandboxHandle {
   /** True when the workspace was restored from a snapshot because its volume was gone. */
   restored: boolean;
   /**
+   * With `restored`: the generation used and every newer one skipped as unusable (corrupt,
+   * truncated, unsafe), with why. The driver has no audit log: the caller audits these.
+   */
+  restoredFrom?: RestoredFrom;
+  /**
    * With network `internal`: the host's address on the agent's network (the bridge gateway), the
    * only peer the sandbox can reach; bind the MCP endpoint / egress relay for this agent there.
    * Undefined with network `none`.
@@ -124,13 +133,68 @@ export type OutboxEntry =
 
 export interface DestroyReport {
   agentId: string;
-  removed: { containers: number; volumes: number; networks: number; snapshot: boolean };
+  removed: { containers: number; volumes: number; networks: number };
+  /**
+   * The final generation taken before anything was removed; null when told not to, or when there
+   * was no sandbox to take it from (a retried destroy: the first attempt took it). Snapshots are
+   * never deleted by destroy: `agent-vm agents snapshots <agent> --delete --apply` does that.
+   */
+  finalSnapshot: SnapshotInfo | null;
 }
 
+export interface DestroyOptions {
+  /** Take a final snapshot first (default true); if it fails, nothing is destroyed. */
+  finalSnapshot?: boolean;
+}
+
+/** One generation written by `snapshot` (src/sandbox/snapshots/types.ts has the whole manifest). */
 export interface SnapshotInfo {
   agentId: string;
+  /** Where its archive is: a file path, or an s3:// URL. */
   path: string;
   bytes: number;
+  generation: number;
+  sha256: string;
+  files: number;
+  createdAt: string;
+}
+
+/** A snapshot generation that was skipped, and why (checksum mismatch, truncated, unsafe entry…). */
+export interface SkippedGeneration {
+  generation: number;
+  reason: string;
+}
+
+export interface RestoredFrom {
+  generation: number;
+  sha256: string;
+  createdAt: string;
+  /** Newer generations that could not be used. */
+  skipped: SkippedGeneration[];
+  /** As recorded when the generation was taken. */
+  sessions?: string[];
+  release?: string;
+}
+
+export interface RestoreOptions {
+  /** Exactly this generation (refused if it does not verify). Default: the newest good one. */
+  generation?: number;
+  /** The newest good generation older than this one (a replacement after `generation` failed). */
+  before?: number;
+  /** Save the current workspace as a new generation first (default true). */
+  snapshotFirst?: boolean;
+  /** Metadata for that generation. */
+  meta?: SnapshotMeta;
+  /** Image to read or fill the volume through when the agent has no sandbox (the Docker driver). */
+  image?: string;
+}
+
+export interface RestoreReport extends RestoredFrom {
+  agentId: string;
+  /** Whether the sandbox was running before (it is stopped now). */
+  wasRunning: boolean;
+  /** The generation that saved the workspace being replaced. */
+  savedAs?: SnapshotInfo;
 }
 
 /** The main process's stdio, for protocols spoken over it (ACP). */
@@ -155,8 +219,12 @@ export interface SandboxDriver {
   prepareNetwork(agentId: string): Promise<string>;
   /** Stop the sandbox; the workspace volume stays. A no-op for a missing or stopped sandbox. */
   sleep(agentId: string): Promise<void>;
-  /** Remove container, volume, network and snapshot; throws if anything labelled for the agent remains. */
-  destroy(agentId: string): Promise<DestroyReport>;
+  /**
+   * Remove container, volume and network; throws if anything labelled for the agent remains.
+   * First takes a final snapshot (kept in the store) unless `finalSnapshot: false`; if that
+   * snapshot fails, nothing is removed. One-shot sandboxes (jobs) pass `finalSnapshot: false`.
+   */
+  destroy(agentId: string, options?: DestroyOptions): Promise<DestroyReport>;
   /** Run a command inside the running sandbox as the sandbox user, killed at `timeoutMs`. */
   exec(agentId: string, command: string[], options: ExecOptions): Promise<ExecResult>;
   /** Attach to the main process's stdio; the spec must have asked for `stdin: true`. */
@@ -179,8 +247,35 @@ export interface SandboxDriver {
    * files it only creates the directory (and its parents).
    */
   writeFiles(agentId: string, dir: string, files: Array<{ name: string; data: Buffer }>): Promise<string[]>;
-  /** Copy /workspace to the snapshot store; ensure restores it when the volume is gone. */
-  snapshot(agentId: string): Promise<SnapshotInfo>;
+  /**
+   * Writes /workspace to the snapshot store as a new generation (running, paused or stopped
+   * sandbox), with the caller's metadata (ACP session ids, release, why). Atomic: a failed
+   * snapshot leaves the previous generation the newest. Older generations beyond the store's
+   * `keep` are deleted. Not a point-in-time image of a busy agent: each file is read once, but
+   * files written while the archive is read may be caught before or after a change.
+   *
+   * Restore semantics, when `ensure` finds the workspace volume gone: the newest generation whose
+   * archive verifies (size, sha256, a tar of safe entries only) is restored, newer bad ones are
+   * skipped and reported in `restoredFrom`; with no generation at all (a first wake) the
+   * workspace starts empty; with generations but none good, `ensure` throws `snapshot_unusable`
+   * (SnapshotRefusedError, listing each generation and why) and creates nothing, never an empty
+   * workspace in the agent's name. A restore that fails half-way leaves no volume behind.
+   */
+  snapshot(agentId: string, meta?: SnapshotMeta): Promise<SnapshotInfo>;
+  /**
+   * Replaces the workspace with a verified generation (see RestoreOptions): verifies it first
+   * (refusing a bad one before anything changes), stops the sandbox, saves the current workspace
+   * as a new generation, then fills a new volume. The sandbox is left stopped; the next `ensure`
+   * starts it on the restored workspace.
+   */
+  restore(agentId: string, options?: RestoreOptions): Promise<RestoreReport>;
+  /**
+   * Freezes every process of a running sandbox (docker pause); memory stays, CPU goes to zero.
+   * `ensure` unpauses it (action 'unpaused'), `sleep` stops it, `snapshot` works on it; `exec`
+   * refuses it (`sandbox_not_running`). A no-op when already paused; `sandbox_not_running` when
+   * stopped, `sandbox_missing` when there is none.
+   */
+  pause(agentId: string): Promise<void>;
   status(agentId: string): Promise<SandboxStatus>;
   list(): Promise<SandboxStatus[]>;
   close(): Promise<void>;

@@ -9,12 +9,16 @@ import * as acp from '@agentclientprotocol/sdk';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isAgentVmError } from '../../src/errors.js';
 import { conversationPaths } from '../../src/sandbox/layout.js';
+import type { SnapshotStore } from '../../src/sandbox/snapshots/types.js';
 import type { OutboxEntry, SandboxDriver, SandboxSpec } from '../../src/sandbox/types.js';
 import { agentId } from '../helpers/env.js';
+import { describeSandboxSnapshots } from './sandbox-snapshots.js';
 
 export interface SandboxDriverHarness {
   name: string;
   driver: SandboxDriver;
+  /** The local snapshot store the driver writes to (tests tamper with its files). */
+  snapshots: SnapshotStore;
   /** A minimal valid spec for `id`. */
   spec(id: string, extra?: Partial<SandboxSpec>): SandboxSpec;
   /** The command that runs the reference agent in this driver's sandboxes. */
@@ -51,7 +55,10 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
   const sh = (a: string, script: string, timeoutMs = 20_000) => driver.exec(a, ['sh', '-c', script], { timeoutMs });
 
   afterAll(async () => {
-    for (const a of created) await driver.destroy(a).catch(() => undefined);
+    for (const a of created) {
+      await driver.destroy(a, { finalSnapshot: false }).catch(() => undefined);
+      await h.snapshots.remove(a).catch(() => undefined);
+    }
   });
 
   describe(`SandboxDriver contract: ${h.name}`, () => {
@@ -175,12 +182,13 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
       const a = id('restore');
       await driver.ensure(h.spec(a));
       await sh(a, 'mkdir -p /workspace/deep && echo kept > /workspace/deep/file');
-      const snap = await driver.snapshot(a);
+      const snap = await driver.snapshot(a, { reason: 'idle', sessions: ['s1'] });
       expect(snap.bytes).toBeGreaterThan(0);
       await driver.sleep(a);
       await h.loseWorkspace(a);
       const back = await driver.ensure(h.spec(a));
       expect(back.restored).toBe(true);
+      expect(back.restoredFrom).toMatchObject({ generation: snap.generation, sha256: snap.sha256, sessions: ['s1'], skipped: [] });
       expect((await sh(a, 'cat /workspace/deep/file')).stdout).toBe('kept\n');
     }, h.timeoutMs);
 
@@ -189,10 +197,12 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
       await driver.ensure(h.spec(a, { command: ['sh', '-c', 'sleep 0.3; exit 7'] }));
       for (let i = 0; i < 100 && (await driver.status(a)).state === 'running'; i++) await new Promise((r) => setTimeout(r, 100));
       expect(await driver.status(a)).toMatchObject({ state: 'stopped', exitCode: 7 });
-      await driver.destroy(a);
-      await driver.destroy(a);
+      expect((await driver.destroy(a)).finalSnapshot?.generation).toBe(1); // from the stopped sandbox
+      expect((await driver.destroy(a)).finalSnapshot).toBeNull();
       expect((await driver.status(a)).state).toBe('missing');
       expect((await driver.list()).map((s) => s.agentId)).not.toContain(a);
     }, h.timeoutMs);
+
+    describeSandboxSnapshots({ driver, snapshots: h.snapshots, spec: h.spec, loseWorkspace: h.loseWorkspace, timeoutMs: h.timeoutMs, id });
   });
 }

@@ -8,6 +8,7 @@ afterAll(() => driver.close());
 describeSandboxDriver({
   name: 'fake',
   driver,
+  snapshots: driver.snapshots,
   spec: fakeSpec,
   referenceAgent: ['node', REFERENCE_AGENT_IN_IMAGE],
   loseWorkspace: (id) => driver.loseWorkspace(id),

@@ -3,7 +3,6 @@
  * One container, one workspace volume and (optionally) one internal network per agent, all
  * labelled with the agent id; the container also carries a hash of its full create body.
  */
-import fs from 'node:fs/promises';
 import { PassThrough, type Duplex } from 'node:stream';
 import { AgentVmError, isAgentVmError } from '../../errors.js';
 import type { DockerConnection } from '../../config.js';
@@ -17,13 +16,15 @@ import type {
   DestroyReport, ExecOptions, ExecResult, OutboxEntry, OutboxLimits, RuntimeSetting,
   SandboxDriver, SandboxHandle, SandboxSpec, SandboxStatus, SnapshotInfo,
 } from '../types.js';
+import { createLocalSnapshotStore } from '../snapshots/local.js';
+import type { SnapshotStore } from '../snapshots/types.js';
 import {
   connectDocker, engineError, isConflict, isNotFound, isNotModified,
   type ContainerInspectInfo, type DockerClient,
 } from './engine.js';
 import { runExec } from './exec.js';
 import { LABELS, WORKSPACE, createBody } from './hardening.js';
-import { readSnapshot, snapshotExists, snapshotPath, writeSnapshot } from './snapshot.js';
+import { createDockerSnapshots } from './snapshot.js';
 import { bridgeName, chainFor, chainInstalled, guardBridge, hostPortsOf, proxyEnv, unguardBridge } from './firewall.js';
 
 /** How long exec waits for the engine to report a sandbox stopped after an exec died with it. */
@@ -34,8 +35,10 @@ export interface DockerDriverOptions {
   runtime: RuntimeSetting;
   allowRunc: boolean;
   outbox: OutboxLimits;
-  /** Where workspace snapshots are kept (gateway host side). */
-  snapshotDir: string;
+  /** Where workspace snapshot generations are kept (src/sandbox/snapshots). */
+  snapshots?: SnapshotStore;
+  /** Without `snapshots`: a local store in this directory (keeping 5 generations). */
+  snapshotDir?: string;
   logger: Logger;
   /** Prefix for container, volume and network names. */
   namePrefix?: string;
@@ -56,6 +59,11 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
   /** Agent id → its internal network's gateway address (stable for the network's lifetime). */
   const hostAddresses = new Map<string, string>();
   let engineRuntimes: Promise<string[]> | undefined;
+  if (!options.snapshots && !options.snapshotDir) throw new Error('createDockerDriver needs snapshots or snapshotDir');
+  const store = options.snapshots ?? createLocalSnapshotStore({ dir: options.snapshotDir! });
+  const snaps = createDockerSnapshots({
+    docker, store, log, call, names, inspect, labels: (a) => labels(a), stopTimeoutSeconds: options.stopTimeoutSeconds ?? 5,
+  });
 
   /** Serializes operations on one agent; different agents proceed in parallel. */
   function withLock<T>(agentId: string, fn: () => Promise<T>): Promise<T> {
@@ -117,18 +125,6 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
 
   function labels(agentId: string, extra: Record<string, string> = {}): Record<string, string> {
     return { [LABELS.managed]: 'true', [LABELS.agent]: agentId, ...extra };
-  }
-
-  async function ensureVolume(agentId: string): Promise<boolean> {
-    const n = names(agentId);
-    try {
-      await call(() => docker.getVolume(n.volume).inspect());
-      return false;
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    await call(() => docker.createVolume({ Name: n.volume, Labels: labels(agentId) }));
-    return true;
   }
 
   async function ensureNetwork(agentId: string): Promise<string> {
@@ -199,9 +195,9 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
     });
     const ports = hostPortsOf(spec);
     const specHash = hashOf(ports.length > 0 ? { ...body, hostPorts: ports } : body);
-    const handle = (containerId: string, action: SandboxHandle['action'], restored = false): SandboxHandle => ({
+    const handle = (containerId: string, action: SandboxHandle['action'], restoredFrom?: SandboxHandle['restoredFrom']): SandboxHandle => ({
       agentId: spec.agentId, containerId, runtime: choice.runtime, engineRuntime: choice.engineRuntime, specHash,
-      image: spec.image, action, restored,
+      image: spec.image, action, restored: restoredFrom !== undefined, ...(restoredFrom ? { restoredFrom } : {}),
     });
 
     let action: SandboxHandle['action'] = 'created';
@@ -226,10 +222,9 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       action = 'recreated';
     }
 
-    const volumeIsNew = await ensureVolume(spec.agentId);
+    // A missing volume comes back from the newest good snapshot generation, or the wake is refused.
+    const restoredFrom = await snaps.ensureWorkspace(spec.agentId, id);
     await guard(spec);
-    const snap = snapshotPath(options.snapshotDir, spec.agentId);
-    const restore = volumeIsNew && (await snapshotExists(snap));
 
     let containerId: string;
     try {
@@ -246,12 +241,8 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       // Another process created it between our inspect and create: take the normal path.
       return ensureLocked(spec);
     }
-    if (restore) {
-      await call(() => docker.getContainer(containerId).putArchive(readSnapshot(snap), { path: WORKSPACE }));
-      log.info({ agent: spec.agentId }, 'workspace restored from snapshot');
-    }
     await startContainer(containerId);
-    return handle(containerId, action, restore);
+    return handle(containerId, action, restoredFrom);
   }
 
   async function startContainer(containerId: string): Promise<void> {
@@ -280,10 +271,10 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
     };
   }
 
-  async function requireRunning(agentId: string): Promise<ContainerInspectInfo> {
+  async function requireRunning(agentId: string, pausedOk = false): Promise<ContainerInspectInfo> {
     const info = await inspect(names(agentId).container);
     if (!info) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox; wake it first`, { status: 404 });
-    if (!info.State.Running || info.State.Paused) {
+    if (!info.State.Running || (info.State.Paused && !pausedOk)) {
       throw new AgentVmError('sandbox_not_running', `agent ${agentId}'s sandbox is not running; wake it first`, { status: 409 });
     }
     return info;
@@ -307,22 +298,18 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       assertAgentId(agentId);
       return withLock(agentId, async () => {
         const info = await inspect(names(agentId).container);
-        if (!info || (!info.State.Running && !info.State.Paused)) return;
-        try {
-          await call(() => docker.getContainer(info.Id).stop({ t: options.stopTimeoutSeconds ?? 5 }));
-        } catch (err) {
-          if (!isNotModified(err) && !isNotFound(err)) throw err;
-        }
+        if (info) await snaps.stop(info);
       });
     },
 
-    destroy(agentId) {
+    destroy(agentId, destroyOptions) {
       assertAgentId(agentId);
       return withLock(agentId, async (): Promise<DestroyReport> => {
         const n = names(agentId);
+        const finalSnapshot = await snaps.final(agentId, destroyOptions?.finalSnapshot !== false);
         hostAddresses.delete(agentId);
         const filter = { label: [`${LABELS.agent}=${agentId}`] };
-        const removed = { containers: 0, volumes: 0, networks: 0, snapshot: false };
+        const removed = { containers: 0, volumes: 0, networks: 0 };
         const ignore404 = (err: unknown) => {
           if (!isNotFound(err)) throw err;
         };
@@ -337,7 +324,6 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         const bridge = await bridgeOf(agentId).catch(() => bridgeName(prefix, agentId));
         await call(() => docker.getNetwork(n.network).remove()).then(() => removed.networks++, ignore404);
         await unguardBridge(bridge).catch((err: unknown) => { if (!isAgentVmError(err, 'firewall_unavailable')) throw err; });
-        await fs.rm(snapshotPath(options.snapshotDir, agentId)).then(() => (removed.snapshot = true), () => undefined);
 
         const [c, v, nw] = await Promise.all([
           call(() => docker.listContainers({ all: true, filters: filter })),
@@ -353,8 +339,8 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         if (left.length > 0) {
           throw new AgentVmError('destroy_incomplete', `agent ${agentId} still has ${left.join(', ')} after destroy`, { status: 500 });
         }
-        log.info({ agent: agentId, removed }, 'sandbox destroyed');
-        return { agentId, removed };
+        log.info({ agent: agentId, removed, finalSnapshot: finalSnapshot?.generation ?? null }, 'sandbox destroyed');
+        return { agentId, removed, finalSnapshot };
       });
     },
 
@@ -455,19 +441,28 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       return written.map((n) => `${WORKSPACE}/${dir}/${n}`);
     },
 
-    snapshot(agentId) {
+    snapshot(agentId, meta) {
       assertAgentId(agentId);
       return withLock(agentId, async (): Promise<SnapshotInfo> => {
-        const file = snapshotPath(options.snapshotDir, agentId);
-        let archive: NodeJS.ReadableStream;
-        try {
-          archive = await call(() => docker.getContainer(names(agentId).container).getArchive({ path: WORKSPACE }));
-        } catch (err) {
-          if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox to snapshot`, { status: 404 });
-          throw err;
-        }
-        const bytes = await writeSnapshot(archive as import('node:stream').Readable, file);
-        return { agentId, path: file, bytes };
+        const info = await inspect(names(agentId).container);
+        if (!info) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox to snapshot`, { status: 404 });
+        return snaps.take(agentId, info.Id, meta);
+      });
+    },
+
+    restore(agentId, restoreOptions = {}) {
+      assertAgentId(agentId);
+      return withLock(agentId, () => snaps.restore(agentId, restoreOptions));
+    },
+
+    pause(agentId) {
+      assertAgentId(agentId);
+      return withLock(agentId, async () => {
+        const info = await requireRunning(agentId, true);
+        if (info.State.Paused) return;
+        await call(() => docker.getContainer(info.Id).pause()).catch((err: unknown) => {
+          if (!isConflict(err)) throw err; // paused by someone else meanwhile
+        });
       });
     },
 

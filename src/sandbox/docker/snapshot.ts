@@ -1,56 +1,211 @@
 /**
- * Workspace snapshots: a tar of /workspace kept by the gateway host, so an agent's state
- * survives the loss of its volume (a pruned engine, a new host). Entries are stored relative
- * to the workspace so a restore writes only inside the workspace volume.
+ * Workspace snapshots on the Docker engine: take a generation from a container's /workspace, and
+ * fill a new workspace volume from a verified generation.
+ *
+ * A restore never presents a half-filled volume as the agent's: the volume is created together
+ * with a helper container (one engine call, the volume's labels given as mount options) that is
+ * never started; the archive goes in through the helper; the helper is removed only after the
+ * whole archive is in. A helper still there means a restore was interrupted (a crash, a killed
+ * gateway): the volume is discarded and the restore starts again. Errors discard it too.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
-import fs from 'node:fs/promises';
-import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import type { Readable } from 'node:stream';
-import tar from 'tar-stream';
+import { AgentVmError, describeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { fromEngineArchive, restorable } from '../snapshots/archive.js';
+import type { SnapshotManifest, SnapshotMeta, SnapshotStore } from '../snapshots/types.js';
+import { chooseGeneration, type VerifiedGeneration } from '../snapshots/verify.js';
+import type { RestoreOptions, RestoreReport, RestoredFrom, SnapshotInfo } from '../types.js';
+import { isNotFound, isNotModified, type ContainerCreateOptions, type ContainerInspectInfo, type DockerClient } from './engine.js';
+import { LABELS, SANDBOX_USER, WORKSPACE } from './hardening.js';
 
-export function snapshotPath(dir: string, agentId: string): string {
-  return path.join(dir, `${agentId}.tar`);
+type MountVolumeOptions = NonNullable<NonNullable<NonNullable<ContainerCreateOptions['HostConfig']>['Mounts']>[number]['VolumeOptions']>;
+
+/** On a restore helper: the generation being restored into the volume. */
+export const RESTORE_LABEL = 'agent-vm.restore-generation';
+
+export interface DockerSnapshotDeps {
+  docker: DockerClient;
+  store: SnapshotStore;
+  log: Logger;
+  call: <T>(fn: () => Promise<T>) => Promise<T>;
+  names: (agentId: string) => { container: string; volume: string };
+  labels: (agentId: string) => Record<string, string>;
+  inspect: (name: string) => Promise<ContainerInspectInfo | undefined>;
+  stopTimeoutSeconds: number;
 }
 
-/** Rewrites the engine's `workspace/...` archive to `./...` and writes it atomically. */
-export async function writeSnapshot(archive: Readable, file: string): Promise<number> {
-  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  const extract = tar.extract();
-  const pack = tar.pack();
-  extract.on('entry', (header, stream, next) => {
-    const rel = header.name.replace(/^workspace\/?/, '');
-    if (rel === '' || header.name === rel) {
-      // The root entry itself, or anything not under workspace/: not part of the snapshot.
-      stream.resume();
-      stream.on('end', next);
-      return;
+export function snapshotInfo(store: SnapshotStore, m: SnapshotManifest): SnapshotInfo {
+  return {
+    agentId: m.agentId, path: store.describe(m.agentId, m.generation), bytes: m.bytes,
+    generation: m.generation, sha256: m.sha256, files: m.files, createdAt: m.createdAt,
+  };
+}
+
+export function createDockerSnapshots(d: DockerSnapshotDeps) {
+  const { docker, store, call } = d;
+  const helperName = (agentId: string) => `${d.names(agentId).container}-restore`;
+  const ignore404 = (err: unknown) => {
+    if (!isNotFound(err)) throw err;
+  };
+
+  /** A new generation from the container's /workspace (running, paused or stopped). */
+  async function take(agentId: string, containerId: string, meta?: SnapshotMeta): Promise<SnapshotInfo> {
+    let engine: NodeJS.ReadableStream;
+    try {
+      engine = await call(() => docker.getContainer(containerId).getArchive({ path: WORKSPACE }));
+    } catch (err) {
+      if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox to snapshot`, { status: 404 });
+      throw err;
     }
-    header.name = rel;
-    stream.pipe(pack.entry(header, next));
-  });
-  extract.on('finish', () => pack.finalize());
-  archive.on('error', (err) => extract.destroy(err));
-  archive.pipe(extract);
-  try {
-    await pipeline(pack, createWriteStream(tmp, { mode: 0o600 }));
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
+    const { archive, counts } = fromEngineArchive(engine as import('node:stream').Readable);
+    return snapshotInfo(store, await store.put(agentId, archive, counts, meta));
   }
-  return (await fs.stat(file)).size;
-}
 
-export async function snapshotExists(file: string): Promise<boolean> {
-  return fs.stat(file).then(
-    (s) => s.isFile(),
-    () => false,
-  );
-}
+  async function volumeExists(agentId: string): Promise<boolean> {
+    try {
+      await call(() => docker.getVolume(d.names(agentId).volume).inspect());
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
 
-export function readSnapshot(file: string): Readable {
-  return createReadStream(file);
+  async function removeVolume(agentId: string): Promise<void> {
+    await call(() => docker.getVolume(d.names(agentId).volume).remove()).catch(ignore404);
+  }
+
+  /** A helper left by an interrupted restore: its volume is incomplete, so both go. */
+  async function clearInterrupted(agentId: string): Promise<void> {
+    const helper = await d.inspect(helperName(agentId));
+    if (!helper) return;
+    d.log.warn({ agent: agentId, generation: helper.Config.Labels?.[RESTORE_LABEL] }, 'an interrupted workspace restore was found; discarding its volume and restoring again');
+    await call(() => docker.getContainer(helper.Id).remove({ force: true, v: false })).catch(ignore404);
+    await removeVolume(agentId);
+  }
+
+  /** Creates the workspace volume from `v` through a never-started helper; on any failure, no volume is left. */
+  async function fill(agentId: string, image: string, v: VerifiedGeneration): Promise<void> {
+    const n = d.names(agentId);
+    const helper = await call(() =>
+      docker.createContainer({
+        name: helperName(agentId),
+        Image: image,
+        Cmd: ['true'],
+        User: SANDBOX_USER,
+        NetworkDisabled: true,
+        Labels: { [LABELS.agent]: agentId, [RESTORE_LABEL]: String(v.manifest.generation) },
+        HostConfig: {
+          NetworkMode: 'none', ReadonlyRootfs: true, CapDrop: ['ALL'],
+          // The engine creates the volume with this container, labelled so destroy finds it.
+          Mounts: [{ Type: 'volume', Source: n.volume, Target: WORKSPACE, ReadOnly: false, VolumeOptions: { Labels: d.labels(agentId) } as MountVolumeOptions }],
+        },
+      }),
+    );
+    try {
+      await call(() => helper.putArchive(restorable(v.open()), { path: WORKSPACE }));
+    } catch (err) {
+      await call(() => helper.remove({ force: true, v: false })).catch(() => undefined);
+      await removeVolume(agentId).catch(() => undefined);
+      throw new AgentVmError('restore_failed', `agent ${agentId}: restoring snapshot generation ${v.manifest.generation} failed: ${describeError(err).slice(0, 300)}; no workspace was left behind`, { status: 500, retryable: true, cause: err });
+    }
+    await call(() => helper.remove({ force: true, v: false }));
+  }
+
+  function restoredFrom(v: VerifiedGeneration, skipped: RestoredFrom['skipped']): RestoredFrom {
+    const m = v.manifest;
+    return { generation: m.generation, sha256: m.sha256, createdAt: m.createdAt, skipped, ...(m.sessions ? { sessions: m.sessions } : {}), ...(m.release ? { release: m.release } : {}) };
+  }
+
+  /**
+   * Before a container is created: makes sure the workspace volume exists. A missing volume is
+   * restored from the newest good generation (skipped ones reported); with no generation at all it
+   * is a first wake and the volume starts empty; with generations but none good, this throws
+   * SnapshotRefusedError and creates nothing.
+   */
+  async function ensureWorkspace(agentId: string, image: string): Promise<RestoredFrom | undefined> {
+    await clearInterrupted(agentId);
+    if (await volumeExists(agentId)) return undefined;
+    const choice = await chooseGeneration(store, agentId, { purpose: 'restore its workspace (the volume is gone)' });
+    if (!choice.verified) {
+      await call(() => docker.createVolume({ Name: d.names(agentId).volume, Labels: d.labels(agentId) }));
+      return undefined;
+    }
+    try {
+      await fill(agentId, image, choice.verified);
+    } finally {
+      await choice.verified.dispose();
+    }
+    d.log.info({ agent: agentId, generation: choice.verified.manifest.generation, skipped: choice.skipped }, 'workspace restored from snapshot');
+    return restoredFrom(choice.verified, choice.skipped);
+  }
+
+  /** A generation from a workspace volume that has no container: read through a never-started one. */
+  async function takeThroughReader(agentId: string, image: string, meta: SnapshotMeta): Promise<SnapshotInfo> {
+    // A reader left by a crash holds the name; it never ran and holds nothing of its own.
+    await call(() => docker.getContainer(`${d.names(agentId).container}-read`).remove({ force: true })).catch(ignore404);
+    const reader = await call(() =>
+      docker.createContainer({
+        name: `${d.names(agentId).container}-read`, Image: image, Cmd: ['true'], User: SANDBOX_USER, NetworkDisabled: true,
+        Labels: { [LABELS.agent]: agentId },
+        HostConfig: { NetworkMode: 'none', ReadonlyRootfs: true, CapDrop: ['ALL'], Mounts: [{ Type: 'volume', Source: d.names(agentId).volume, Target: WORKSPACE, ReadOnly: true }] },
+      }),
+    );
+    try {
+      return await take(agentId, reader.id, meta);
+    } finally {
+      await call(() => reader.remove({ force: true, v: false })).catch(() => undefined);
+    }
+  }
+
+  /** Stops the container (unpausing it first: a frozen process cannot take SIGTERM). */
+  async function stop(info: ContainerInspectInfo): Promise<void> {
+    const c = docker.getContainer(info.Id);
+    if (info.State.Paused) await call(() => c.unpause()).catch(() => undefined);
+    if (!info.State.Running) return;
+    await call(() => c.stop({ t: d.stopTimeoutSeconds })).catch((err) => {
+      if (!isNotModified(err) && !isNotFound(err)) throw err;
+    });
+  }
+
+  /** See SandboxDriver.restore. Runs under the driver's per-agent lock. */
+  async function restore(agentId: string, o: RestoreOptions): Promise<RestoreReport> {
+    await clearInterrupted(agentId);
+    const choice = await chooseGeneration(store, agentId, { purpose: 'restore', ...(o.generation !== undefined ? { generation: o.generation } : {}), ...(o.before !== undefined ? { before: o.before } : {}) });
+    if (!choice.verified) throw new AgentVmError('snapshot_missing', `agent ${agentId} has no snapshots in ${store.location}`, { status: 404 });
+    const v = choice.verified;
+    try {
+      const info = await d.inspect(d.names(agentId).container);
+      const image = info?.Image ?? o.image;
+      if (!image) throw new AgentVmError('restore_needs_image', `agent ${agentId} has no sandbox; name an image to restore its workspace through`, { status: 400 });
+      let savedAs: SnapshotInfo | undefined;
+      if (info) {
+        await stop(info);
+        if (o.snapshotFirst !== false) {
+          savedAs = await take(agentId, info.Id, { reason: 'pre-restore', ...o.meta }).catch((err: unknown) => {
+            throw new AgentVmError('snapshot_failed', `agent ${agentId}: the workspace was not replaced: saving it first failed: ${describeError(err).slice(0, 300)}`, { status: 502, retryable: true, cause: err });
+          });
+        }
+        await call(() => docker.getContainer(info.Id).remove({ force: true, v: false })).catch(ignore404);
+      } else if (o.snapshotFirst !== false && (await volumeExists(agentId))) {
+        savedAs = await takeThroughReader(agentId, image, { reason: 'pre-restore', ...o.meta });
+      }
+      await removeVolume(agentId);
+      await fill(agentId, image, v);
+      d.log.info({ agent: agentId, generation: v.manifest.generation, savedAs: savedAs?.generation }, 'workspace replaced from snapshot');
+      return { agentId, ...restoredFrom(v, choice.skipped), wasRunning: info?.State.Running === true, ...(savedAs ? { savedAs } : {}) };
+    } finally {
+      await v.dispose();
+    }
+  }
+
+  /** The generation destroy takes first; a failure stops the destroy. No container: nothing to read. */
+  async function final(agentId: string, wanted: boolean): Promise<SnapshotInfo | null> {
+    const info = wanted ? await d.inspect(d.names(agentId).container) : undefined;
+    if (!info) return null;
+    return take(agentId, info.Id, { reason: 'destroy' }).catch((err: unknown) => {
+      throw new AgentVmError('snapshot_failed', `agent ${agentId} was not destroyed: its final snapshot failed (${describeError(err).slice(0, 300)}); fix the snapshot store, or destroy without one (agent-vm agents destroy ${agentId} --no-snapshot)`, { status: 502, retryable: true, cause: err });
+    });
+  }
+
+  return { take, ensureWorkspace, restore, clearInterrupted, stop, final, fill };
 }
