@@ -99,6 +99,8 @@ async function prompt(
   const policy = { ...DEFAULT_POLICY, ...d.policy };
   const profile = d.profile;
   const reply = createBoundedReply({ maxBytes: d.reply.maxBytes, maxFileBytes: d.outbox.maxFileBytes });
+  // Anything the agent writes to its outbox during the turn is after this.
+  const turnStart = new Date();
   let lastProgressAt = 0;
   let pendingProgress: string | undefined;
   const flushProgress = async (force: boolean) => {
@@ -199,7 +201,7 @@ async function prompt(
   }
 
   const paths = conversationPaths(ev.conversation);
-  const { files, heldBack } = await collectOutbox(d, paths, policy.redact);
+  const { files, heldBack } = await collectOutbox(d, paths, policy.redact, turnStart);
   const full = reply.finish();
   let text = policy.redact(full.text);
   if (full.file) {
@@ -265,11 +267,11 @@ async function withContext(
 const TEXT_LIKE = /\.(txt|md|csv|json|ya?ml|log|html?|xml|ts|js|py|sh)$/i;
 
 /** Only this conversation's outbox: what the turn left there leaves with its reply, nowhere else. */
-async function collectOutbox(d: TurnDeps, paths: ConversationPaths, redact: (t: string) => string): Promise<{ files: StoredFile[]; heldBack: HeldBackFile[] }> {
+async function collectOutbox(d: TurnDeps, paths: ConversationPaths, redact: (t: string) => string, turnStart: Date): Promise<{ files: StoredFile[]; heldBack: HeldBackFile[] }> {
   const files: StoredFile[] = [];
   const heldBack: HeldBackFile[] = [];
   const agentId = d.profile.id;
-  for await (const e of d.driver.readOutbox(agentId, paths.outbox, d.outbox)) {
+  for await (const e of d.driver.readOutbox(agentId, paths.outbox, d.outbox, { unchangedSince: turnStart })) {
     if (e.kind === 'refused') {
       heldBack.push({ name: e.name, reason: e.detail });
       continue;

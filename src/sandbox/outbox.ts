@@ -37,6 +37,8 @@ export async function* readOutboxTar(
   stream: Readable,
   rootName: string,
   limits: OutboxLimits,
+  /** Told of every entry below the root, yielded or not (directories too). */
+  onEntry?: () => void,
 ): AsyncGenerator<OutboxEntry> {
   const extract = tar.extract();
   stream.on('error', (err) => extract.destroy(err));
@@ -52,6 +54,7 @@ export async function* readOutboxTar(
     const isRoot = 'name' in rel && rel.name === '';
     let verdict: OutboxEntry | undefined;
     let keep = false;
+    if (!('name' in rel && rel.name === '')) onEntry?.();
 
     if ('unsafe' in rel) {
       verdict = refusal(shown, 'unsafe_name', rel.unsafe);

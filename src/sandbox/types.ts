@@ -191,7 +191,7 @@ export interface RestoreOptions {
 
 export interface RestoreReport extends RestoredFrom {
   agentId: string;
-  /** Whether the sandbox was running before (it is stopped now). */
+  /** Whether the sandbox was running (or paused) before; it is removed now, its workspace replaced. */
   wasRunning: boolean;
   /** The generation that saved the workspace being replaced. */
   savedAs?: SnapshotInfo;
@@ -234,8 +234,11 @@ export interface SandboxDriver {
    * `conversations/<key>/outbox`, see layout.ts), validated; refused ones are yielded as
    * refusals, never dropped. Names are relative to `dir`. A missing directory yields nothing.
    * The directory itself must be a real directory (a symlinked one is refused).
+   * With `unchangedSince`, a driver may yield nothing without reading when it knows the directory
+   * was left empty by its own last read or removal and has not changed since that time (the
+   * common case: a turn that wrote no file). It must never skip a change made after it.
    */
-  readOutbox(agentId: string, dir: string, limits?: Partial<OutboxLimits>): AsyncIterable<OutboxEntry>;
+  readOutbox(agentId: string, dir: string, limits?: Partial<OutboxLimits>, opts?: { unchangedSince?: Date }): AsyncIterable<OutboxEntry>;
   /**
    * Removes `names` (relative to `/workspace/<dir>`, as readOutbox yielded them) so a later
    * collection does not see them again. Names with `..` or absolute paths are refused.
@@ -265,8 +268,9 @@ export interface SandboxDriver {
   /**
    * Replaces the workspace with a verified generation (see RestoreOptions): verifies it first
    * (refusing a bad one before anything changes), stops the sandbox, saves the current workspace
-   * as a new generation, then fills a new volume. The sandbox is left stopped; the next `ensure`
-   * starts it on the restored workspace.
+   * as a new generation, then fills a new volume. The sandbox itself is removed (status
+   * `missing`): the next `ensure` creates it on the restored workspace (`restored` false there:
+   * this report is the record). Snapshots are never deleted here.
    */
   restore(agentId: string, options?: RestoreOptions): Promise<RestoreReport>;
   /**

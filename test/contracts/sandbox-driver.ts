@@ -133,6 +133,12 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
         expect(await collect(driver.readOutbox(a, p2.outbox))).toEqual([{ kind: 'file', name: 'two.txt', size: 3, data: Buffer.from('two') }]);
         await driver.removeFiles(a, p1.outbox, ['one.txt']);
         expect(await collect(driver.readOutbox(a, p1.outbox))).toEqual([]);
+        // Left empty: a driver may skip reading it while unchanged, but never a file written since.
+        const since = new Date();
+        await driver.exec(a, ['sh', '-c', `printf late > ${p1.outboxPath}/late.txt`], { timeoutMs: 20_000 });
+        expect(await collect(driver.readOutbox(a, p1.outbox, undefined, { unchangedSince: since }))).toEqual([{ kind: 'file', name: 'late.txt', size: 4, data: Buffer.from('late') }]);
+        await driver.removeFiles(a, p1.outbox, ['late.txt']);
+        expect(await collect(driver.readOutbox(a, p1.outbox, undefined, { unchangedSince: new Date(Date.now() + 5000) }))).toEqual([]);
         expect(await collect(driver.readOutbox(a, p2.outbox))).toHaveLength(1);
         expect(await code(driver.removeFiles(a, p1.outbox, ['../../other']))).toBe('file_name_invalid');
         expect(await collect(driver.readOutbox(a, 'conversations/none-such/outbox'))).toEqual([]);

@@ -27,6 +27,8 @@ import { LABELS, WORKSPACE, createBody } from './hardening.js';
 import { createDockerSnapshots } from './snapshot.js';
 import { bridgeName, chainFor, chainInstalled, guardBridge, hostPortsOf, proxyEnv, unguardBridge } from './firewall.js';
 
+/** The engine reports mtimes in whole seconds; a directory counts as unchanged only when older than the turn by this much. */
+const MTIME_MARGIN_MS = 2_000;
 /** How long exec waits for the engine to report a sandbox stopped after an exec died with it. */
 const SANDBOX_STOP_SETTLE_MS = 3_000;
 
@@ -59,6 +61,26 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
   /** Agent id → its internal network's gateway address (stable for the network's lifetime). */
   const hostAddresses = new Map<string, string>();
   let engineRuntimes: Promise<string[]> | undefined;
+  /** Outbox directories this driver saw or left empty (agent NUL dir); forgotten when the sandbox changes. */
+  const emptyOutboxes = new Set<string>();
+  const forgetOutboxes = (agentId: string) => {
+    for (const k of emptyOutboxes) if (k.startsWith(`${agentId}\u0000`)) emptyOutboxes.delete(k);
+  };
+
+  /** A path's modification time inside the container (ms), from the archive endpoint's HEAD. */
+  async function pathMtime(container: string, path: string): Promise<number | undefined> {
+    try {
+      const res = (await docker.getContainer(container).infoArchive({ path })) as unknown as { headers?: Record<string, string>; resume?: () => void };
+      res.resume?.();
+      const raw = res.headers?.['x-docker-container-path-stat'];
+      if (!raw) return undefined;
+      const stat = JSON.parse(Buffer.from(raw, 'base64').toString('utf8')) as { mtime?: string };
+      const t = stat.mtime ? Date.parse(stat.mtime) : NaN;
+      return Number.isFinite(t) ? t : undefined;
+    } catch {
+      return undefined;
+    }
+  }
   if (!options.snapshots && !options.snapshotDir) throw new Error('createDockerDriver needs snapshots or snapshotDir');
   const store = options.snapshots ?? createLocalSnapshotStore({ dir: options.snapshotDir! });
   const snaps = createDockerSnapshots({
@@ -175,6 +197,8 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
 
   async function ensureWithAddress(spec: SandboxSpec): Promise<SandboxHandle> {
     const h = await ensureLocked(spec);
+    // A started or new sandbox may hold anything (a restored workspace, another process's writes).
+    if (h.action !== 'none' && h.action !== 'unpaused') forgetOutboxes(spec.agentId);
     return spec.network?.mode === 'internal' ? { ...h, hostAddress: await hostAddress(spec.agentId) } : h;
   }
 
@@ -296,6 +320,7 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
 
     sleep(agentId) {
       assertAgentId(agentId);
+      forgetOutboxes(agentId);
       return withLock(agentId, async () => {
         const info = await inspect(names(agentId).container);
         if (info) await snaps.stop(info);
@@ -304,6 +329,7 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
 
     destroy(agentId, destroyOptions) {
       assertAgentId(agentId);
+      forgetOutboxes(agentId);
       return withLock(agentId, async (): Promise<DestroyReport> => {
         const n = names(agentId);
         const finalSnapshot = await snaps.final(agentId, destroyOptions?.finalSnapshot !== false);
@@ -401,30 +427,45 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       return { stdin: stream, stdout, stderr, closed, close: () => stream.destroy() };
     },
 
-    async *readOutbox(agentId, dir, limits): AsyncGenerator<OutboxEntry> {
+    async *readOutbox(agentId, dir, limits, opts): AsyncGenerator<OutboxEntry> {
       assertAgentId(agentId);
       const rel = workspaceDir(dir);
       const name = names(agentId).container;
+      const key = `${agentId}\u0000${rel}`;
+      const path = `${WORKSPACE}/${rel}`;
+      if (opts?.unchangedSince && emptyOutboxes.has(key)) {
+        // Left empty by us; a HEAD says whether anything was added or removed in it since. The
+        // engine reports whole seconds, so only an mtime clearly before the turn began counts.
+        const mtime = await pathMtime(name, path);
+        if (mtime !== undefined && mtime < opts.unchangedSince.getTime() - MTIME_MARGIN_MS) return;
+      }
+      emptyOutboxes.delete(key);
       let archive: NodeJS.ReadableStream;
       try {
-        archive = await call(() => docker.getContainer(name).getArchive({ path: `${WORKSPACE}/${rel}` }));
+        archive = await call(() => docker.getContainer(name).getArchive({ path }));
       } catch (err) {
         if (!isNotFound(err)) throw err;
         if (!(await inspect(name))) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
         return; // no such directory: nothing to send
       }
-      yield* readOutboxTar(archive as import('node:stream').Readable, rel.split('/').pop()!, { ...options.outbox, ...limits });
+      let entries = 0;
+      yield* readOutboxTar(archive as import('node:stream').Readable, rel.split('/').pop()!, { ...options.outbox, ...limits }, () => entries++);
+      if (entries === 0) emptyOutboxes.add(key);
     },
 
     async removeFiles(agentId, dir, files) {
       assertAgentId(agentId);
       const rel = workspaceDir(dir);
       if (files.length === 0) return;
-      const paths = files.map((f) => `${WORKSPACE}/${rel}/${relativeName(f)}`);
-      const r = await driver.exec(agentId, ['rm', '-rf', '--', ...paths], { timeoutMs: 10_000 });
+      const root = `${WORKSPACE}/${rel}`;
+      const paths = files.map((f) => `${root}/${relativeName(f)}`);
+      // Remove what was taken, then directories left empty, then say whether anything is left.
+      const script = 'root="$1"; shift; rm -rf -- "$@" && find "$root" -mindepth 1 -depth -type d -empty -delete && find "$root" -mindepth 1 -print -quit';
+      const r = await driver.exec(agentId, ['sh', '-c', script, 'sh', root, ...paths], { timeoutMs: 10_000 });
       if (r.exitCode !== 0) {
         throw new AgentVmError('remove_failed', `could not remove files from ${rel}: ${r.stderr.slice(0, 300) || `exit ${r.exitCode}`}`, { status: 500, retryable: true });
       }
+      if (r.stdout.trim() === '') emptyOutboxes.add(`${agentId}\u0000${rel}`);
     },
 
     async writeFiles(agentId, dir, files) {
