@@ -117,7 +117,7 @@ export async function startGatewayApp(
   });
   // Before the adapters: the local channel guards all of /v1/* with the API token, while the
   // operator routes take the admin token (operator/auth.ts); the first route to answer wins.
-  mountOperator(app, { config, store: ctx.store, driver: ctx.driver, gateway, metrics: obs.metrics, logger });
+  mountOperator(app, { config, store: ctx.store, driver: ctx.driver, gateway, metrics: obs.metrics, logger, snapshots: ctx.snapshots });
   for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
   await gateway.start();
   await work.start({ schedules: opts.schedules !== false });

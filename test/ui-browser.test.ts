@@ -123,6 +123,12 @@ describe('the dashboard in Chromium', () => {
     expect(await row.locator('td.state').textContent()).toBe('running');
     expect(await row.locator('td.wakes').textContent()).toMatch(/\d+ ms created/);
     expect(await row.textContent()).toContain('runsc');
+    await row.locator('button', { hasText: 'Snapshot' }).click();
+    await page.waitForURL(`${base}/ui/agents`);
+    const done = await page.textContent('p[role=status]');
+    const generation = /snapshot done \(generation (\d+), \d+ bytes\)$/.exec(done ?? '')?.[1];
+    expect(generation, done ?? '').toBeDefined();
+    expect(await page.locator(`tr[data-agent="${P}"] td.snapshots`).textContent()).toContain(`#${generation}`);
     await shot('02-agents-awake');
   });
 

@@ -240,6 +240,9 @@ describe('operator API', () => {
     expect(await (await app().request('/v1/audit/verify', { headers: auth })).json()).toMatchObject({ ok: true });
     const wake = await app().request(`/v1/agents/${P}/wake`, { method: 'POST', headers: auth });
     expect(await wake.json()).toEqual({ id: P, action: 'wake', detail: 'awake' });
+    const snap = await app().request(`/v1/agents/${P}/snapshot`, { method: 'POST', headers: auth });
+    expect(await snap.json()).toEqual({ id: P, action: 'snapshot', detail: expect.stringMatching(/^generation \d+, \d+ bytes$/) });
+    expect((await gw.store.audit.tail(5)).find((r) => r.action === 'operator.snapshot')).toMatchObject({ decision: 'ok', data: { via: 'api', by: 'local:api', generation: expect.any(Number) } });
     expect((await app().request(`/v1/agents/${P}/explode`, { method: 'POST', headers: auth })).status).toBe(404);
     expect((await app().request('/v1/agents/nobody/wake', { method: 'POST', headers: auth })).status).toBe(404);
   });

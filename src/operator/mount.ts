@@ -9,6 +9,7 @@ import type { Config } from '../config.js';
 import type { Gateway } from '../gateway/index.js';
 import type { Logger } from '../log.js';
 import { createMetrics, type Metrics } from '../metrics.js';
+import type { SnapshotStore } from '../sandbox/snapshots/types.js';
 import type { SandboxDriver } from '../sandbox/types.js';
 import { createMetricsRegistry } from '../server.js';
 import type { Store } from '../store/index.js';
@@ -30,7 +31,16 @@ export function createObservability(store: Store, registry: Registry = createMet
 /** Mounts `/v1/…` (operator API) and `/ui` (dashboard) on `app`. */
 export function mountOperator(
   app: Hono,
-  o: { config: Pick<Config, 'adminToken' | 'apiToken'>; store: Store; driver: SandboxDriver; gateway: Gateway; metrics: Metrics; logger: Logger },
+  o: {
+    config: Pick<Config, 'adminToken' | 'apiToken'>;
+    store: Store;
+    driver: SandboxDriver;
+    gateway: Gateway;
+    metrics: Metrics;
+    logger: Logger;
+    /** Where snapshot generations are kept, to list them per agent. */
+    snapshots?: Pick<SnapshotStore, 'list'>;
+  },
 ): void {
   const { store, gateway } = o;
   const service = createOperatorService({
@@ -40,7 +50,7 @@ export function mountOperator(
     logger: o.logger,
     queries: operatorQueries(store.db),
     transcripts: store.transcripts,
-    agents: { profiles: () => gateway.router.profiles, rows: () => store.agents.list(), driver: o.driver, units: gateway.units },
+    agents: { profiles: () => gateway.router.profiles, rows: () => store.agents.list(), driver: o.driver, units: gateway.units, ...(o.snapshots ? { snapshots: o.snapshots } : {}) },
     metrics: o.metrics,
     redact: (t) => gateway.redact(t),
   });

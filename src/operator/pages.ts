@@ -84,14 +84,20 @@ export function agentsPage(ctx: PageContext, agents: AgentView[]): Html {
 <td>${a.risk ?? '—'}</td><td>${a.image ?? '—'}<br><span class="muted">${a.specHash ? a.specHash.slice(0, 12) : ''}</span></td>
 <td>${a.lastTurn ? html`<a href="/ui/conversations/view?${q({ id: a.lastTurn.conversation })}">${a.lastTurn.status}</a><br><span class="muted">${when(a.lastTurn.at)}</span>` : '—'}</td>
 <td class="wakes">${a.wakes.length === 0 ? '—' : a.wakes.slice(0, 5).map((w) => html`${w.wakeMs ?? '?'} ms ${w.restored ? 'restored' : (w.action ?? '')}<br>`)}</td>
-<td>${a.snapshots.length === 0 ? '—' : a.snapshots.slice(0, 3).map((x) => html`${when(x.at)} ${x.bytes ?? '?'} B (${x.by})<br>`)}</td>
+<td class="snapshots">${
+      a.generations.length > 0
+        ? a.generations.slice(0, 5).map((g) => (g.error ? html`#${g.generation} <span class="bad">unreadable</span><br>` : html`#${g.generation} ${when(g.at)} ${g.bytes ?? '?'} B${g.reason ? ` (${g.reason})` : ''}<br>`))
+        : a.snapshots.length === 0
+          ? '—'
+          : a.snapshots.slice(0, 3).map((x) => html`${when(x.at)} ${x.bytes ?? '?'} B (${x.by})<br>`)
+    }</td>
 <td>${a.healing.length === 0 ? html`<span class="muted">none</span>` : a.healing.map((h) => html`${when(h.at)} ${h.level}${h.reason ? html` <span class="muted">(${h.reason})</span>` : ''}<br>`)}</td>
 <td>${a.served ? html`${post(ctx, `/ui/agents/${encodeURIComponent(a.id)}`, 'Wake', {}, 'wake')} ${post(ctx, `/ui/agents/${encodeURIComponent(a.id)}`, 'Sleep', {}, 'sleep')} ` : html`<span class="muted">unit elsewhere</span> `}${post(ctx, `/ui/agents/${encodeURIComponent(a.id)}`, 'Snapshot', {}, 'snapshot')}</td></tr>`,
   );
   return layout(
     ctx,
     'Agents',
-    html`<table><thead><tr><th>Agent</th><th>Recorded</th><th>Sandbox</th><th>Runtime used</th><th>Risk</th><th>Image / spec</th><th>Last turn</th><th>Wake latency (newest first)</th><th>Snapshots</th><th>Self-healing</th><th>Actions</th></tr></thead>
+    html`<table><thead><tr><th>Agent</th><th>Recorded</th><th>Sandbox</th><th>Runtime used</th><th>Risk</th><th>Image / spec</th><th>Last turn</th><th>Wake latency (newest first)</th><th>Snapshot generations</th><th>Self-healing</th><th>Actions</th></tr></thead>
 <tbody>${rows}</tbody></table>`,
   );
 }

@@ -17,6 +17,7 @@ import { pinView, repinQuarantined, type PinView } from '../governance/mcp-pins.
 import type { Profile } from '../governance/profile.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import type { SnapshotStore } from '../sandbox/snapshots/types.js';
 import type { SandboxDriver } from '../sandbox/types.js';
 import type { AgentRow } from '../store/index.js';
 import type { ConversationSummary, EventSummary, OperatorQueries } from '../store/operator.js';
@@ -43,6 +44,8 @@ export interface OperatorDeps {
     rows: () => Promise<AgentRow[]>;
     driver: Pick<SandboxDriver, 'list' | 'snapshot'>;
     units: ReadonlyMap<string, OperableUnit>;
+    /** The snapshot store, for each agent's generations. */
+    snapshots?: Pick<SnapshotStore, 'list'>;
   };
   metrics?: Metrics;
   /** Removes secret values the gateway knows from text shown to operators. Default identity. */
@@ -69,8 +72,10 @@ export interface AgentView {
   lastTurn: { eventId: string; conversation: string; status: string; at: string } | null;
   /** Newest first. */
   wakes: Array<{ at: string; action: string | null; runtime: string | null; wakeMs: number | null; restored: boolean }>;
-  /** Snapshots taken at sleep or by an operator, newest first (sizes; generations once the lifecycle keeps them). */
+  /** Snapshots taken at sleep or by an operator, as audited, newest first. */
   snapshots: Array<{ at: string; bytes: number | null; by: string }>;
+  /** Snapshot generations in the store, newest first (at most 10); `error` when a manifest cannot be read. */
+  generations: Array<{ generation: number; at: string | null; bytes: number | null; files: number | null; reason: string | null; release: string | null; error: string | null }>;
   /** Self-healing escalations (`heal` audit rows: decision is the level, restart or replace), newest first. */
   healing: Array<{ at: string; level: string; reason: string | null }>;
   /** A unit in this process serves it (wake and sleep work here). */
@@ -128,11 +133,12 @@ export function createOperatorService(d: OperatorDeps): OperatorService {
           const p = profiles.get(id);
           const r = byRow.get(id);
           const turn = byTurn.get(id);
-          const [wakes, sleeps, snaps, heals] = await Promise.all([
+          const [wakes, sleeps, snaps, heals, stored] = await Promise.all([
             q.audit({ profile: id, action: 'wake', limit: 10 }),
             q.audit({ profile: id, action: 'sleep', limit: 10 }),
             q.audit({ profile: id, action: 'operator.snapshot', limit: 10 }),
             q.audit({ profile: id, action: 'heal', limit: 10 }),
+            a.snapshots ? a.snapshots.list(id).catch(() => []) : Promise.resolve([]),
           ]);
           const snapshots = [
             ...sleeps.filter((s) => typeof (s.data as { snapshotBytes?: unknown } | null)?.snapshotBytes === 'number').map((s) => ({ at: s.at, bytes: (s.data as { snapshotBytes: number }).snapshotBytes, by: 'sleep' })),
@@ -157,6 +163,18 @@ export function createOperatorService(d: OperatorDeps): OperatorService {
               return { at: w.at, action: x.action ?? null, runtime: x.runtime ?? null, wakeMs: typeof x.wakeMs === 'number' ? x.wakeMs : null, restored: x.restored === true };
             }),
             snapshots,
+            generations: [...stored]
+              .sort((x, y) => y.generation - x.generation)
+              .slice(0, 10)
+              .map((g) => ({
+                generation: g.generation,
+                at: g.manifest?.createdAt ?? null,
+                bytes: g.manifest?.bytes ?? null,
+                files: g.manifest?.files ?? null,
+                reason: g.manifest?.reason ?? null,
+                release: g.manifest?.release ?? null,
+                error: g.manifestError ?? null,
+              })),
             healing: heals.map((h) => ({ at: h.at, level: h.decision, reason: h.reason })),
             served: a.units.has(id),
           };
@@ -170,10 +188,10 @@ export function createOperatorService(d: OperatorDeps): OperatorService {
       try {
         let detail: string;
         if (action === 'snapshot') {
-          const s = await a.driver.snapshot(id);
+          const s = await a.driver.snapshot(id, { reason: 'operator' });
           d.metrics?.snapshotTaken(id, s.bytes);
-          detail = `${s.bytes} bytes`;
-          await record(by, 'operator.snapshot', 'ok', id, { bytes: s.bytes }, id);
+          detail = `generation ${s.generation}, ${s.bytes} bytes`;
+          await record(by, 'operator.snapshot', 'ok', id, { generation: s.generation, bytes: s.bytes, sha256: s.sha256 }, id);
         } else {
           const unit = a.units.get(id);
           if (!unit) throw new AgentVmError('unit_elsewhere', `the unit of "${id}" does not run in this process; ${action} it where it runs (agent-vm unit ${id}) or with agent-vm agents ${action}`, { status: 409 });
