@@ -24,6 +24,7 @@ import { registerApprovalCommands } from './cli/approvals.js';
 import { registerGatewayCommands } from './cli/gateway.js';
 import { registerPlatformCommands } from './cli/platforms.js';
 import { registerToolCommands } from './cli/tools.js';
+import { agentsViaServer } from './cli/remote.js';
 import { registerJobCommands } from './cli/jobs.js';
 import { registerSnapshotCommands } from './cli/snapshots.js';
 
@@ -76,8 +77,9 @@ export function buildProgram(): Command {
   agents
     .command('ls')
     .description('list agents and their sandboxes')
-    .action(() =>
-      withContext(async ({ store, driver }) => {
+    .option('--server <url>', 'through a running agent-vm (operator API; AGENTVM_ADMIN_TOKEN)')
+    .action((o: { server?: string }) =>
+      o.server ? agentsViaServer(o.server, 'ls') : withContext(async ({ store, driver }) => {
         const [rows, live] = await Promise.all([store.agents.list(), driver.list()]);
         const byId = new Map(live.map((s) => [s.agentId, s]));
         const ids = [...new Set([...rows.map((r) => r.id), ...byId.keys()])].sort();
@@ -97,8 +99,9 @@ export function buildProgram(): Command {
     .option('--cpus <n>', 'CPU cores', positiveNumber('--cpus'), DEFAULT_LIMITS.cpus)
     .option('--memory <MiB>', 'memory limit in MiB', positiveNumber('--memory'), DEFAULT_LIMITS.memoryMiB)
     .option('--pids <n>', 'process limit', positiveNumber('--pids'), DEFAULT_LIMITS.pids)
-    .action((agent: string, o: { image?: string; runtime?: RuntimeSetting; cpus: number; memory: number; pids: number }) =>
-      withContext(async (ctx) => {
+    .option('--server <url>', "wake a profile's agent through a running agent-vm (operator API; AGENTVM_ADMIN_TOKEN)")
+    .action((agent: string, o: { image?: string; runtime?: RuntimeSetting; cpus: number; memory: number; pids: number; server?: string }) =>
+      o.server ? agentsViaServer(o.server, 'wake', agent) : withContext(async (ctx) => {
         const svc = createSandboxService(ctx);
         const h = await svc.wake({
           agentId: agent,
@@ -112,8 +115,9 @@ export function buildProgram(): Command {
   agents
     .command('sleep <agent>')
     .description('stop an agent sandbox; its workspace is kept')
-    .action((agent: string) =>
-      withContext(async (ctx) => {
+    .option('--server <url>', 'through a running agent-vm (operator API; AGENTVM_ADMIN_TOKEN)')
+    .action((agent: string, o: { server?: string }) =>
+      o.server ? agentsViaServer(o.server, 'sleep', agent) : withContext(async (ctx) => {
         await createSandboxService(ctx).sleep(agent);
         out(`${agent}: sleeping`);
       }),
@@ -150,8 +154,9 @@ export function buildProgram(): Command {
   agents
     .command('snapshot <agent>')
     .description('save the agent workspace to the snapshot store as a new generation')
-    .action((agent: string) =>
-      withContext(async ({ driver }) => {
+    .option('--server <url>', 'through a running agent-vm (operator API; AGENTVM_ADMIN_TOKEN)')
+    .action((agent: string, o: { server?: string }) =>
+      o.server ? agentsViaServer(o.server, 'snapshot', agent) : withContext(async ({ driver }) => {
         const s = await driver.snapshot(agent, { reason: 'operator' });
         out(`${agent}: snapshot generation ${s.generation} ${s.path} (${s.bytes} bytes, ${s.files} files, sha256 ${s.sha256.slice(0, 12)})`);
       }),

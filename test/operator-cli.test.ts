@@ -117,6 +117,20 @@ describe('agent-vm --server (operator API)', () => {
     expect(missing.code).toBe(2);
   });
 
+  it('lists, sleeps, wakes and snapshots agents through the server', async () => {
+    const ls = await cli(['agents', 'ls', '--server', url]);
+    expect(ls).toMatchObject({ code: 0, stderr: '' });
+    expect(ls.stdout).toMatch(new RegExp(`^AGENT\tSANDBOX\tRUNTIME\tRECORDED\tLAST WAKE\n${P}\trunning\trunsc\trunning\t\\d+ ms\n$`));
+    expect(await cli(['agents', 'sleep', P, '--server', url])).toMatchObject({ code: 0, stdout: `${P}: sleep done (asleep)\n` });
+    expect((await store.agents.get(P))!.state).toBe('sleeping');
+    expect(await cli(['agents', 'wake', P, '--server', url])).toMatchObject({ code: 0, stdout: `${P}: wake done (awake)\n` });
+    expect((await store.agents.get(P))!.state).toBe('running');
+    const snap = await cli(['agents', 'snapshot', P, '--server', url]);
+    expect(snap.stdout).toMatch(new RegExp(`^${P}: snapshot done \\(generation \\d+, \\d+ bytes\\)\n$`));
+    const nobody = await cli(['agents', 'wake', 'nobody', '--server', url]);
+    expect(nobody).toMatchObject({ code: 2, stderr: 'agent-vm: error: no profile "nobody" is served by this gateway\n' });
+  });
+
   it('a wrong token is one clear line and exit 2', async () => {
     const r = await cli(['approvals', 'ls', '--server', url], 'wrong-token-0123456789abc');
     expect(r).toMatchObject({ code: 2, stdout: '', stderr: 'agent-vm: error: missing or wrong bearer token\n' });

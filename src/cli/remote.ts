@@ -7,9 +7,10 @@
  *
  * Deliberately left out: retries and pagination beyond one page (`--limit`).
  */
-import type { Config } from '../config.js';
+import { loadConfig, type Config } from '../config.js';
 import { AgentVmError } from '../errors.js';
 import { printable } from '../text.js';
+import { out } from './common.js';
 
 export interface OperatorClient {
   get<T>(path: string, query?: Record<string, string | number | undefined>): Promise<T>;
@@ -51,3 +52,29 @@ export function operatorClient(config: Pick<Config, 'adminToken' | 'apiToken'>, 
 
 /** A path segment, percent-encoded (ids and tool names may hold `/`, `:` and worse). */
 export const seg = (s: string) => encodeURIComponent(s);
+
+interface RemoteAgent {
+  id: string;
+  sandbox: string;
+  runtime: string | null;
+  state: string;
+  lastWakeMs: number | null;
+}
+
+/**
+ * `agent-vm agents ls|wake|sleep|snapshot --server <url>`: through the operator API, where wake
+ * and sleep go through the profile's unit (so the agent's connection and tools follow).
+ */
+export async function agentsViaServer(server: string, verb: 'ls' | 'wake' | 'sleep' | 'snapshot', agent?: string): Promise<void> {
+  const client = operatorClient(loadConfig(), server);
+  if (verb === 'ls') {
+    const { agents } = await client.get<{ agents: RemoteAgent[] }>('/v1/agents');
+    out(['AGENT', 'SANDBOX', 'RUNTIME', 'RECORDED', 'LAST WAKE'].join('\t'));
+    for (const a of agents) {
+      out([printable(a.id, 64), printable(a.sandbox, 20), printable(a.runtime ?? '-', 20), a.state === 'never' ? '-' : printable(a.state, 20), a.lastWakeMs != null ? `${a.lastWakeMs} ms` : '-'].join('\t'));
+    }
+    return;
+  }
+  const r = await client.post<{ id: string; detail: string }>(`/v1/agents/${seg(agent ?? '')}/${verb}`);
+  out(`${printable(r.id, 64)}: ${verb} done (${printable(r.detail, 200)})`);
+}
