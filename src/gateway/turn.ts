@@ -35,8 +35,12 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
   // starting) until the turn ends, however it ends.
   d.models?.beginTurn(ev.id);
   let models: { notes: string[]; usage?: unknown } = { notes: [] };
+  // Whether the agent was up: a failure after that (e.g. its prompt answered with an error when
+  // its model call was refused) is not a failure to start.
+  let agentUp = false;
   try {
     const lease = await d.link.acquire();
+    agentUp = true;
     try {
       end = await converse(ev, event, adapter, d, lease);
     } finally {
@@ -44,7 +48,7 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
     }
   } catch (err) {
     if (isAgentVmError(err) && err.retryable) throw err;
-    end = { kind: 'notice', text: `The agent could not start: ${describeError(err)}` };
+    end = { kind: 'notice', text: `${agentUp ? 'The agent failed during the turn' : 'The agent could not start'}: ${describeError(err)}` };
   } finally {
     models = d.models?.endTurn(ev.id) ?? models;
   }
