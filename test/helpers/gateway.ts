@@ -11,7 +11,7 @@ import type { TurnOutcome } from '../../src/adapters/types.js';
 import { startGatewayApp, type Running } from '../../src/app.js';
 import { openContext, type Context } from '../../src/context.js';
 import type { TurnPolicy } from '../../src/gateway/index.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/log.js';
 import { tempDir, testConfig } from './env.js';
 
 export const REFERENCE_AGENT = ['node', '/opt/agent-vm/agents/reference/agent.mjs'];
@@ -61,11 +61,13 @@ export async function startTestGateway(opts: {
   units?: 'all' | 'none' | string[];
   policy?: Partial<TurnPolicy>;
   approvalTimeoutMs?: number;
+  /** The gateway's logger (default: silent, or debug on stderr with TEST_LOG_LEVEL=debug). */
+  logger?: Logger;
 }): Promise<TestGateway> {
   const profilesDir = tempDir('profiles');
   await writeProfiles(profilesDir, opts.manifests);
   const config = testConfig({ AGENTVM_DATA_DIR: tempDir('data'), AGENTVM_PROFILES_DIR: profilesDir, ...opts.env });
-  const ctx = await openContext(config, createLogger(process.env.TEST_LOG_LEVEL === 'debug' ? 'debug' : 'silent'));
+  const ctx = await openContext(config, opts.logger ?? createLogger(process.env.TEST_LOG_LEVEL === 'debug' ? 'debug' : 'silent'));
   const running = await startGatewayApp(ctx, { units: opts.units ?? 'all', policy: opts.policy, approvalTimeoutMs: opts.approvalTimeoutMs });
   const agentIds = opts.manifests.flatMap((m) => (typeof (m as { id?: unknown }).id === 'string' ? [(m as { id: string }).id] : []));
   return {
