@@ -7,7 +7,8 @@ import { createClickUpAdapter } from './adapters/clickup/index.js';
 import { createDiscordAdapter } from './adapters/discord/index.js';
 import { createLocalAdapter } from './adapters/local/index.js';
 import { createSlackAdapter } from './adapters/slack/index.js';
-import type { ApprovalDesk, ChannelAdapter, Intake, TurnWatcher } from './adapters/types.js';
+import { channelChecks, checkChannels, createChannelHealth, type ChannelHealth } from './adapters/health.js';
+import { canHold, type ApprovalDesk, type ChannelAdapter, type DeliveryFailure, type Intake, type TurnWatcher } from './adapters/types.js';
 import type { Config } from './config.js';
 import type { Context } from './context.js';
 import { AgentVmError } from './errors.js';
@@ -23,6 +24,8 @@ export interface Running {
   gateway: Gateway;
   loaded: LoadedProfiles;
   app: Hono;
+  /** Each platform's credentials and delivery failures (for /readyz and the metrics). */
+  channels: ChannelHealth;
   stop(): Promise<void>;
 }
 
@@ -32,6 +35,8 @@ export interface AdapterDeps {
   watcher: TurnWatcher;
   logger: Logger;
   store: Store;
+  /** Every adapter's delivery failures go here (the channel health). */
+  onDeliveryFailure?: (f: DeliveryFailure) => void;
 }
 
 /**
@@ -40,24 +45,32 @@ export interface AdapterDeps {
  */
 export function platformAdapters(config: Config, deps: AdapterDeps): ChannelAdapter[] {
   const { intake, logger } = deps;
+  // What every platform adapter shares: thread cursors, how much history, where failures go.
+  const shared = {
+    threads: deps.store.threads,
+    threadLimits: config.threadContext,
+    ...(deps.onDeliveryFailure ? { onDeliveryFailure: deps.onDeliveryFailure } : {}),
+  };
   const out: ChannelAdapter[] = [createLocalAdapter({ intake, watcher: deps.watcher, apiToken: config.apiToken, logger, approvals: deps.approvals })];
   const s = config.slack;
   if (s.botToken || s.signingSecret || s.appToken) {
     if (!s.botToken || !(s.signingSecret || s.appToken)) {
       throw new AgentVmError('config_invalid', 'Slack needs SLACK_BOT_TOKEN and either SLACK_SIGNING_SECRET (Events API) or SLACK_APP_TOKEN (Socket Mode)', { status: 400 });
     }
-    out.push(createSlackAdapter({ signingSecret: s.signingSecret ?? '', botToken: s.botToken, appToken: s.appToken, apiUrl: s.apiUrl, intake, logger, approvals: deps.approvals }));
+    out.push(createSlackAdapter({ signingSecret: s.signingSecret ?? '', botToken: s.botToken, appToken: s.appToken, apiUrl: s.apiUrl, intake, logger, approvals: deps.approvals, feedback: deps.store.feedback, ...shared }));
   }
   const d = config.discord;
   if (d.publicKey || d.applicationId || d.botToken) {
     if (!d.publicKey || !d.applicationId) {
       throw new AgentVmError('config_invalid', 'Discord needs DISCORD_PUBLIC_KEY and DISCORD_APPLICATION_ID (and DISCORD_BOT_TOKEN for @mentions)', { status: 400 });
     }
-    out.push(createDiscordAdapter({ publicKey: d.publicKey, applicationId: d.applicationId, botToken: d.botToken, apiUrl: d.apiUrl, intake, logger, approvals: deps.approvals }));
+    out.push(createDiscordAdapter({ publicKey: d.publicKey, applicationId: d.applicationId, botToken: d.botToken, apiUrl: d.apiUrl, intake, logger, approvals: deps.approvals, ...shared }));
   }
   const c = config.clickup;
   if (c.token || c.webhookSecret) {
     if (!c.token) throw new AgentVmError('config_invalid', 'ClickUp needs CLICKUP_TOKEN (and CLICKUP_WEBHOOK_SECRET or webhooks registered with agent-vm clickup register-webhook)', { status: 400 });
+    // ClickUp's comments are stored before their task is looked up (acknowledgement first).
+    if (!canHold(intake)) throw new AgentVmError('intake_cannot_hold', 'the ClickUp adapter needs an intake that can hold deliveries (the gateway\'s does)', { status: 500 });
     out.push(
       createClickUpAdapter({
         token: c.token,
@@ -66,6 +79,8 @@ export function platformAdapters(config: Config, deps: AdapterDeps): ChannelAdap
         apiUrl: c.apiUrl,
         intake,
         logger,
+        progressAfterMs: c.progressAfterSeconds * 1000,
+        ...shared,
       }),
     );
   }
@@ -84,6 +99,12 @@ export async function startGatewayApp(
     unit?: GatewayOptions['unit'];
     /** Fire profile schedules in this process (default true; `send` without a server says false). */
     schedules?: boolean;
+    /**
+     * Check each platform's credentials before serving: `require` refuses to start on a failed
+     * check (an AgentVmError naming the platform and setting), `degraded` serves the platform as
+     * unhealthy (/readyz). Absent: no check (tests, `send`).
+     */
+    credentials?: 'require' | 'degraded';
   },
 ): Promise<Running> {
   const { config, logger } = ctx;
@@ -92,6 +113,7 @@ export async function startGatewayApp(
     logger.warn({ file: bad.file, issues: bad.issues.length }, 'profile manifest is invalid and will not be served; run agent-vm profiles validate');
   }
   const obs = createObservability(ctx.store);
+  const channels = createChannelHealth();
   const work = createBackgroundWork(ctx, () => gateway);
   const gateway = createGateway({
     jobs: work.jobs,
@@ -105,7 +127,7 @@ export async function startGatewayApp(
     ...(opts.unit ? { unit: opts.unit } : {}),
     policy: opts.policy,
     approvalTimeoutMs: opts.approvalTimeoutMs ?? config.approvalTimeoutSeconds * 1000,
-    adapters: (deps) => (opts.adapters ?? platformAdapters)(config, { ...deps, logger, store: ctx.store }),
+    adapters: (deps) => (opts.adapters ?? platformAdapters)(config, { ...deps, logger, store: ctx.store, onDeliveryFailure: (f) => channels.deliveryFailed(f) }),
   });
   const app = createApp({
     logger,
@@ -113,13 +135,21 @@ export async function startGatewayApp(
     checks: [
       { name: 'database', check: async () => void (await ctx.store.agents.list()) },
       { name: 'sandbox', check: async () => void (await ctx.driver.list()) },
+      ...channelChecks([...gateway.adapters.values()], channels),
     ],
   });
+  if (opts.credentials) {
+    await checkChannels([...gateway.adapters.values()], channels, opts.credentials, logger).catch(async (err: unknown) => {
+      await gateway.stop().catch(() => undefined);
+      throw err;
+    });
+  }
   // Before the adapters: the local channel guards all of /v1/* with the API token, while the
   // operator routes take the admin token (operator/auth.ts); the first route to answer wins.
   mountOperator(app, { config, store: ctx.store, driver: ctx.driver, gateway, metrics: obs.metrics, logger, snapshots: ctx.snapshots });
   for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
   await gateway.start();
   await work.start({ schedules: opts.schedules !== false });
-  return { gateway, loaded, app, stop: async () => void (await Promise.allSettled([work.stop(), gateway.stop()])) };
+  return { gateway, loaded, app, channels, stop: async () => void (await Promise.allSettled([work.stop(), gateway.stop()])) };
 }
+

@@ -37,13 +37,15 @@ export interface Config {
   outbox: { maxFileBytes: number; maxTotalBytes: number; maxFiles: number };
   /** Longest reply text sent as a message; a longer answer also goes out whole as a file. */
   replyMaxBytes: number;
+  /** How much of a platform thread's history a turn gets (first turn; later turns: what is new, at most this). */
+  threadContext: { maxMessages: number; maxChars: number };
   /** Tries per message (unit crashes, transient failures) before the person is told it failed. */
   maxAttempts: number;
   /** How long a stopping unit waits for running turns before leaving them open for recovery. */
   stopGraceSeconds: number;
   slack: { signingSecret?: string; botToken?: string; appToken?: string; apiUrl: string };
   discord: { publicKey?: string; botToken?: string; applicationId?: string; apiUrl: string };
-  clickup: { webhookSecret?: string; token?: string; apiUrl: string };
+  clickup: { webhookSecret?: string; token?: string; apiUrl: string; progressAfterSeconds: number };
   /** Provider API base URLs the model relay forwards to (proxies, tests); keys come only from `secret://`. */
   modelApis: { anthropic: string; openai: string; gemini: string };
   /** Workspace snapshot generations: AGENTVM_SNAPSHOT_URL (s3://… or file:///…; unset → `<dataDir>/snapshots`), AGENTVM_SNAPSHOT_KEEP, AWS_* for S3. */
@@ -96,6 +98,8 @@ const schema = z.object({
   AGENTVM_OUTBOX_MAX_TOTAL_BYTES: positiveInt.default(100 * 1024 * 1024),
   AGENTVM_OUTBOX_MAX_FILES: positiveInt.default(20),
   AGENTVM_REPLY_MAX_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+  AGENTVM_THREAD_CONTEXT_MESSAGES: z.coerce.number().int().min(0).max(1000).default(50),
+  AGENTVM_THREAD_CONTEXT_CHARS: z.coerce.number().int().min(0).max(1_000_000).default(20_000),
   AGENTVM_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(3),
   AGENTVM_STOP_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
   SLACK_SIGNING_SECRET: secret.optional(),
@@ -109,6 +113,7 @@ const schema = z.object({
   CLICKUP_WEBHOOK_SECRET: secret.optional(),
   CLICKUP_TOKEN: secret.optional(),
   CLICKUP_API_URL: url.default('https://api.clickup.com/api/v2'),
+  CLICKUP_PROGRESS_AFTER_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   AGENTVM_ANTHROPIC_API_URL: url.default('https://api.anthropic.com'),
   AGENTVM_OPENAI_API_URL: url.default('https://api.openai.com'),
   AGENTVM_GEMINI_API_URL: url.default('https://generativelanguage.googleapis.com'),
@@ -195,6 +200,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxFiles: e.AGENTVM_OUTBOX_MAX_FILES,
     },
     replyMaxBytes: e.AGENTVM_REPLY_MAX_BYTES,
+    threadContext: { maxMessages: e.AGENTVM_THREAD_CONTEXT_MESSAGES, maxChars: e.AGENTVM_THREAD_CONTEXT_CHARS },
     maxAttempts: e.AGENTVM_MAX_ATTEMPTS,
     stopGraceSeconds: e.AGENTVM_STOP_GRACE_SECONDS,
     slack: {
@@ -209,7 +215,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       applicationId: e.DISCORD_APPLICATION_ID,
       apiUrl: e.DISCORD_API_URL,
     },
-    clickup: { webhookSecret: e.CLICKUP_WEBHOOK_SECRET, token: e.CLICKUP_TOKEN, apiUrl: e.CLICKUP_API_URL },
+    clickup: { webhookSecret: e.CLICKUP_WEBHOOK_SECRET, token: e.CLICKUP_TOKEN, apiUrl: e.CLICKUP_API_URL, progressAfterSeconds: e.CLICKUP_PROGRESS_AFTER_SECONDS },
     modelApis: { anthropic: e.AGENTVM_ANTHROPIC_API_URL, openai: e.AGENTVM_OPENAI_API_URL, gemini: e.AGENTVM_GEMINI_API_URL },
     snapshots: {
       url: e.AGENTVM_SNAPSHOT_URL,

@@ -12,7 +12,7 @@ import { createClickUpAdapter } from '../src/adapters/clickup/index.js';
 import { createDiscordAdapter } from '../src/adapters/discord/index.js';
 import { createLocalAdapter } from '../src/adapters/local/index.js';
 import { createSlackAdapter } from '../src/adapters/slack/index.js';
-import type { ChannelAdapter, Intake } from '../src/adapters/types.js';
+import type { ChannelAdapter, HoldingIntake } from '../src/adapters/types.js';
 import { createLogger } from '../src/log.js';
 import { createApp } from '../src/server.js';
 import { PUBLIC_KEY_HEX } from './helpers/discord.js';
@@ -28,10 +28,21 @@ const logger = createLogger('silent');
 const OVERREAD = 256 * 1024;
 
 let intakeCalls = 0;
-const intake: Intake = {
+const intake: HoldingIntake = {
   async accept() {
     intakeCalls += 1;
     return { status: 'accepted', profile: 'p' };
+  },
+  async hold() {
+    intakeCalls += 1;
+    return { status: 'held' };
+  },
+  async route() {
+    return { status: 'accepted', profile: 'p' };
+  },
+  async drop() {},
+  async held() {
+    return [];
   },
 };
 

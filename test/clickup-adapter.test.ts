@@ -5,7 +5,8 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createClickUpAdapter, registerWebhook, signClickUpBody, type ClickUpAdapter, type ClickUpAdapterOptions } from '../src/adapters/clickup/index.js';
-import type { InboundEvent, Intake, IntakeResult, OutboundMessage } from '../src/adapters/types.js';
+import type { InboundEvent, OutboundMessage } from '../src/adapters/types.js';
+import { RecordingIntake } from './contracts/channel-adapter.js';
 import { isAgentVmError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
 import { mounted } from './helpers/app.js';
@@ -14,21 +15,6 @@ import { commentPostedBody, deliverWebhook } from './helpers/clickup.js';
 
 const SECRET = 'clickup-webhook-secret-for-tests';
 const T0 = Date.UTC(2025, 0, 15, 12, 0, 0);
-
-/** An intake that records events and dedupes by id, like the gateway's. */
-class RecordingIntake implements Intake {
-  readonly events: InboundEvent[] = [];
-  readonly turns: InboundEvent[] = [];
-  next: IntakeResult | undefined;
-
-  async accept(event: InboundEvent): Promise<IntakeResult> {
-    this.events.push(event);
-    if (this.next) return this.next;
-    if (this.turns.some((e) => e.id === event.id)) return { status: 'duplicate', profile: 'support' };
-    this.turns.push(event);
-    return { status: 'accepted', profile: 'support' };
-  }
-}
 
 interface CommentOpts {
   historyId?: string;
@@ -114,12 +100,14 @@ describe('ClickUp adapter', () => {
       const adapter = make();
       const res = await deliver(adapter, commentPayload());
       expect(res.status).toBe(200);
+      await adapter.idle();
       expect(intake.events).toEqual([
         {
           id: 'clickup:2800803631413624919',
           platform: 'clickup',
           address: { platform: 'clickup', team: '9001', space: '501', folder: '601', list: '701' },
           conversation: 'clickup:t1',
+          replyTo: 'clickup-comment:648893191:1642737045116',
           user: { id: '183', name: 'John' },
           text: '@support please summarise this task\n',
           receivedAt: new Date(T0).toISOString(),
@@ -133,6 +121,7 @@ describe('ClickUp adapter', () => {
       fake.tasks.set('t2', { id: 't2', name: 'x', team_id: '9001', space: { id: '501' }, folder: { id: '999', hidden: true }, list: { id: '702' } });
       const adapter = make();
       expect((await deliver(adapter, commentPayload({ taskId: 't2' }))).status).toBe(200);
+      await adapter.idle();
       expect(intake.events[0]?.address).toEqual({ platform: 'clickup', team: '9001', space: '501', list: '702' });
     });
 
@@ -144,6 +133,7 @@ describe('ClickUp adapter', () => {
         { type: 'attachment', text: 'notes.txt', attachment: { id: 'a1', title: 'notes.txt', url, size: 5, mimetype: 'text/plain' } },
       ];
       expect((await deliver(adapter, commentPayload({ blocks }))).status).toBe(200);
+      await adapter.idle();
       expect(intake.events[0]?.attachments).toEqual([{ ref: url, name: 'notes.txt', size: 5, mimeType: 'text/plain' }]);
     });
 
@@ -168,25 +158,73 @@ describe('ClickUp adapter', () => {
       expect((await deliver(adapter, known, signClickUpBody(known, 'per-webhook-secret'))).status).toBe(200);
       const unknown = commentPayload({ webhookId: 'wh-unknown', historyId: 'h-2' });
       expect((await deliver(adapter, unknown, signClickUpBody(unknown, SECRET))).status).toBe(401);
+      await adapter.idle();
       expect(intake.events.map((e) => e.id)).toEqual(['clickup:2800803631413624919']);
     });
 
     it("ignores agent-vm's own comments, looking its user up once", async () => {
       const adapter = make();
       expect((await deliver(adapter, commentPayload({ userId: fake.user.id, historyId: 'h-own-1' }))).status).toBe(200);
+      await adapter.idle();
       expect((await deliver(adapter, commentPayload({ userId: fake.user.id, historyId: 'h-own-2' }))).status).toBe(200);
+      await adapter.idle();
       expect(intake.events).toEqual([]);
       expect(fake.find('GET', '/user')).toHaveLength(1);
       expect(fake.find('GET', '/task/t1')).toHaveLength(0);
+      // The first was stored (its author was not known yet) and dropped; the second not even stored.
+      expect([...intake.holds.values()].map((h) => [h.event.id, h.status])).toEqual([['clickup:h-own-1', 'dropped']]);
     });
 
-    it('hands a redelivery to the intake under the same id, so it runs one turn', async () => {
+    it('treats a redelivery of a stored comment as a no-op: one turn, no API call', async () => {
       const adapter = make();
       const body = commentPayload();
       expect((await deliver(adapter, body)).status).toBe(200);
-      expect((await deliver(adapter, body)).status).toBe(200);
-      expect(intake.events.map((e) => e.id)).toEqual(['clickup:2800803631413624919', 'clickup:2800803631413624919']);
-      expect(intake.turns).toHaveLength(1);
+      await adapter.idle();
+      const calls = fake.calls.length;
+      for (let i = 0; i < 3; i++) expect((await deliver(adapter, body)).status).toBe(200);
+      await adapter.idle();
+      expect(fake.calls).toHaveLength(calls);
+      expect(intake.accepted).toHaveLength(1);
+    });
+
+    it('acknowledges before any ClickUp call: a hanging API holds nothing but the resolution', async () => {
+      const adapter = make();
+      const heal = fake.hang();
+      // If the answer waited for ClickUp, this would never return.
+      expect((await deliver(adapter, commentPayload())).status).toBe(200);
+      expect([...intake.holds.keys()]).toEqual(['clickup:2800803631413624919']);
+      expect(intake.accepted).toEqual([]);
+      heal();
+      await adapter.idle();
+      expect(intake.accepted.map((e) => e.id)).toEqual(['clickup:2800803631413624919']);
+    });
+
+    it('waits out a rate-limited GET /task after the acknowledgement, and caches the task', async () => {
+      const adapter = make();
+      expect(await adapter.checkCredentials()).toMatchObject({ ok: true, identity: 'agent-vm bot' }); // learns its own user
+      fake.rateLimitNext(Math.floor(T0 / 1000) + 11, 1);
+      expect((await deliver(adapter, commentPayload({ historyId: 'h-a' }))).status).toBe(200);
+      await adapter.idle();
+      expect(sleeps).toEqual([11_000]); // the client waited for the reset, after the 200
+      expect((await deliver(adapter, commentPayload({ historyId: 'h-b' }))).status).toBe(200);
+      await adapter.idle();
+      expect(intake.accepted.map((e) => e.id)).toEqual(['clickup:h-a', 'clickup:h-b']);
+      expect(fake.find('GET', '/task/t1').map((c) => c.status)).toEqual([429, 200]);
+    });
+
+    it('resolves comments held before a restart when the next adapter starts', async () => {
+      const first = make();
+      fake.failNext(503, 100);
+      expect((await deliver(first, commentPayload({ historyId: 'h-restart' }))).status).toBe(200);
+      await first.idle();
+      await first.close();
+      expect(intake.accepted).toEqual([]);
+      fake.clearFailures();
+      const second = make();
+      await second.start();
+      for (let i = 0; i < 200 && intake.accepted.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      await second.idle();
+      expect(intake.accepted.map((e) => e.id)).toEqual(['clickup:h-restart']);
     });
 
     it('acknowledges other events without doing anything', async () => {
@@ -202,8 +240,10 @@ describe('ClickUp adapter', () => {
       const adapter = make();
       intake.next = { status: 'rejected', reason: 'unbound', message: 'nobody is bound here' };
       expect((await deliver(adapter, commentPayload({ historyId: 'h-unbound' }))).status).toBe(200);
+      await adapter.idle();
       intake.next = { status: 'rejected', reason: 'ambiguous', message: 'two agents answer @support here; ask an admin' };
       expect((await deliver(adapter, commentPayload({ historyId: 'h-ambiguous' }))).status).toBe(200);
+      await adapter.idle();
       await waitFor(() => fake.find('POST', '/task/t1/comment').length === 1, 'the ambiguity comment');
       await adapter.close?.();
       const comments = fake.find('POST', '/task/t1/comment');

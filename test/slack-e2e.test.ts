@@ -120,7 +120,8 @@ describe('Slack end to end', () => {
     const url = fake.addFile('notes.txt', 'the launch code is 4242\n', { mimetype: 'text/plain' });
     const file = { id: 'F0NOTES01', name: 'notes.txt', mimetype: 'text/plain', size: 24, url_private: url, url_private_download: url };
     // The gateway appends the saved paths to the prompt; `; exit 0` keeps the shell from running those lines.
-    const dir = `/workspace/inbox/slack_${eventId}`;
+    // The shell runs in the conversation's own directory, where its inbox is.
+    const dir = `inbox/slack_${eventId}`;
     const res = await post(envelope({ eventId, ts, text: `sh cat ${dir}/notes.txt; exit 0`, files: [file] }));
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ ok: true });
@@ -144,8 +145,10 @@ describe('Slack end to end', () => {
     expect((await post(envelope({ ...a, text: 'progress 3' }))).status).toBe(200);
     await settled(a.eventId);
     const statuses = fake.callsTo('assistant.threads.setStatus').filter((c) => c.body.thread_ts === a.ts);
-    expect(statuses.length).toBeGreaterThanOrEqual(2);
-    expect(statuses[0]!.body).toMatchObject({ channel_id: BOUND, status: expect.stringMatching(/^plan \d\/3/) });
+    expect(statuses.length).toBeGreaterThanOrEqual(3);
+    // "is thinking…" as soon as the mention is taken in, then the agent's own progress.
+    expect(statuses[0]!.body).toMatchObject({ channel_id: BOUND, status: 'is thinking…' });
+    expect(statuses[1]!.body).toMatchObject({ channel_id: BOUND, status: expect.stringMatching(/^plan \d\/3/) });
     expect(statuses.at(-1)!.body.status).toBe('');
     expect(inThread(a.ts).map((m) => m.text)).toEqual(['done 3']);
 

@@ -63,10 +63,15 @@ function onSignals(stop: (signal: string) => Promise<void>): void {
   process.once('SIGTERM', () => handler('SIGTERM'));
 }
 
-async function up(config: Config, o: { units: boolean; keepAwake?: boolean }): Promise<void> {
+async function up(config: Config, o: { units: boolean; keepAwake?: boolean; degraded?: boolean }): Promise<void> {
   const logger = createLogger(config.logLevel);
   const ctx = await openContext(config, logger);
-  const running = await startGatewayApp(ctx, { units: o.units ? 'all' : 'none', ...(o.keepAwake ? { unit: { keepAwake: true } } : {}) }).catch(async (err) => {
+  const running = await startGatewayApp(ctx, {
+    units: o.units ? 'all' : 'none',
+    ...(o.keepAwake ? { unit: { keepAwake: true } } : {}),
+    // Every platform's credentials are checked before anything is served.
+    credentials: o.degraded ? 'degraded' : 'require',
+  }).catch(async (err) => {
     await ctx.close();
     throw err;
   });
@@ -89,6 +94,7 @@ async function up(config: Config, o: { units: boolean; keepAwake?: boolean }): P
   logger.info({ host: config.http.host, port: config.http.port, db: ctx.store.kind, runtime: config.runtime, units }, 'agent-vm is up');
   out(`agent-vm listening on http://${config.http.host}:${config.http.port} (database: ${ctx.store.kind}, queue: ${running.gateway.queues.kind}, runtime: ${config.runtime})`);
   out(`serving ${units.length} profile(s): ${units.join(', ') || '(none here)'}; channels: ${[...running.gateway.adapters.keys()].join(', ')}`);
+  for (const u of running.channels.unhealthy()) out(`degraded: ${u.platform} is unhealthy (${printable(u.reason, 300)}); fix ${u.setting}`);
   if (running.loaded.invalid.length > 0) out(`not serving ${running.loaded.invalid.length} invalid manifest(s): ${running.loaded.invalid.map((i) => i.file).join(', ')}; run agent-vm profiles validate`);
   onSignals(async (signal) => {
     logger.info({ signal }, 'shutting down');
@@ -248,7 +254,8 @@ export function registerGatewayCommands(program: Command): void {
     .description('serve every profile: HTTP on AGENTVM_HOST:AGENTVM_PORT and one unit per profile')
     .option('--no-units', 'front door only; units run as separate `agent-vm unit <profile>` processes (needs REDIS_URL and DATABASE_URL)')
     .option('--keep-awake', 'leave agents awake when stopping (default: snapshot and stop what this process woke)')
-    .action(async (o: { units: boolean; keepAwake?: boolean }) => up(loadConfig(), o));
+    .option('--degraded', 'start even when a platform refuses its credentials: serve the others, and report that one as unhealthy in /readyz')
+    .action(async (o: { units: boolean; keepAwake?: boolean; degraded?: boolean }) => up(loadConfig(), o));
 
   program
     .command('unit <profile>')

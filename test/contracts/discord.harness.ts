@@ -1,11 +1,10 @@
 /** The Discord adapter on the Discord REST fake: Ed25519-signed slash commands, answers read off the fake. */
 import { createDiscordAdapter } from '../../src/adapters/discord/index.js';
-import type { Intake } from '../../src/adapters/types.js';
 import { createLogger } from '../../src/log.js';
 import { startFakeDiscord, type RecordedCall } from '../fakes/discord-api.js';
 import { keys, PUBLIC_KEY_HEX, signed, slashCommand } from '../helpers/discord.js';
 import { generateKeyPairSync } from 'node:crypto';
-import type { ChannelHarness } from './channel-adapter.js';
+import type { ChannelHarness, RecordingIntake } from './channel-adapter.js';
 
 const GUILD = '900000000000000001';
 const CHANNEL = '900000000000000002';
@@ -16,7 +15,7 @@ const POSTS = /^(PATCH \/webhooks\/\d+\/[^/]+\/messages\/@original|POST \/webhoo
 
 export const discordHarness: ChannelHarness = {
   platform: 'discord',
-  async start(intake: Intake) {
+  async start(intake: RecordingIntake) {
     const fake = await startFakeDiscord({ guilds: [{ id: GUILD, channels: [{ id: CHANNEL, name: 'general' }] }] });
     const adapter = createDiscordAdapter({
       publicKey: PUBLIC_KEY_HEX,
@@ -39,13 +38,17 @@ export const discordHarness: ChannelHarness = {
         return { path: '/discord/interactions', init: { method: 'POST', body, headers: signed(body, o.signed === false ? stranger.privateKey : keys.privateKey) } };
       },
       deliver: (event, reply) => adapter.send({ kind: 'reply', conversation: event.conversation, replyTo: event.replyTo, eventId: event.id, ...reply }),
+      partial: (event, text) => adapter.send({ kind: 'partial', conversation: event.conversation, replyTo: event.replyTo, eventId: event.id, text }),
+      refuseFile: () => fake.failNext({ status: 400, code: 50035, match: /^PATCH \/webhooks\/\d+\/[^/]+\/messages\/@original$/ }),
+      hangApi: () => fake.hang(),
       failPartway() {
         // The first part (an edit of the original) goes out; every follow-up fails for now.
         fake.failNext({ status: 503, times: 50, match: /^POST \/webhooks\// });
         return () => fake.clearFailures();
       },
       posted: () => ({
-        texts: posts().map((c) => (c.json as { content?: string } | undefined)?.content ?? '').filter((t) => t !== ''),
+        // What people see now: each message's current text (edits included), once.
+        texts: fake.allMessages().map((m) => m.content).filter((t) => t !== ''),
         files: posts().flatMap((c) => c.files.map((f) => ({ name: f.filename, data: f.data }))),
       }),
       async close() {

@@ -4,17 +4,17 @@
  * prints for the HTTP answer (replyReport), so held-back notes are checked where people read them.
  */
 import { createLocalAdapter, messageAnswer, type MessageAnswer } from '../../src/adapters/local/index.js';
-import type { Intake, TurnOutcome } from '../../src/adapters/types.js';
+import type { TurnOutcome } from '../../src/adapters/types.js';
 import { replyReport } from '../../src/cli/common.js';
 import { createLogger } from '../../src/log.js';
 import { mounted } from '../helpers/app.js';
-import type { ChannelHarness, ContractReply, Posted } from './channel-adapter.js';
+import type { ChannelHarness, ContractReply, Posted, RecordingIntake } from './channel-adapter.js';
 
 const TOKEN = 'contract-api-token-0123456789';
 
 export const localHarness: ChannelHarness = {
   platform: 'local',
-  async start(intake: Intake) {
+  async start(intake: RecordingIntake) {
     let next: ContractReply = { text: 'ok', files: [], heldBack: [] };
     const outcomes = new Map<string, TurnOutcome>();
     const watcher = {

@@ -1,15 +1,14 @@
 /** The Slack adapter on the Slack Web API fake: v0-signed Events API requests, replies read off the fake. */
 import { createSlackAdapter, signSlackRequest } from '../../src/adapters/slack/index.js';
-import type { Intake } from '../../src/adapters/types.js';
 import { createLogger } from '../../src/log.js';
 import { startFakeSlack } from '../fakes/slack-api.js';
-import type { ChannelHarness } from './channel-adapter.js';
+import type { ChannelHarness, RecordingIntake } from './channel-adapter.js';
 
 const SECRET = 'contract-signing-secret';
 
 export const slackHarness: ChannelHarness = {
   platform: 'slack',
-  async start(intake: Intake) {
+  async start(intake: RecordingIntake) {
     const fake = await startFakeSlack();
     const adapter = createSlackAdapter({
       signingSecret: SECRET,
@@ -40,7 +39,10 @@ export const slackHarness: ChannelHarness = {
           init: { method: 'POST', body, headers: { 'content-type': 'application/json', 'x-slack-request-timestamp': stamp, 'x-slack-signature': signature } },
         };
       },
-      deliver: (event, reply) => adapter.send({ kind: 'reply', conversation: event.conversation, eventId: event.id, ...reply }),
+      deliver: (event, reply) => adapter.send({ kind: 'reply', conversation: event.conversation, replyTo: event.replyTo, eventId: event.id, ...reply }),
+      partial: (event, text) => adapter.send({ kind: 'partial', conversation: event.conversation, replyTo: event.replyTo, eventId: event.id, text }),
+      refuseFile: () => fake.failNext('files.getUploadURLExternal', { error: 'missing_scope', needed: 'files:write' }),
+      hangApi: () => fake.hang(),
       failPartway() {
         // The text goes out, then the file upload fails (retryably).
         fake.failNext('files.getUploadURLExternal', { error: 'internal_error' });

@@ -3,9 +3,11 @@
  * `Authorization` token like the real API, answers in the documented shapes, sends the
  * documented rate-limit headers, and records every call for assertions.
  *
- * Handled: GET /user, GET /task/{id}, POST /task/{id}/comment, POST /task/{id}/attachment
- * (multipart, field `attachment`), POST /team/{id}/webhook, and file downloads under
- * /attachments/ (standing in for ClickUp's attachment host; `private` files need the token).
+ * Handled: GET /user, GET /task/{id}, POST /task/{id}/comment, GET /task/{id}/comment (newest
+ * first, 25 a page, older pages by `start` + `start_id`), POST /task/{id}/attachment (multipart,
+ * field `attachment`), POST /team/{id}/webhook, and file downloads under /attachments/ (standing
+ * in for ClickUp's attachment host; `private` files need the token). `delay` slows the API down
+ * (to show a webhook is acknowledged without waiting for it).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
@@ -41,6 +43,14 @@ export interface FakeClickUp {
   user: { id: number; username: string };
   calls: RecordedCall[];
   tasks: Map<string, FakeTask>;
+  /** Comments per task, oldest first (posted through the API, or seeded with `addComment`). */
+  comments: Map<string, FakeComment[]>;
+  /** A comment someone wrote on a task; returns it. */
+  addComment(taskId: string, c: { user?: { id: number; username: string }; text: string; date?: number; files?: string[] }): FakeComment;
+  /** Every API call answers only after `ms` (0: at once). */
+  delay(ms: number): void;
+  /** Answers no API call until the returned function is called (a ClickUp that hangs). */
+  hang(): () => void;
   /** Webhooks created through the API, with their secrets. */
   webhooks: Array<{ id: string; team: string; secret: string; body: unknown }>;
   /** Serves `data` at a download URL on this fake and returns the URL. */
@@ -54,6 +64,15 @@ export interface FakeClickUp {
   /** Calls whose method and path match. */
   find(method: string, path: string | RegExp): RecordedCall[];
   close(): Promise<void>;
+}
+
+export interface FakeComment {
+  id: string;
+  comment_text: string;
+  comment: unknown[];
+  user: { id: number; username: string; email: string };
+  /** Epoch ms, as a string. */
+  date: string;
 }
 
 export interface FakeClickUpOptions {
@@ -72,7 +91,24 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
   const webhooks: FakeClickUp['webhooks'] = [];
   const rateLimits: number[] = [];
   const failures: Array<{ status: number; match?: RegExp }> = [];
+  const comments = new Map<string, FakeComment[]>();
+  let delayMs = 0;
+  let hung: Promise<void> | undefined;
   let nextId = 1000;
+  let clockMs = Date.now();
+  const addComment = (taskId: string, c: { user?: { id: number; username: string }; text: string; date?: number; files?: string[] }): FakeComment => {
+    clockMs = Math.max(clockMs + 1, c.date ?? Date.now());
+    const u = c.user ?? { id: 183, username: 'John' };
+    const made: FakeComment = {
+      id: String(nextId++),
+      comment_text: c.text,
+      comment: [{ text: c.text }, ...(c.files ?? []).map((f) => ({ type: 'attachment', text: f, attachment: { title: f, url: `https://x/${f}` } }))],
+      user: { ...u, email: `${u.username}@example.com` },
+      date: String(c.date ?? clockMs),
+    };
+    comments.set(taskId, [...(comments.get(taskId) ?? []), made]);
+    return made;
+  };
 
   const server = http.createServer((req, res) => {
     readBody(req)
@@ -140,6 +176,8 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
       return answer({ status: 200, raw: file.data });
     }
 
+    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+    if (hung && isApi) await hung;
     if (!headers.authorization) return answer({ status: 400, json: { err: 'Authorization header required', ECODE: 'OAUTH_017' } });
     if (headers.authorization !== token) return answer({ status: 401, json: { err: 'Token invalid', ECODE: 'OAUTH_025' } });
 
@@ -183,7 +221,16 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
       if (!tasks.has(decodeURIComponent(m[1]!))) return answer({ status: 404, json: { err: 'Task not found', ECODE: 'ITEM_013' } });
       const j = call.json as { comment_text?: unknown } | undefined;
       if (typeof j?.comment_text !== 'string') return answer({ status: 400, json: { err: 'Comment text required', ECODE: 'COMM_002' } });
-      return answer({ status: 200, json: { id: nextId++, hist_id: randomUUID(), date: Date.now() } });
+      const made = addComment(decodeURIComponent(m[1]!), { user, text: j.comment_text });
+      return answer({ status: 200, json: { id: Number(made.id), hist_id: randomUUID(), date: Number(made.date) } });
+    }
+    if ((m = /^\/task\/([^/]+)\/comment$/.exec(path)) && call.method === 'GET') {
+      const taskId = decodeURIComponent(m[1]!);
+      if (!tasks.has(taskId)) return answer({ status: 404, json: { err: 'Task not found', ECODE: 'ITEM_013' } });
+      const newest = [...(comments.get(taskId) ?? [])].reverse();
+      const startId = u.searchParams.get('start_id');
+      const from = startId ? newest.findIndex((c) => c.id === startId) + 1 : 0;
+      return answer({ status: 200, json: { comments: newest.slice(from, from + 25) } });
     }
     if ((m = /^\/task\/([^/]+)\/attachment$/.exec(path)) && call.method === 'POST') {
       if (!tasks.has(decodeURIComponent(m[1]!))) return answer({ status: 404, json: { err: 'Task not found', ECODE: 'ITEM_013' } });
@@ -236,6 +283,19 @@ export async function startFakeClickUp(opts: FakeClickUpOptions = {}): Promise<F
     user,
     calls,
     tasks,
+    comments,
+    addComment,
+    delay(ms) {
+      delayMs = ms;
+    },
+    hang() {
+      let release!: () => void;
+      hung = new Promise<void>((r) => (release = r));
+      return () => {
+        hung = undefined;
+        release();
+      };
+    },
     webhooks,
     addFile(name, data, o = {}) {
       const id = randomUUID();

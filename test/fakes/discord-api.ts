@@ -10,7 +10,10 @@
  *   POST /channels/{id}/messages · PATCH /channels/{id}/messages/{id} (messages of that channel, bot token)
  *   POST /channels/{id}/typing · POST /channels/{id}/messages/{id}/threads
  *   PUT /applications/{id}/commands · PUT /applications/{id}/guilds/{id}/commands
- * Messages are kept, so edits of unknown ones answer 404 / 10008. Message components (action rows
+ *   GET /users/@me · GET /channels/{id}/messages (newest first; before/after/limit) · GET /channels/{id}/messages/{id}
+ *   PUT|DELETE /channels/{id}/messages/{id}/reactions/{emoji}/@me
+ * Messages are kept, so edits of unknown ones answer 404 / 10008; content over 2,000 characters
+ * answers 400 / 50035 and a file over 10 MiB 413 / 40005, as Discord does for bots. Message components (action rows
  * of buttons) are checked against the documented limits (400 / 50035 Invalid Form Body).
  * Downloads: GET /attachments/... (standing in for the CDN; no auth).
  * Gateway (ws, JSON, no compression) at /gateway: HELLO → IDENTIFY → READY + GUILD_CREATE, heartbeats
@@ -34,6 +37,8 @@ export interface RecordedFile {
 export interface RecordedCall extends HttpCall<RecordedFile> {
   /** The JSON the fake answered with (e.g. the created message, with its id). */
   response?: unknown;
+  /** The query string, for GETs. */
+  query?: URLSearchParams;
 }
 
 export interface FailSpec {
@@ -81,6 +86,16 @@ export interface FakeDiscord {
   registerInteraction(token: string, channelId: string): void;
   /** The current state of a message the fake created, by id. */
   message(id: string): StoredMessage | undefined;
+  /** Every message the fake holds (created through the API or seeded), in creation order. */
+  allMessages(): StoredMessage[];
+  /** A message someone wrote in a channel (visible to GET /channels/{id}/messages); returns its id. */
+  addMessage(channelId: string, m: { author?: { id: string; username: string; bot?: boolean }; content: string; files?: string[]; replyTo?: string }): string;
+  /** The bot's reactions, as `channel/message/emoji`. */
+  reactions: Set<string>;
+  /** 'ok', or the error code reactions answer (e.g. 50013 Missing Permissions). */
+  reactionsAllowed: 'ok' | number;
+  /** Answers no REST call until the returned function is called (a Discord that hangs). */
+  hang(): () => void;
   /** Serves `data` under /attachments/ and returns its URL. */
   addFile(name: string, data: Buffer): string;
   /** Successful calls whose method and path match. */
@@ -96,6 +111,11 @@ export interface StoredMessage {
   components: unknown[];
   /** The interaction token that created it, for webhook messages. */
   token?: string;
+  /** Earlier contents, oldest first, when it was edited. */
+  history: string[];
+  author?: { id: string; username: string; bot?: boolean };
+  files?: string[];
+  reference?: string;
 }
 
 /** Why `components` breaks Discord's rules for buttons in action rows, or null when it does not. */
@@ -167,10 +187,12 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
   let readyResolve!: () => void;
   const readyPromise = new Promise<void>((r) => (readyResolve = r));
   let origin = '';
+  let hung: Promise<void> | undefined;
+  const originals = new Map<string, string>();
 
   function message(channelId: string, body: unknown, recorded: RecordedFile[], token?: string) {
     const b = (body ?? {}) as { content?: string; components?: unknown[] };
-    const stored: StoredMessage = { id: snowflake(), channel_id: channelId, content: b.content ?? '', components: b.components ?? [], ...(token ? { token } : {}) };
+    const stored: StoredMessage = { id: snowflake(), channel_id: channelId, content: b.content ?? '', components: b.components ?? [], ...(token ? { token } : {}), history: [], files: recorded.map((f) => f.filename) };
     messages.set(stored.id, stored);
     return rendered(stored, recorded);
   }
@@ -182,9 +204,12 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
       content: stored.content,
       components: stored.components,
       ...(stored.token ? { webhook_id: applicationId, application_id: applicationId } : {}),
-      author: { ...botUser, discriminator: '0', bot: true },
-      attachments: recorded.map((f, i) => ({ id: String(i), filename: f.filename, size: f.data.length, url: `${origin}/attachments/x/${f.filename}` })),
-      timestamp: new Date().toISOString(),
+      author: stored.author ? { ...stored.author, discriminator: '0', global_name: null } : { ...botUser, discriminator: '0', bot: true },
+      attachments: recorded.length > 0
+        ? recorded.map((f, i) => ({ id: String(i), filename: f.filename, size: f.data.length, url: `${origin}/attachments/x/${f.filename}` }))
+        : (stored.files ?? []).map((f, i) => ({ id: String(i), filename: f, size: 1, url: `${origin}/attachments/x/${f}` })),
+      ...(stored.reference ? { message_reference: { message_id: stored.reference, channel_id: stored.channel_id } } : {}),
+      timestamp: new Date(Number((BigInt(stored.id) >> 22n) + 1420070400000n)).toISOString(),
       type: 0,
     };
   }
@@ -195,7 +220,10 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
 
   function edited(stored: StoredMessage, body: unknown) {
     const b = (body ?? {}) as { content?: string; components?: unknown[] };
-    if (b.content !== undefined) stored.content = b.content;
+    if (b.content !== undefined && b.content !== stored.content) {
+      stored.history.push(stored.content);
+      stored.content = b.content;
+    }
     if (b.components !== undefined) stored.components = b.components;
     return { status: 200, body: rendered(stored) };
   }
@@ -206,6 +234,36 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
     const unknownMessage = { status: 404, body: { message: 'Unknown Message', code: 10008 } };
     const key = `${call.method} ${call.path}`;
     let m: RegExpExecArray | null;
+    const content = (call.json as { content?: unknown } | undefined)?.content;
+    if (typeof content === 'string' && content.length > 2000 && /^(POST|PATCH) \/(webhooks|channels)\//.test(key)) {
+      return { status: 400, body: { message: 'Invalid Form Body', code: 50035, errors: { content: { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 2000 or fewer in length.' }] } } } };
+    }
+    if (call.files.some((f) => f.data.length > 10 * 1024 * 1024)) return { status: 413, body: { message: 'Request entity too large', code: 40005 } };
+    if ((m = /^(PUT|DELETE) \/channels\/(\d+)\/messages\/(\d+)\/reactions\/([^/]+)\/@me$/.exec(key))) {
+      if (!bot) return unauthorized;
+      if (fake.reactionsAllowed !== 'ok') return { status: 403, body: { message: 'Missing Permissions', code: fake.reactionsAllowed } };
+      const k = `${m[2]}/${m[3]}/${decodeURIComponent(m[4]!)}`;
+      if (m[1] === 'PUT') fake.reactions.add(k);
+      else fake.reactions.delete(k);
+      return { status: 204 };
+    }
+    if (key === 'GET /users/@me') return bot ? { status: 200, body: { ...botUser, discriminator: '0', bot: true, avatar: null } } : unauthorized;
+    if ((m = /^GET \/channels\/(\d+)\/messages\/(\d+)$/.exec(key))) {
+      if (!bot) return unauthorized;
+      const stored = messages.get(m[2]!);
+      return stored && stored.channel_id === m[1] ? { status: 200, body: rendered(stored) } : unknownMessage;
+    }
+    if ((m = /^GET \/channels\/(\d+)\/messages$/.exec(key))) {
+      if (!bot) return unauthorized;
+      const q = call.query ?? new URLSearchParams();
+      const before = q.get('before');
+      const after = q.get('after');
+      const limit = Math.min(Number(q.get('limit') ?? 50) || 50, 100);
+      let list = [...messages.values()].filter((x) => x.channel_id === m![1]).sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? 1 : -1));
+      if (before) list = list.filter((x) => BigInt(x.id) < BigInt(before));
+      if (after) list = list.filter((x) => BigInt(x.id) > BigInt(after)).reverse().slice(0, limit).reverse();
+      return { status: 200, body: list.slice(0, limit).map((x) => rendered(x)) };
+    }
     const invalid = componentsError((call.json as { components?: unknown } | undefined)?.components);
     if (invalid && /^(POST|PATCH) \/(webhooks|channels)\//.test(key)) {
       return { status: 400, body: { message: 'Invalid Form Body', code: 50035, errors: { components: { _errors: [{ code: 'BASE_TYPE_INVALID', message: invalid }] } } } };
@@ -231,7 +289,19 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
       if (expired.has(m[3]!)) return { status: 401, body: { message: 'Invalid Webhook Token', code: 50027 } };
       if (m[1] === 'PATCH' && !m[4]) return { status: 405, body: { message: '405: Method Not Allowed', code: 0 } };
       if (m[1] === 'POST' && m[4]) return { status: 405, body: { message: '405: Method Not Allowed', code: 0 } };
-      if (m[4]) return { status: 200, body: message(interactionChannels.get(m[3]!) ?? '0', call.json, call.files) };
+      if (m[4]) {
+        // The original response is one message per interaction: created by the first edit, edited after.
+        const existing = originals.get(m[3]!);
+        const stored = existing ? messages.get(existing) : undefined;
+        if (stored) {
+          const out = edited(stored, call.json);
+          if (call.files.length > 0) stored.files = call.files.map((f) => f.filename);
+          return out;
+        }
+        const made = message(interactionChannels.get(m[3]!) ?? '0', call.json, call.files);
+        originals.set(m[3]!, made.id);
+        return { status: 200, body: made };
+      }
       return { status: 200, body: message(interactionChannels.get(m[3]!) ?? '0', call.json, call.files, m[3]!) };
     }
     if ((m = /^POST \/channels\/(\d+)\/messages$/.exec(key))) {
@@ -279,7 +349,8 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
         return;
       }
       const apiPath = /^\/api(?:\/v\d+)?(\/.*)$/.exec(url.pathname)?.[1];
-      const call: RecordedCall = { method: req.method ?? 'GET', path: apiPath ?? url.pathname, headers: headersOf(req), files: [], status: 0 };
+      const call: RecordedCall = { method: req.method ?? 'GET', path: apiPath ?? url.pathname, headers: headersOf(req), files: [], status: 0, query: url.searchParams };
+      if (hung && apiPath) await hung;
       try {
         Object.assign(call, await parseBody(req, raw));
       } catch (err) {
@@ -417,6 +488,25 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
       interactionChannels.set(token, channelId);
     },
     message: (id) => messages.get(id),
+    allMessages: () => [...messages.values()],
+    addMessage(channelId, m) {
+      const id = snowflake();
+      messages.set(id, {
+        id, channel_id: channelId, content: m.content, components: [], history: [],
+        author: m.author ?? { id: '900000000000000004', username: 'alice' }, ...(m.files ? { files: m.files } : {}), ...(m.replyTo ? { reference: m.replyTo } : {}),
+      });
+      return id;
+    },
+    reactions: new Set<string>(),
+    reactionsAllowed: 'ok',
+    hang() {
+      let release!: () => void;
+      hung = new Promise<void>((r) => (release = r));
+      return () => {
+        hung = undefined;
+        release();
+      };
+    },
     addFile(name, data) {
       const p = `/attachments/${snowflake()}/${encodeURIComponent(name)}`;
       files.set(p, data);

@@ -90,6 +90,8 @@ export interface FakeSlack {
   reactions: FakeReaction[];
   /** Answers `method` (every API method for '*') only after `ms`. */
   delay(method: string, ms: number): void;
+  /** Answers no API call until the returned function is called (a Slack that hangs). */
+  hang(): () => void;
   /** A message someone else wrote, visible to conversations.replies. Returns its ts. */
   addThreadMessage(m: { channel: string; threadTs?: string; ts?: string; user?: string; botId?: string; text: string; files?: string[] }): string;
   callsTo(method: string): FakeSlackCall[];
@@ -133,6 +135,7 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
   const teamId = 'T0FAKE';
   const failures = new Map<string, FakeFailure[]>();
   const delays = new Map<string, number>();
+  let hung: Promise<void> | undefined;
   const files = new Map<string, { data: Buffer; mimetype: string; omitLength: boolean } | { redirect: string }>();
   let seq = 0;
   const nextTs = () => `1700000000.${String(++seq).padStart(6, '0')}`;
@@ -178,6 +181,14 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
     reactions: [],
     delay(method, ms) {
       delays.set(method, ms);
+    },
+    hang() {
+      let release!: () => void;
+      hung = new Promise<void>((r) => (release = r));
+      return () => {
+        hung = undefined;
+        release();
+      };
     },
     addThreadMessage(m) {
       const ts = m.ts ?? nextTs();
@@ -295,6 +306,7 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
     fake.calls.push({ method, body, headers: headersOf(req) });
     const wait = delays.get(method) ?? delays.get('*');
     if (wait) await new Promise((r) => setTimeout(r, wait));
+    if (hung) await hung;
 
     const queued = failures.get(method);
     const failure = queued?.shift();

@@ -48,6 +48,16 @@ export interface ClickUpTask {
   list?: { id: string | number } | null;
 }
 
+/** A comment as `GET /task/{id}/comment` lists it (fields read defensively by callers). */
+export interface ClickUpComment {
+  id?: unknown;
+  comment_text?: unknown;
+  comment?: unknown;
+  user?: { id?: unknown; username?: unknown; email?: unknown } | null;
+  /** Epoch milliseconds, as a string. */
+  date?: unknown;
+}
+
 export interface ClickUpCommentCreated {
   id: string | number;
   hist_id?: string;
@@ -84,6 +94,11 @@ export interface ClickUpClient {
   getUser(): Promise<ClickUpUser>;
   getTask(taskId: string): Promise<ClickUpTask>;
   postComment(taskId: string, text: string): Promise<ClickUpCommentCreated>;
+  /**
+   * A task's comments, newest first, 25 at a time: the newest page without `before`, else the
+   * page older than the comment `before` names (its id and date, as ClickUp pages them).
+   */
+  taskComments(taskId: string, before?: { id: string; date: string }): Promise<ClickUpComment[]>;
   uploadAttachment(taskId: string, file: { name: string; data: Buffer }): Promise<ClickUpAttachmentCreated>;
   createWebhook(team: string, input: CreateWebhookInput): Promise<ClickUpWebhook>;
   /** Downloads a file, sending the token only when `url` is on the API's own origin. */
@@ -207,6 +222,12 @@ export function createClickUpClient(opts: ClickUpClientOptions): ClickUpClient {
         comment_text: text,
         notify_all: false,
       });
+    },
+
+    async taskComments(taskId, before) {
+      const q = before ? `?start=${encodeURIComponent(before.date)}&start_id=${encodeURIComponent(before.id)}` : '';
+      const r = await api<{ comments?: unknown }>('GET', `/task/${pathId('task', taskId)}/comment${q}`);
+      return Array.isArray(r.comments) ? (r.comments as ClickUpComment[]) : [];
     },
 
     uploadAttachment(taskId, file) {

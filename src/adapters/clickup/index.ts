@@ -1,51 +1,48 @@
 /**
  * The ClickUp channel adapter: `POST /clickup/webhook` turns a signed `taskCommentPosted`
- * delivery into an `InboundEvent` (the conversation is the task), and replies go back as task
- * comments with the agent's files attached to the task.
+ * delivery into held events (receive.ts: stored, acknowledged, then resolved to their task's
+ * address and routed; the conversation is the task), and replies go back as task comments with
+ * the agent's files attached to the task (reply.ts).
  *
  * - Signatures fail closed: no `X-Signature`, no secret for the webhook, or a mismatch → 401
  *   before anything else is read or fetched.
+ * - Acknowledgement first: no ClickUp API call happens before the 200 (ClickUp counts an answer
+ *   over 7 s as a failure); a redelivery of a stored history item is a no-op without API calls.
  * - Comments by agent-vm's own token user are dropped (`GET /user`, once), so replies never loop.
  * - The router decides who answers from the address and the trigger in the text; this adapter
  *   does not know profiles. An unbound comment is just a comment: acknowledged, no reply.
- * - Replies are idempotent per turn within the process: a retried `send` skips files already
- *   attached and never posts the comment twice.
+ * - A turn's context is the task (name, description) and, the first time, its earlier comments;
+ *   later turns get the comments since (context.ts).
  *
- * Deliberately left out: progress comments (ClickUp comments cannot be edited cheaply, so a
- * stream of "working..." comments would bury the task; progress is logged at debug), events
- * other than `taskCommentPosted`, threaded replies, and rich-text formatting.
+ * Deliberately left out: streaming (one comment at the end; a progress comment only for long
+ * turns), events other than `taskCommentPosted`, threaded replies, and rich-text formatting.
  */
 import { Hono } from 'hono';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { AgentVmError, describeError, isAgentVmError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { printable } from '../../text.js';
+import { failureReporter } from '../delivery.js';
 import type {
   ChannelAdapter,
+  CredentialCheck,
+  DeliveryFailure,
   HeldBackFile,
-  InboundEvent,
-  Intake,
+  HoldingIntake,
   OutboundFile,
-  OutboundMessage,
+  ThreadContextLimits,
+  ThreadCursors,
   TurnContext,
 } from '../types.js';
 import { createClickUpClient, type ClickUpClient, type ClickUpWebhook } from './client.js';
-import {
-  COMMENT_EVENT,
-  decodeConversation,
-  encodeConversation,
-  parseEnvelope,
-  postedComments,
-  renderReply,
-  taskAddress,
-  taskPreamble,
-  type PostedComment,
-} from './parse.js';
+import { createTaskThread } from './context.js';
+import { COMMENT_EVENT, decodeConversation, parseEnvelope, postedComments, taskPreamble } from './parse.js';
+import { createReceiver, type Receiver } from './receive.js';
+import { createReplier } from './reply.js';
 import { verifyClickUpSignature } from './verify.js';
 
 export { signClickUpBody, verifyClickUpSignature } from './verify.js';
 export { createClickUpClient, type ClickUpClient } from './client.js';
-export { decodeConversation, encodeConversation } from './parse.js';
+export { decodeConversation, encodeConversation, encodeReplyTo } from './parse.js';
 
 export interface ClickUpAdapterOptions {
   /** The secret of a webhook created outside agent-vm (`CLICKUP_WEBHOOK_SECRET`). */
@@ -57,25 +54,37 @@ export interface ClickUpAdapterOptions {
   secretFor?: (webhookId: string) => Promise<string | undefined>;
   token: string;
   apiUrl: string;
-  intake: Intake;
+  /** Holds deliveries before their task is looked up (the gateway's intake does). */
+  intake: HoldingIntake;
   logger: Logger;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
   /** Largest webhook body accepted; ClickUp deliveries are a few KiB. */
   maxBodyBytes?: number;
+  /** A turn still running this long after it was taken in gets one progress comment. Default 60 s; 0: never. */
+  progressAfterMs?: number;
+  /** Largest file attached; a larger one is named in the reply instead. Default 1 GiB. */
+  maxUploadBytes?: number;
+  /** Where thread cursors live; without it no earlier comments are fetched. */
+  threads?: ThreadCursors;
+  /** How many earlier comments a turn gets. Default 50 comments, 20,000 characters. */
+  threadLimits?: ThreadContextLimits;
+  /** Every delivery failure (see `DeliveryFailure`), e.g. for metrics. */
+  onDeliveryFailure?: (f: DeliveryFailure) => void;
 }
 
-export type ClickUpAdapter = ChannelAdapter & { readonly platform: 'clickup'; readonly routes: Hono; close(): Promise<void> };
+export type ClickUpAdapter = ChannelAdapter & {
+  readonly platform: 'clickup';
+  readonly routes: Hono;
+  start(): Promise<void>;
+  checkCredentials(): Promise<CredentialCheck>;
+  /** Resolves when every comment taken in so far is routed or dropped (tests, shutdown). */
+  idle(): Promise<void>;
+  close(): Promise<void>;
+};
 
-const MAX_REMEMBERED_REPLIES = 1_000;
-
-interface ReplyProgress {
-  /** Indexes of `files` already attached to the task. */
-  attached: Set<number>;
-  /** Files ClickUp refused for good (not retryable), by index. */
-  refused: Map<number, HeldBackFile>;
-  commented: boolean;
-}
+/** ClickUp's largest attachment (plans differ; storage quotas may refuse less). */
+export const CLICKUP_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024;
 
 export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapter {
   const log = opts.logger.child({ adapter: 'clickup' });
@@ -88,23 +97,10 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
     now,
     ...(opts.sleep ? { sleep: opts.sleep } : {}),
   });
-  const replies = new Map<string, ReplyProgress>();
+  const report = failureReporter('clickup', log, opts.onDeliveryFailure);
   const background = new Set<Promise<void>>();
-  let selfId: Promise<string> | undefined;
   let closed = false;
   let closing: Promise<void> | undefined;
-
-  /** agent-vm's own ClickUp user: fetched once; a failed lookup is retried on the next delivery. */
-  function ownUserId(): Promise<string> {
-    if (!selfId) {
-      const p = client.getUser().then((u) => String(u.id));
-      selfId = p;
-      p.catch(() => {
-        if (selfId === p) selfId = undefined;
-      });
-    }
-    return selfId;
-  }
 
   function inBackground(what: string, task: () => Promise<unknown>): void {
     const p = task()
@@ -113,6 +109,39 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
       .finally(() => background.delete(p));
     background.add(p);
   }
+
+  const replier = createReplier({
+    client,
+    logger: log,
+    report,
+    maxUploadBytes: opts.maxUploadBytes ?? CLICKUP_MAX_UPLOAD_BYTES,
+    progressAfterMs: opts.progressAfterMs ?? 60_000,
+    now,
+  });
+
+  const receiver: Receiver = createReceiver({
+    client,
+    intake: opts.intake,
+    logger: log,
+    now,
+    routed(event, result) {
+      if (result.status === 'accepted') replier.started(event.id, event.conversation);
+      if (result.status === 'rejected' && result.reason !== 'unbound') {
+        // Ambiguous or invalid bindings are the admin's problem, but the person who asked must
+        // hear why nobody answers.
+        const taskId = decodeConversation(event.conversation);
+        if (taskId) inBackground('reject notice', () => client.postComment(taskId, result.message));
+      }
+    },
+  });
+
+  const taskThread = createTaskThread({
+    client,
+    logger: log,
+    ...(opts.threads ? { cursors: opts.threads } : {}),
+    limits: opts.threadLimits ?? { maxMessages: 50, maxChars: 20_000 },
+    ownUserId: () => receiver.ownUserId().catch(() => undefined),
+  });
 
   async function secretForDelivery(webhookId: string | undefined): Promise<string | undefined> {
     if (webhookId !== undefined && opts.secretFor) {
@@ -129,45 +158,6 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
       if (secret) return secret;
     }
     return opts.webhookSecret || undefined;
-  }
-
-  async function handleComment(comment: PostedComment, receivedAt: string): Promise<void> {
-    const eventId = `clickup:${comment.historyId}`;
-    if (comment.user.id === (await ownUserId())) {
-      log.debug({ eventId }, 'ignoring a comment agent-vm posted');
-      return;
-    }
-    let task;
-    try {
-      task = await client.getTask(comment.taskId);
-    } catch (err) {
-      if (isAgentVmError(err) && err.retryable) throw err;
-      // The task is gone or out of the token's reach: nothing can be answered there.
-      log.warn({ eventId, taskId: comment.taskId, err: describeError(err) }, 'clickup task not readable; comment dropped');
-      return;
-    }
-    const address = taskAddress(task);
-    if (!address) {
-      log.warn({ eventId, taskId: comment.taskId }, 'clickup task has no team id; comment dropped');
-      return;
-    }
-    const event: InboundEvent = {
-      id: eventId,
-      platform: 'clickup',
-      address,
-      conversation: encodeConversation(comment.taskId),
-      user: comment.user,
-      text: comment.text,
-      ...(comment.attachments.length > 0 ? { attachments: comment.attachments } : {}),
-      receivedAt,
-    };
-    const result = await opts.intake.accept(event);
-    log.info({ eventId, taskId: comment.taskId, status: result.status }, 'clickup comment taken in');
-    if (result.status === 'rejected' && result.reason !== 'unbound') {
-      // Ambiguous or invalid bindings are the admin's problem, but the person who asked must hear
-      // why nobody answers. Posted after the ack: a rate-limit wait must not hold the delivery.
-      inBackground('reject notice', () => client.postComment(comment.taskId, result.message));
-    }
   }
 
   const routes = new Hono();
@@ -206,78 +196,49 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
       log.debug({ event: env.event }, 'clickup event ignored');
       return c.json({ ok: true, ignored: env.event });
     }
-    const receivedAt = new Date(now()).toISOString();
-    for (const comment of postedComments(env)) await handleComment(comment, receivedAt);
+    // Stored, then acknowledged: everything that needs ClickUp's API happens after the 200.
+    await receiver.take(postedComments(env), new Date(now()).toISOString());
     return c.json({ ok: true });
   });
-
-  function taskOf(conversation: string): string {
-    const taskId = decodeConversation(conversation);
-    if (taskId === undefined) {
-      throw new AgentVmError('clickup_bad_conversation', 'not a ClickUp conversation', { status: 400 });
-    }
-    return taskId;
-  }
 
   function assertOpen(): void {
     if (closed) throw new AgentVmError('adapter_closed', 'the ClickUp adapter is closed', { status: 503, retryable: true });
   }
 
-  async function sendReply(taskId: string, msg: Extract<OutboundMessage, { kind: 'reply' }>): Promise<void> {
-    let progress = replies.get(msg.eventId);
-    if (!progress) {
-      progress = { attached: new Set(), refused: new Map(), commented: false };
-      replies.set(msg.eventId, progress);
-      if (replies.size > MAX_REMEMBERED_REPLIES) replies.delete(replies.keys().next().value as string);
+  async function checkCredentials(): Promise<CredentialCheck> {
+    // Its own client: a start-up check must not sit out long rate-limit waits.
+    const probe = createClickUpClient({ apiUrl: opts.apiUrl, token: opts.token, logger: log, now, maxRateLimitWaits: 0, maxServerRetries: 1, backoffMs: 200, timeoutMs: 10_000, ...(opts.sleep ? { sleep: opts.sleep } : {}) });
+    try {
+      const user = await probe.getUser();
+      receiver.knowOwnUser(String(user.id));
+      return { ok: true, platform: 'clickup', identity: typeof user.username === 'string' ? user.username : `user ${String(user.id)}` };
+    } catch (err) {
+      const transient = !isAgentVmError(err) || err.retryable;
+      return { ok: false, platform: 'clickup', setting: 'CLICKUP_TOKEN', reason: transient ? `could not reach ClickUp to check the token (${describeError(err)})` : `ClickUp refused the token (${describeError(err)})`, transient };
     }
-    if (progress.commented) return;
-    for (const [i, file] of msg.files.entries()) {
-      if (progress.attached.has(i) || progress.refused.has(i)) continue;
-      try {
-        // Agent-chosen: shown as the attachment's name, so no invisible or reordering characters.
-        await client.uploadAttachment(taskId, { name: printable(file.name, 255), data: file.data });
-        progress.attached.add(i);
-      } catch (err) {
-        // Transient: the caller retries the send, and files already attached are skipped then.
-        if (isAgentVmError(err) && err.retryable) throw err;
-        log.warn({ eventId: msg.eventId, taskId, err: describeError(err) }, 'clickup refused an attachment');
-        progress.refused.set(i, { name: file.name, reason: 'ClickUp refused the upload' });
-      }
-    }
-    const attached = msg.files.filter((_, i) => progress.attached.has(i)).map((f) => f.name);
-    const heldBack = [...msg.heldBack, ...progress.refused.values()];
-    await client.postComment(taskId, renderReply(msg.text, attached, heldBack));
-    progress.commented = true;
-    log.info({ eventId: msg.eventId, taskId, files: attached.length, heldBack: heldBack.length }, 'clickup reply posted');
   }
 
   return {
     platform: 'clickup',
     routes,
 
-    async send(msg) {
+    async start() {
       assertOpen();
-      const taskId = taskOf(msg.conversation);
-      // ClickUp events carry no replyTo: one here was made by another adapter.
-      if (msg.replyTo !== undefined) throw new AgentVmError('clickup_bad_conversation', 'a ClickUp message has no replyTo; this one was addressed by another adapter', { status: 400 });
-      switch (msg.kind) {
-        case 'progress':
-        case 'partial':
-          log.debug({ eventId: msg.eventId, taskId }, 'clickup progress not posted');
-          return;
-        case 'notice':
-          await client.postComment(taskId, msg.text);
-          log.info({ eventId: msg.eventId, taskId }, 'clickup notice posted');
-          return;
-        case 'reply':
-          await sendReply(taskId, msg);
-          return;
-      }
+      inBackground('resume held comments', () => receiver.resume());
     },
+
+    send(msg) {
+      return replier.send(msg);
+    },
+
+    checkCredentials,
+
+    idle: () => receiver.idle(),
 
     async fetchContext(event, limits): Promise<TurnContext> {
       assertOpen();
-      const taskId = taskOf(event.conversation);
+      const taskId = decodeConversation(event.conversation);
+      if (taskId === undefined) throw new AgentVmError('clickup_bad_conversation', 'not a ClickUp conversation', { status: 400 });
       let preamble: string | undefined;
       try {
         preamble = taskPreamble(await client.getTask(taskId));
@@ -285,6 +246,8 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
         if (isAgentVmError(err) && err.retryable) throw err;
         log.warn({ eventId: event.id, taskId, err: describeError(err) }, 'clickup task not readable; no task context');
       }
+      const thread = await taskThread(event);
+      if (thread) preamble = preamble ? `${preamble}\n\n${thread}` : thread;
       const files: OutboundFile[] = [];
       const skipped: HeldBackFile[] = [];
       for (const a of event.attachments ?? []) {
@@ -310,7 +273,11 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
 
     close() {
       closed = true;
-      closing ??= Promise.allSettled([...background]).then(() => undefined);
+      closing ??= (async () => {
+        receiver.close();
+        await replier.close();
+        await Promise.allSettled([...background]);
+      })();
       return closing;
     },
   };

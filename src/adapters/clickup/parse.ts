@@ -37,6 +37,8 @@ export interface PostedComment {
   historyId: string;
   taskId: string;
   commentId?: string;
+  /** When it was posted, epoch milliseconds as ClickUp writes them. */
+  date?: string;
   user: { id: string; name?: string };
   text: string;
   attachments: InboundAttachment[];
@@ -68,10 +70,12 @@ export function postedComments(env: WebhookEnvelope): PostedComment[] {
     if (taskId === undefined || userId === undefined) continue;
     const name = str(author?.username) ?? str(author?.email);
     const commentId = id(comment.id);
+    const date = id(comment.date) ?? id(item.date);
     out.push({
       historyId,
       taskId,
       ...(commentId !== undefined ? { commentId } : {}),
+      ...(date !== undefined && /^\d{1,15}$/.test(date) ? { date } : {}),
       user: { id: userId, ...(name !== undefined ? { name } : {}) },
       text: commentText(comment),
       attachments: commentAttachments(comment),
@@ -124,6 +128,24 @@ export function commentAttachments(comment: Record<string, unknown>): InboundAtt
 /** The conversation of a task. Opaque outside this adapter. */
 export function encodeConversation(taskId: string): string {
   return `clickup:${taskId}`;
+}
+
+/**
+ * The person's comment, as `replyTo`: its id and date (thread context ends before it). Replies
+ * still go to the task; only this adapter reads it.
+ */
+export function encodeReplyTo(commentId: string, date: string | undefined): string {
+  return `clickup-comment:${commentId}:${date ?? ''}`;
+}
+
+export function decodeReplyTo(replyTo: string | undefined): { commentId: string; date?: string } | undefined {
+  const m = replyTo === undefined ? null : /^clickup-comment:([A-Za-z0-9_-]{1,64}):(\d{0,15})$/.exec(replyTo);
+  if (!m) return undefined;
+  return { commentId: m[1]!, ...(m[2] ? { date: m[2] } : {}) };
+}
+
+export function isOwnReplyTo(replyTo: string): boolean {
+  return replyTo.startsWith('clickup-comment:');
 }
 
 export function decodeConversation(conversation: string): string | undefined {

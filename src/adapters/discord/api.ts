@@ -89,8 +89,26 @@ function withAttachments(body: MessageBody, files: OutboundFile[]): Record<strin
   return files.length === 0 ? { ...body } : { ...body, attachments: files.map((f, i) => ({ id: i, filename: f.name })) };
 }
 
+/** A message as `GET /channels/{id}/messages` returns it (fields read defensively by callers). */
+export interface DiscordMessage {
+  id?: unknown;
+  content?: unknown;
+  author?: { id?: unknown; username?: unknown; global_name?: unknown; bot?: unknown } | null;
+  attachments?: Array<{ filename?: unknown }> | null;
+  timestamp?: unknown;
+  message_reference?: { message_id?: unknown; channel_id?: unknown } | null;
+  type?: unknown;
+}
+
 export interface DiscordApi {
   readonly hasBotToken: boolean;
+  /** The bot user (`GET /users/@me`), to check the bot token. */
+  me(): Promise<{ id: string; username: string }>;
+  /** Messages of a channel, newest first (at most 100), before or after a message id. */
+  messages(channelId: string, q: { before?: string; after?: string; limit: number }): Promise<DiscordMessage[]>;
+  message(channelId: string, messageId: string): Promise<DiscordMessage>;
+  /** Adds (or removes) the bot's reaction, a unicode emoji. */
+  react(channelId: string, messageId: string, emoji: string, on: boolean): Promise<void>;
   editOriginal(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
   followUp(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<SentMessage>;
   createMessage(channelId: string, body: MessageBody, files?: OutboundFile[]): Promise<SentMessage>;
@@ -134,6 +152,32 @@ export function createDiscordApi(opts: DiscordApiOptions): DiscordApi {
 
   return {
     hasBotToken: bot !== null,
+
+    async me() {
+      const rest = needBot('checking the bot token');
+      const u = (await call('bot user lookup', () => rest.get('/users/@me'))) as { id?: unknown; username?: unknown };
+      return { id: String(u.id), username: typeof u.username === 'string' ? u.username : String(u.id) };
+    },
+
+    async messages(channelId, q) {
+      const rest = needBot('reading a channel');
+      const query = new URLSearchParams({ limit: String(Math.min(Math.max(q.limit, 1), 100)) });
+      if (q.before) query.set('before', q.before);
+      if (q.after) query.set('after', q.after);
+      const res = await call('channel history', () => rest.get(`/channels/${channelId}/messages`, { query }));
+      return Array.isArray(res) ? (res as DiscordMessage[]) : [];
+    },
+
+    async message(channelId, messageId) {
+      const rest = needBot('reading a message');
+      return (await call('message lookup', () => rest.get(`/channels/${channelId}/messages/${messageId}`))) as DiscordMessage;
+    },
+
+    async react(channelId, messageId, emoji, on) {
+      const rest = needBot('reacting');
+      const route = `/channels/${channelId}/messages/${messageId}/reactions/${encodeURIComponent(emoji)}/@me` as const;
+      await call('reaction', () => (on ? rest.put(route) : rest.delete(route)));
+    },
 
     async editOriginal(applicationId, token, body, files = []) {
       await call('edit of the interaction response', () =>

@@ -11,7 +11,7 @@
 import { ChannelType, Client, Events, GatewayIntentBits, Partials, type Message } from 'discord.js';
 import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { InboundAttachment, Intake } from '../types.js';
+import type { InboundAttachment, InboundEvent, Intake } from '../types.js';
 import { discordErrorOf, normalizeApiUrl, type DiscordApi } from './api.js';
 import { mentionToEvent, stripBotMention, type MentionMessage } from './parse.js';
 
@@ -25,6 +25,10 @@ export interface GatewayClientOptions {
   intake: Intake;
   api: DiscordApi;
   logger: Logger;
+  /** A mention was stored as a new turn (after which the thread is opened): e.g. react 👀. */
+  onAccepted?(event: InboundEvent): void;
+  /** Tells deliveries to this channel to wait until the thread the bot is opening exists. */
+  opening?(channelId: string, done: Promise<unknown>): void;
 }
 
 export interface GatewayClient {
@@ -95,7 +99,9 @@ export async function startGatewayClient(opts: GatewayClientOptions): Promise<Ga
     const kind = classifyMessage(message, me.id);
     if (!kind) return;
     const text = stripBotMention(message.content, me.id);
-    const conversationChannelId = kind.openThread ? await openThread(message, text) : message.channelId;
+    // Stored first, opened after: a thread made from a message has the message's id, so the
+    // conversation is known before Discord is asked for anything (and a slow API holds nothing).
+    const conversationChannelId = kind.openThread ? message.id : message.channelId;
     const input: MentionMessage = {
       id: message.id,
       content: message.content,
@@ -107,15 +113,24 @@ export async function startGatewayClient(opts: GatewayClientOptions): Promise<Ga
       conversationChannelId,
       attachments: attachmentsOf(message),
       createdAt: message.createdAt,
+      ...(message.channel.isThread() ? { inThread: true } : {}),
+      ...(message.reference?.messageId ? { replyingTo: message.reference.messageId } : {}),
     };
     const event = mentionToEvent(input);
     const result = await intake.accept(event);
     logger.info({ eventId: event.id, status: result.status }, 'discord mention taken in');
+    let channel = conversationChannelId;
+    if (kind.openThread && result.status !== 'duplicate') {
+      const opened = openThread(message, text);
+      opts.opening?.(conversationChannelId, opened);
+      channel = await opened;
+    }
+    if (result.status === 'accepted') opts.onAccepted?.(event);
     if (result.status === 'rejected') {
-      await api.createMessage(conversationChannelId, {
+      await api.createMessage(channel, {
         content: result.message,
         allowed_mentions: { parse: [] },
-        ...(conversationChannelId === message.channelId ? { message_reference: { message_id: message.id, fail_if_not_exists: false } } : {}),
+        ...(channel === message.channelId ? { message_reference: { message_id: message.id, fail_if_not_exists: false } } : {}),
       });
     }
   }

@@ -8,21 +8,30 @@
  * within Discord's 3 s (a deferred update, or an ephemeral refusal told to the presser alone);
  * other components are acknowledged and ignored.
  *
+ * Answers show while they are written (the deferred response or a reply, edited as the text
+ * grows; deliver.ts, live.ts), mentions get 👀/✅/⚠️ (reactions.ts), and a turn in an existing
+ * thread or reply chain reads it (context.ts). No Discord call happens before an interaction is
+ * answered: the intake stores the event and Discord gets its deferral.
+ *
  * Deliberately left out: which profile answers (the intake's router decides from `address`),
- * other message components, modals, and editing or deleting answers after the fact.
+ * other message components, modals, and editing or deleting answers after the turn.
  */
 import { Hono } from 'hono';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, IntakeResult } from '../types.js';
-import { createDiscordApi } from './api.js';
+import { failureReporter } from '../delivery.js';
+import type { ApprovalDesk, ChannelAdapter, CredentialCheck, DeliveryFailure, InboundEvent, Intake, IntakeResult, ThreadContextLimits, ThreadCursors } from '../types.js';
+import { createDiscordApi, discordErrorOf } from './api.js';
 import { createDiscordApprovals } from './approvals.js';
+import { createDiscordThreadContext } from './context.js';
 import { createDeliverer } from './deliver.js';
+import { createWindowLimiter } from './live.js';
+import { createReactions } from './reactions.js';
 import { fetchAttachments } from './fetch.js';
 import { startGatewayClient, type GatewayClient } from './gateway-client.js';
-import { commandToEvent, EPHEMERAL, interactionSchema, InteractionType, ResponseType, type Interaction } from './parse.js';
-import { DEFAULT_MAX_UPLOAD_BYTES } from './render.js';
+import { commandToEvent, decodeReplyTo, EPHEMERAL, interactionSchema, InteractionType, ResponseType, type Interaction } from './parse.js';
+import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_UPLOAD_BYTES } from './render.js';
 import { createInteractionVerifier } from './verify.js';
 
 export { registerCommands, commandsForBindings, commandBody, DEFAULT_COMMAND, type CommandSpec, type RegisterCommandsOptions } from './commands.js';
@@ -47,6 +56,14 @@ export interface DiscordAdapterOptions {
   progressIntervalMs?: number;
   /** Per-message upload cap (the whole request). Default 25 MiB, Discord's cap for unboosted guilds. */
   maxUploadBytes?: number;
+  /** Per-file cap; a larger file is named with its size instead. Default 10 MiB, Discord's limit for bots. */
+  maxFileBytes?: number;
+  /** Where thread cursors live; without it no thread context is fetched. */
+  threads?: ThreadCursors;
+  /** How much thread history a turn gets. Default 50 messages, 20,000 characters. */
+  threadLimits?: ThreadContextLimits;
+  /** Every delivery failure (see `DeliveryFailure`), e.g. for metrics. */
+  onDeliveryFailure?: (f: DeliveryFailure) => void;
   /** Discord wants an answer within 3 s; past this the adapter defers without the intake's verdict. Default 2500 ms. */
   ackDeadlineMs?: number;
 }
@@ -58,6 +75,7 @@ export interface DiscordAdapter extends ChannelAdapter {
   readonly gateway: GatewayClient | null;
   start(): Promise<void>;
   fetchContext: NonNullable<ChannelAdapter['fetchContext']>;
+  checkCredentials(): Promise<CredentialCheck>;
   close(): Promise<void>;
 }
 
@@ -72,12 +90,29 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
   const logger = opts.logger;
   const verifier = createInteractionVerifier(opts.publicKey);
   const api = createDiscordApi({ apiUrl: opts.apiUrl, ...(opts.botToken ? { botToken: opts.botToken } : {}) });
+  const report = failureReporter('discord', logger, opts.onDeliveryFailure);
+  const reactions = createReactions({ api, logger, report });
+  /** Threads the gateway client is opening, by their (future) channel id: deliveries wait for them. */
+  const opening = new Map<string, Promise<unknown>>();
+  let botUserId: string | undefined;
   const deliverer = createDeliverer({
     api,
     logger,
     now,
     progressIntervalMs: opts.progressIntervalMs ?? 1500,
     maxUploadBytes: opts.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES,
+    maxFileBytes: opts.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES,
+    limiter: createWindowLimiter(now),
+    reactions,
+    report,
+    opened: (channel) => opening.get(channel) ?? Promise.resolve(),
+  });
+  const threadContext = createDiscordThreadContext({
+    api,
+    logger,
+    ...(opts.threads ? { cursors: opts.threads } : {}),
+    limits: opts.threadLimits ?? { maxMessages: 50, maxChars: 20_000 },
+    botUserId: () => botUserId ?? gateway?.client.user?.id,
   });
   const ackDeadlineMs = opts.ackDeadlineMs ?? 2500;
   const approvals = createDiscordApprovals({ api, logger, now, ackDeadlineMs, ...(opts.approvals ? { desk: opts.approvals } : {}) });
@@ -170,7 +205,23 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
         logger.info('discord: no bot token; slash commands only (no @mentions, no channel posts after 15 minutes)');
         return;
       }
-      gateway = await startGatewayClient({ botToken: opts.botToken, apiUrl: opts.apiUrl, intake: opts.intake, api, logger });
+      gateway = await startGatewayClient({
+        botToken: opts.botToken,
+        apiUrl: opts.apiUrl,
+        intake: opts.intake,
+        api,
+        logger,
+        onAccepted(event) {
+          const t = decodeReplyTo(event.replyTo);
+          if (t?.kind === 'channel' && t.reference) void reactions.received(t.fallback ?? t.channel, t.reference);
+        },
+        opening(channel, done) {
+          const settled = done.then(() => undefined, () => undefined).finally(() => {
+            if (opening.get(channel) === settled) opening.delete(channel);
+          });
+          opening.set(channel, settled);
+        },
+      });
       logger.info('discord gateway connected');
     },
 
@@ -179,7 +230,23 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
     askApproval: (prompt) => approvals.ask(prompt),
     approvalSettled: (prompt, outcome) => approvals.settled(prompt, outcome),
 
-    fetchContext: (event, limits) => fetchAttachments(event, limits),
+    async fetchContext(event, limits) {
+      const [ctx, preamble] = await Promise.all([fetchAttachments(event, limits), event.platform === 'discord' ? threadContext(event) : undefined]);
+      return preamble ? { ...ctx, preamble } : ctx;
+    },
+
+    async checkCredentials(): Promise<CredentialCheck> {
+      if (!opts.botToken) return { ok: true, platform: 'discord', identity: 'no bot token: slash commands only' };
+      try {
+        const me = await api.me();
+        botUserId = me.id;
+        return { ok: true, platform: 'discord', identity: me.username };
+      } catch (err) {
+        const e = discordErrorOf(err);
+        const bad = e?.status === 401 || e?.status === 403;
+        return { ok: false, platform: 'discord', setting: 'DISCORD_BOT_TOKEN', reason: bad ? `Discord refused the bot token (GET /users/@me: ${e.status})` : `could not reach Discord to check the bot token (${describeError(err)})`, transient: !bad };
+      }
+    },
 
     async close() {
       if (closed) return;

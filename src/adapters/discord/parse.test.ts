@@ -52,7 +52,8 @@ describe('mentions', () => {
       createdAt: new Date(0),
     });
     expect(e).toMatchObject({ id: 'discord:msg:10', address: { platform: 'discord', guild: '1', channel: '2' }, conversation: 'discord:1:10', text: 'do it' });
-    expect(decodeReplyTo(e.replyTo)).toEqual({ kind: 'channel', channel: '10', reference: '10', fallback: '2' });
+    // `at` bounds the thread context: the person's own message.
+    expect(decodeReplyTo(e.replyTo)).toEqual({ kind: 'channel', channel: '10', reference: '10', fallback: '2', at: '10' });
     expect(e.attachments).toBeUndefined();
   });
 });

@@ -84,13 +84,26 @@ export const interactionSchema = z.looseObject({
 });
 export type Interaction = z.infer<typeof interactionSchema>;
 
+/**
+ * What a turn may read before the message (thread context): `at` bounds the history (the
+ * person's message, or the interaction: snowflakes are time-ordered), `thread` says the
+ * conversation's channel is a thread that existed before (its history counts), `chain` names a
+ * message the person replied to (followed up its reply chain).
+ */
+export interface ContextHints {
+  at?: string;
+  thread?: boolean;
+  chain?: string;
+}
+
 /** Where a reply goes. Encoded into `InboundEvent.replyTo`; opaque to everyone else. */
 export type ReplyTarget =
   /** The interaction webhook, valid 15 minutes after `issuedAt`; `channel` is the fallback. */
-  | { kind: 'interaction'; applicationId: string; token: string; issuedAt: number; channel: string; user?: string }
+  | ({ kind: 'interaction'; applicationId: string; token: string; issuedAt: number; channel: string; user?: string } & ContextHints)
   /** A channel or thread, with the bot token. `fallback` is used when `channel` is gone (a thread never opened). */
-  | { kind: 'channel'; channel: string; reference?: string; fallback?: string };
+  | ({ kind: 'channel'; channel: string; reference?: string; fallback?: string } & ContextHints);
 
+const hints = { at: snowflake.optional(), thread: z.boolean().optional(), chain: snowflake.optional() };
 const replyTargetSchema = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('interaction'),
@@ -99,8 +112,9 @@ const replyTargetSchema = z.discriminatedUnion('kind', [
     issuedAt: z.number(),
     channel: snowflake,
     user: snowflake.optional(),
+    ...hints,
   }),
-  z.object({ kind: z.literal('channel'), channel: snowflake, reference: snowflake.optional(), fallback: snowflake.optional() }),
+  z.object({ kind: z.literal('channel'), channel: snowflake, reference: snowflake.optional(), fallback: snowflake.optional(), ...hints }),
 ]);
 
 const REPLY_PREFIX = 'dc1.';
@@ -202,6 +216,8 @@ export function commandToEvent(interaction: Interaction, issuedAt: number): Inbo
       issuedAt,
       channel: interaction.channel_id,
       user: user.id,
+      at: interaction.id,
+      ...(inThread ? { thread: true } : {}),
     }),
     user: name === undefined ? { id: user.id } : { id: user.id, name },
     text: commandText(interaction.data.options),
@@ -227,6 +243,10 @@ export interface MentionMessage {
   conversationChannelId: string;
   attachments: InboundAttachment[];
   createdAt: Date;
+  /** The message was posted in a thread that existed before (not one the bot opens for it). */
+  inThread?: boolean;
+  /** The message it replies to, if any. */
+  replyingTo?: string;
 }
 
 /** Removes mentions of the bot (`<@id>`, `<@!id>`) and tidies the whitespace they leave. */
@@ -242,11 +262,14 @@ export function mentionToEvent(m: MentionMessage): InboundEvent {
     platform: 'discord',
     address: { platform: 'discord', guild, channel: m.routeChannelId },
     conversation: conversationId(guild, m.conversationChannelId),
-    replyTo: encodeReplyTo(
-      newThread
-        ? { kind: 'channel', channel: m.conversationChannelId, reference: m.id, fallback: m.channelId }
-        : { kind: 'channel', channel: m.channelId, reference: m.id },
-    ),
+    replyTo: encodeReplyTo({
+      ...(newThread
+        ? { kind: 'channel' as const, channel: m.conversationChannelId, reference: m.id, fallback: m.channelId }
+        : { kind: 'channel' as const, channel: m.channelId, reference: m.id }),
+      at: m.id,
+      ...(m.inThread ? { thread: true } : {}),
+      ...(m.replyingTo && /^\d{1,25}$/.test(m.replyingTo) ? { chain: m.replyingTo } : {}),
+    }),
     user: m.author.name === undefined ? { id: m.author.id } : { id: m.author.id, name: m.author.name },
     text: stripBotMention(m.content, m.botUserId),
     receivedAt: m.createdAt.toISOString(),

@@ -13,6 +13,8 @@ export const MESSAGE_LIMIT = 2000;
 export const MAX_FILES_PER_MESSAGE = 10;
 /** Discord's default request cap for non-boosted guilds (the whole multipart body). */
 export const DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024;
+/** Discord's per-file limit for bots (uploads past it are refused with 40005). */
+export const DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024;
 
 const FENCE = /^\s*(```+)(.*)$/;
 
@@ -95,9 +97,10 @@ export interface AttachmentPlan {
 
 /**
  * Batches files at most 10 to a message and at most `maxUploadBytes` per request (minus room
- * for the multipart envelope and the text); a file that can never fit is named instead.
+ * for the multipart envelope and the text); a file over `maxFileBytes` or that can never fit is
+ * named instead, with its size.
  */
-export function planAttachments(files: OutboundFile[], heldBack: HeldBackFile[], maxUploadBytes: number): AttachmentPlan {
+export function planAttachments(files: OutboundFile[], heldBack: HeldBackFile[], maxUploadBytes: number, maxFileBytes: number = DEFAULT_MAX_FILE_BYTES): AttachmentPlan {
   const envelope = Math.min(16 * 1024, Math.floor(maxUploadBytes / 16));
   const budget = maxUploadBytes - envelope;
   const batches: OutboundFile[][] = [];
@@ -106,6 +109,10 @@ export function planAttachments(files: OutboundFile[], heldBack: HeldBackFile[],
   let batchBytes = 0;
   files.forEach((f, i) => {
     const file = { name: uploadName(f.name, i), data: f.data };
+    if (f.data.length > maxFileBytes) {
+      notSent.push({ name: f.name, reason: `${formatBytes(f.data.length)}, over Discord's ${formatBytes(maxFileBytes)} limit per file` });
+      return;
+    }
     if (f.data.length > budget) {
       notSent.push({ name: f.name, reason: `${formatBytes(f.data.length)}, over Discord's ${formatBytes(maxUploadBytes)} upload limit` });
       return;

@@ -84,6 +84,7 @@ export function failureCode(err: unknown): string {
   if (code) return code;
   if (err instanceof AgentVmError && err.cause instanceof WebAPIRateLimitedError) return 'ratelimited';
   if (err instanceof AgentVmError && err.cause instanceof WebAPIHTTPError) return `HTTP ${err.cause.statusCode}`;
+  if (err instanceof AgentVmError && err.cause instanceof WebAPIRequestError) return 'unreachable';
   if (err instanceof AgentVmError) return err.code;
   return 'error';
 }
