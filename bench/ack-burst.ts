@@ -4,8 +4,8 @@
  * gateway intake, store and queue) while the profile's unit runs 8 turns at once. Each turn is the
  * reference agent's `slow 2000` run by the fake sandbox driver (a child process of this one, no
  * Docker), and every mention is itself such a turn, so the unit stays saturated for the whole run
- * and each turn's own queries and Slack calls (to a local fake of the Web API) compete with the
- * acknowledgements. Baseline, same run: a burst of the same size against `GET /healthz` on the same
+ * and each turn's own queries and Slack calls (to a local fake of the Web API, in the load
+ * generator's process, as Slack is elsewhere) compete with the acknowledgements. Baseline, same run: a burst of the same size against `GET /healthz` on the same
  * server right after each mention burst.
  *
  *   node --import tsx bench/ack-burst.ts -- [--store pglite|postgres] [--queue memory|redis]
@@ -56,7 +56,10 @@ export async function runAckBurst(o: { store: 'pglite' | 'postgres'; queue: 'mem
   const profilesDir = path.join(root, 'profiles');
   await mkdir(profilesDir, { recursive: true });
   await bundleReferenceAgent(REFERENCE_AGENT_HOST_BUNDLE);
-  const slack = await startFakeSlack();
+  // The load generator is its own process, and so is the fake Slack API the adapter calls after
+  // each ack (it lives in the load generator): neither runs on the server's event loop.
+  const client = fork(fileURLToPath(import.meta.url), ['--client'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const slack = await new Promise<{ url: string; botToken: string; botUserId: string }>((resolve) => client.once('message', (m) => resolve(m as { url: string; botToken: string; botUserId: string })));
   await writeFile(
     path.join(profilesDir, 'burst.yaml'),
     stringify({
@@ -131,8 +134,6 @@ export async function runAckBurst(o: { store: 'pglite' | 'postgres'; queue: 'mem
   const baseline: number[] = [];
   const turnsAtBurst: number[] = [];
   let non2xx = 0;
-  // The load generator is its own process, so its fetch work does not run on the server's event loop.
-  const client = fork(fileURLToPath(import.meta.url), ['--client'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const ask = (m: ClientCommand) =>
     new Promise<ClientAnswer>((resolve) => {
       client.once('message', (a) => resolve(a as ClientAnswer));
@@ -158,7 +159,6 @@ export async function runAckBurst(o: { store: 'pglite' | 'postgres'; queue: 'mem
   await running.stop();
   await driver.close();
   await store.close();
-  await slack.close();
   await db?.drop();
   await rm(root, { recursive: true, force: true });
   void unit;
@@ -192,8 +192,10 @@ export async function runAckBurst(o: { store: 'pglite' | 'postgres'; queue: 'mem
 type ClientCommand = { kind: 'slack'; base: string; n: number; botUserId: string; text: string } | { kind: 'healthz'; base: string; n: number };
 type ClientAnswer = { ms: number[]; non2xx: number };
 
-/** The load generator's side: one burst per command, all requests at once. */
-function runClient(): void {
+/** The load generator's side (and the fake Slack API's): one burst per command, all requests at once. */
+async function runClient(): Promise<void> {
+  const fake = await startFakeSlack();
+  process.send!({ url: fake.url, botToken: fake.botToken, botUserId: fake.botUserId });
   let seq = 0;
   process.on('message', (m: ClientCommand) => {
     void (async () => {
@@ -225,7 +227,7 @@ function runClient(): void {
 }
 
 if (process.argv.includes('--client')) {
-  runClient();
+  await runClient();
 } else if (import.meta.url === `file://${process.argv[1]}`) {
   const { values } = parseArgs({
     args: process.argv.slice(2).filter((a) => a !== '--'),

@@ -42,3 +42,23 @@ export function fileNoteLine(name: string, reason: string): string {
 export function tooLargeReason(size: number, limit: number, platformName: string): string {
   return `${formatBytes(size)}, over ${platformName}'s ${formatBytes(limit)} limit per file`;
 }
+
+/**
+ * Runs at most `concurrency` tasks at once, the rest in order after them: for cosmetic platform
+ * calls after an acknowledgement (status lines, reactions), so a burst of deliveries does not
+ * start hundreds of API calls that compete with the next acknowledgements for this process.
+ */
+export function createLane(concurrency: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return async (task) => {
+    if (active >= concurrency) await new Promise<void>((resolve) => waiting.push(resolve));
+    active++;
+    try {
+      return await task();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
+}

@@ -27,7 +27,7 @@ import type { RetryOptions } from '@slack/web-api';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { failureReporter } from '../delivery.js';
+import { createLane, failureReporter } from '../delivery.js';
 import type {
   ApprovalDesk, ChannelAdapter, CredentialCheck, DeliveryFailure, FeedbackSink, InboundEvent, Intake, IntakeResult, OutboundFile,
   ThreadContextLimits, ThreadCursors, TurnContext,
@@ -155,13 +155,16 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     }
   }
 
+  /** "is thinking…" and 👀 wait their turn: four at a time, behind the acknowledgements of a burst. */
+  const cosmetic = createLane(4);
+
   function followUp(event: InboundEvent, result: IntakeResult, retryNum: number | undefined): void {
     logger.info({ eventId: event.id, status: result.status, ...(retryNum !== undefined ? { retryNum } : {}) }, 'slack: event taken in');
     if (result.status === 'rejected') {
       later('rejection notice', () => sender.postInThread(event.conversation, result.message));
     } else if (result.status === 'accepted') {
       // After the acknowledgement: what the person sees while the turn waits for the agent.
-      later('received', () => sender.received(event.conversation, event.replyTo, event.id));
+      later('received', () => cosmetic(() => sender.received(event.conversation, event.replyTo, event.id)));
     }
   }
 
