@@ -167,6 +167,17 @@ describe('nothing dropped silently', () => {
     }
   }
 
+  it('posts the final text as a new message when Discord refuses the final edit of a streamed answer', async () => {
+    const adapter = make();
+    const to = interaction();
+    await adapter.send(partial(to, 'Draft'));
+    fake.failNext({ status: 400, code: 50035, match: new RegExp(`^PATCH /webhooks/\\d+/${to.token}/messages/@original$`) });
+    await adapter.send(reply(to, 'Draft, final.'));
+    const ids = [...new Set(fake.calls.filter((c) => c.path.includes(to.token) && c.status < 300).map((c) => (c.response as { id: string }).id))];
+    expect(ids.map((id) => fake.message(id)!.content)).toEqual(['Draft', 'Draft, final.']);
+    expect(failures).toEqual([]); // the text arrived: nothing lost, nothing to report
+  });
+
   it('names a file over 10 MiB with its size, and a file Discord refuses, instead of dropping them', async () => {
     const adapter = make();
     const to = interaction();

@@ -224,8 +224,12 @@ export function createDeliverer(opts: DelivererOptions) {
           try {
             await writer.edit(live.ids[i]!, chunk);
           } catch (err) {
-            if (retryable(err) || !tokenRejected(err)) throw err;
-            // The interaction's messages cannot be edited any more: post the rest to the channel.
+            if (retryable(err)) {
+              opts.report({ kind: 'reply', step: 'edit', code: codeOf(err), retryable: true, shown: false }, { eventId: msg.eventId, err });
+              throw err;
+            }
+            // The message cannot be edited (the interaction expired, or Discord refuses the edit):
+            // the final text goes out as a new message instead of being lost.
             await deliverGuarded(msg, t, i, { content: chunk, files: [] }, false);
           }
           opts.limiter.note(writer.channel);
