@@ -391,8 +391,9 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
 
     snapshot(agentId, meta) {
       assertAgentId(agentId);
-      return withLock(agentId, async () => {
-        if (!boxes.has(agentId)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox to snapshot`, { status: 404 });
+      // As the Docker driver: the lock only for the lookup, not while the workspace streams out.
+      return withLock(agentId, async () => boxes.has(agentId)).then((has) => {
+        if (!has) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox to snapshot`, { status: 404 });
         return take(agentId, meta);
       });
     },

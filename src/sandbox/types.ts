@@ -255,7 +255,9 @@ export interface SandboxDriver {
    * sandbox), with the caller's metadata (ACP session ids, release, why). Atomic: a failed
    * snapshot leaves the previous generation the newest. Older generations beyond the store's
    * `keep` are deleted. Not a point-in-time image of a busy agent: each file is read once, but
-   * files written while the archive is read may be caught before or after a change.
+   * files written while the archive is read may be caught before or after a change (pause the
+   * sandbox first for one). Does not hold up `ensure` while the workspace streams out; a sandbox
+   * removed meanwhile fails the snapshot, and no generation is written.
    *
    * Restore semantics, when `ensure` finds the workspace volume gone: the newest generation whose
    * archive verifies (size, sha256, a tar of safe entries only) is restored, newer bad ones are

@@ -209,6 +209,6 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
       expect((await driver.list()).map((s) => s.agentId)).not.toContain(a);
     }, h.timeoutMs);
 
-    describeSandboxSnapshots({ driver, snapshots: h.snapshots, spec: h.spec, loseWorkspace: h.loseWorkspace, timeoutMs: h.timeoutMs, id });
+    describeSandboxSnapshots({ driver, snapshots: h.snapshots, spec: h.spec, loseWorkspace: h.loseWorkspace, referenceAgent: h.referenceAgent, timeoutMs: h.timeoutMs, id });
   });
 }

@@ -5,12 +5,14 @@
  * the workspace. None may ever end in an empty workspace presented as the agent's.
  */
 import fs from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import * as acp from '@agentclientprotocol/sdk';
 import { expect, it } from 'vitest';
 import { isAgentVmError } from '../../src/errors.js';
 import { archiveName, manifestName } from '../../src/sandbox/snapshots/common.js';
 import type { SnapshotStore } from '../../src/sandbox/snapshots/types.js';
 import { SnapshotRefusedError } from '../../src/sandbox/snapshots/verify.js';
+import { conversationPaths } from '../../src/sandbox/layout.js';
 import type { SandboxDriver, SandboxSpec } from '../../src/sandbox/types.js';
 import { tarOf } from './snapshot-store.js';
 
@@ -20,6 +22,7 @@ export interface SnapshotHarness {
   snapshots: SnapshotStore;
   spec(id: string, extra?: Partial<SandboxSpec>): SandboxSpec;
   loseWorkspace(id: string): Promise<void>;
+  referenceAgent: string[];
   timeoutMs: number;
   id(label: string): string;
 }
@@ -137,6 +140,35 @@ export function describeSandboxSnapshots(h: SnapshotHarness): void {
     await driver.sleep(a);
     expect((await driver.status(a)).state).toBe('stopped');
     expect((await failure(driver.pause(a))).code).toBe('sandbox_not_running');
+  }, h.timeoutMs);
+
+  it('an attached ACP connection survives pause and unpause: a prompt sent while paused is answered after', async () => {
+    const a = h.id('acppause');
+    const sp = h.spec(a, { command: h.referenceAgent, stdin: true });
+    await driver.ensure(sp);
+    const p = conversationPaths('local:x:paused');
+    await driver.writeFiles(a, p.outbox, []);
+    const io = await driver.attach(a);
+    const agent = acp.client({ name: 'contract' }).connect(
+      acp.ndJsonStream(Writable.toWeb(io.stdin as Writable) as WritableStream<Uint8Array>, Readable.toWeb(io.stdout as Readable) as ReadableStream<Uint8Array>),
+    ).agent;
+    try {
+      await agent.request('initialize', { protocolVersion: acp.PROTOCOL_VERSION, clientCapabilities: {} });
+      const session = (await agent.request('session/new', { cwd: p.cwd, mcpServers: [] })).sessionId;
+      await driver.pause(a);
+      let answered = false;
+      const prompt = agent.request('session/prompt', { sessionId: session, prompt: [{ type: 'text', text: 'write paused.txt kept' }] }).then((r) => ((answered = true), r));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(answered).toBe(false); // frozen: nothing answers
+      expect((await driver.ensure(sp)).action).toBe('unpaused');
+      expect((await prompt).stopReason).toBe('end_turn');
+      const files = [];
+      for await (const e of driver.readOutbox(a, p.outbox)) files.push(e);
+      expect(files).toEqual([{ kind: 'file', name: 'paused.txt', size: 4, data: Buffer.from('kept') }]);
+    } finally {
+      io.close();
+      await io.closed;
+    }
   }, h.timeoutMs);
 
   it('destroy takes a final snapshot first and keeps it; without one, nothing is written', async () => {

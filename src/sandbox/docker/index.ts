@@ -25,6 +25,7 @@ import {
 import { runExec } from './exec.js';
 import { LABELS, WORKSPACE, createBody } from './hardening.js';
 import { createDockerSnapshots } from './snapshot.js';
+import { transitions } from './pause.js';
 import { bridgeName, chainFor, chainInstalled, guardBridge, hostPortsOf, proxyEnv, unguardBridge } from './firewall.js';
 
 /** The engine reports mtimes in whole seconds; a directory counts as unchanged only when older than the turn by this much. */
@@ -83,8 +84,9 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
   }
   if (!options.snapshots && !options.snapshotDir) throw new Error('createDockerDriver needs snapshots or snapshotDir');
   const store = options.snapshots ?? createLocalSnapshotStore({ dir: options.snapshotDir! });
+  const pausing = transitions();
   const snaps = createDockerSnapshots({
-    docker, store, log, call, names, inspect, labels: (a) => labels(a), stopTimeoutSeconds: options.stopTimeoutSeconds ?? 5,
+    docker, store, log, call, names, inspect, labels, stopTimeoutSeconds: options.stopTimeoutSeconds ?? 5, pausing,
   });
 
   /** Serializes operations on one agent; different agents proceed in parallel. */
@@ -204,6 +206,7 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
 
   async function ensureLocked(spec: SandboxSpec): Promise<SandboxHandle> {
     const n = names(spec.agentId);
+    await pausing.settle(spec.agentId);
     const choice = await runtimeFor(spec.runtime ?? options.runtime);
     const [id, existing] = await Promise.all([imageId(spec.image), inspect(n.container)]);
     const networkName = spec.network?.mode === 'internal' ? n.network : undefined;
@@ -231,6 +234,7 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       if (same && state.Running && !state.Paused) return handle(existing.Id, 'none');
       if (same && state.Paused) {
         await call(() => docker.getContainer(existing.Id).unpause());
+        pausing.mark(spec.agentId);
         return handle(existing.Id, 'unpaused');
       }
       if (same && (state.Status === 'created' || state.Status === 'exited')) {
@@ -484,8 +488,9 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
 
     snapshot(agentId, meta) {
       assertAgentId(agentId);
-      return withLock(agentId, async (): Promise<SnapshotInfo> => {
-        const info = await inspect(names(agentId).container);
+      // Only the lookup takes the agent's lock: streaming a workspace out must not hold up a wake.
+      // The store serializes writes; a sandbox removed meanwhile fails this snapshot, whole.
+      return withLock(agentId, () => inspect(names(agentId).container)).then((info): Promise<SnapshotInfo> => {
         if (!info) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox to snapshot`, { status: 404 });
         return snaps.take(agentId, info.Id, meta);
       });
@@ -499,11 +504,13 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
     pause(agentId) {
       assertAgentId(agentId);
       return withLock(agentId, async () => {
+        await pausing.settle(agentId);
         const info = await requireRunning(agentId, true);
         if (info.State.Paused) return;
         await call(() => docker.getContainer(info.Id).pause()).catch((err: unknown) => {
           if (!isConflict(err)) throw err; // paused by someone else meanwhile
         });
+        pausing.mark(agentId);
       });
     },
 

@@ -31,6 +31,8 @@ export interface DockerSnapshotDeps {
   labels: (agentId: string) => Record<string, string>;
   inspect: (name: string) => Promise<ContainerInspectInfo | undefined>;
   stopTimeoutSeconds: number;
+  /** Spaces this driver's pause/unpause of one agent (pause.ts). */
+  pausing?: { settle(agentId: string): Promise<void>; mark(agentId: string): void };
 }
 
 export function snapshotInfo(store: SnapshotStore, m: SnapshotManifest): SnapshotInfo {
@@ -161,6 +163,7 @@ export function createDockerSnapshots(d: DockerSnapshotDeps) {
   async function stop(info: ContainerInspectInfo): Promise<void> {
     const c = docker.getContainer(info.Id);
     if (info.State.Paused) await call(() => c.unpause()).catch(() => undefined);
+    if (info.State.Paused) d.pausing?.mark(info.Config.Labels?.[LABELS.agent] ?? '');
     if (!info.State.Running) return;
     await call(() => c.stop({ t: d.stopTimeoutSeconds })).catch((err) => {
       if (!isNotModified(err) && !isNotFound(err)) throw err;
