@@ -123,3 +123,22 @@ describe('MCP tokens per turn', () => {
     expect(tools.activeTokens).toBe(1);
   });
 });
+
+describe('a token per session and connection', () => {
+  it('is honoured in every turn of the session on one connection, refused between turns, and replaced on a new connection', async () => {
+    const conn = {};
+    const t1 = tools.forTurn('conv-s', { turnId: 'ev-1', connection: conn });
+    expect(await listStatus(t1)).toBe(200);
+    t1.release();
+    expect(await listStatus(t1)).toBe(401); // between turns: a replay is refused
+    const t2 = tools.forTurn('conv-s', { turnId: 'ev-2', connection: conn });
+    expect(t2.servers).toEqual(t1.servers); // what the agent already holds
+    expect(await listStatus(t1)).toBe(200);
+    t2.release();
+    const other = tools.forTurn('conv-s', { turnId: 'ev-3', connection: {} });
+    expect(other.servers).not.toEqual(t1.servers);
+    expect(await listStatus(t1)).toBe(401); // the old connection's token is gone for good
+    expect(await listStatus(other)).toBe(200);
+    other.release();
+  });
+});

@@ -49,7 +49,7 @@ export async function converse(ev: EventRow, event: InboundEvent, adapter: Chann
   await prepareDirs(d, lease, paths);
 
   const deadlineMs = profile.turn.timeoutSeconds * 1000;
-  const tools = policy.tools({ profile, conversation: ev.conversation, eventId: ev.id, ttlMs: deadlineMs + policy.cancelGraceMs + 60_000 });
+  const tools = policy.tools({ profile, conversation: ev.conversation, eventId: ev.id, ttlMs: deadlineMs + policy.cancelGraceMs + 60_000, connection: conn });
   try {
     // The conversation's ACP session: continued when the agent can load it, else a new one.
     const mcpServers = [...tools.servers];

@@ -3,14 +3,17 @@
  * agent's own internal network (the only peer the sandbox can reach), with the profile's
  * upstreams behind it. Created when the sandbox wakes; rebound if that address changes.
  *
- * Each turn gets its own bearer token (`forTurn`), living no longer than the turn's deadline plus
- * a margin, and revoked by the turn's `release()` however the turn ends; `revokeAll()` (unit
- * stop, sandbox sleep) and `close()` revoke every token. A token replayed after its turn is
- * refused (401), and the token table does not grow with the number of turns.
+ * Each session gets one bearer token per agent connection (`forTurn` with the connection): the
+ * agent keeps the MCP server it was handed when its session was created or loaded, so that token
+ * is honoured again in each later turn — and only during a turn: `release()` at the turn's end
+ * suspends it, and a replay between turns is refused (401). A new connection gets a new token
+ * (its sessions are loaded again with it); `revokeAll()` (unit stop, sandbox sleep) and `close()`
+ * end every token. Without a connection a token lives for its one turn. The token table does not
+ * grow with the number of turns.
  */
 import type * as acp from '@agentclientprotocol/sdk';
 import type { AuditLog } from '../governance/audit.js';
-import { createMcpProxy, type McpProxy } from '../governance/mcp-proxy.js';
+import { createMcpProxy, type McpProxy, type McpSessionEndpoint } from '../governance/mcp-proxy.js';
 import type { Approver } from '../governance/approvals.js';
 import type { JobToolHost } from '../governance/mcp-builtin.js';
 import { jobsEnabled } from '../governance/profile-jobs.js';
@@ -35,10 +38,10 @@ export interface ToolDeps {
   runtime: RuntimeSetting;
   logger: Logger;
   upstreamTimeoutMs?: number;
-  /** Counts tool call decisions. */
-  metrics?: Metrics;
   /** Runs `agentvm.run_job` for a profile with `jobs.enabled` (src/jobs). */
   jobs?: JobToolHost;
+  /** Counts tool call decisions. */
+  metrics?: Metrics;
 }
 
 /** One turn's tools: what to hand the agent, and the revocation of its token. */
@@ -57,7 +60,7 @@ export interface ToolEndpoint {
    * margin; default: the profile's `turn.timeoutSeconds` plus `TOKEN_MARGIN_MS`. `turnId` (the
    * event id) is carried into every audit row the token authorises.
    */
-  forTurn(sessionKey: string, turn?: { turnId?: string; ttlMs?: number }): TurnTools;
+  forTurn(sessionKey: string, turn?: { turnId?: string; ttlMs?: number; connection?: unknown }): TurnTools;
   /**
    * @deprecated mints a token nobody releases (it lives the default ttl); use `forTurn` and
    * `release()`. Kept until unit.ts and turn.ts have moved.
@@ -80,6 +83,8 @@ export const MCP_PORT = 3129;
 
 /** How long a turn's token outlives the turn's deadline: cancelling and finishing a turn takes a moment. */
 export const TOKEN_MARGIN_MS = 60_000;
+/** How long one session's token may be resumed turn after turn on one connection. */
+const SESSION_TOKEN_LIFETIME_MS = 24 * 3600_000;
 
 const NO_TOOLS: TurnTools = Object.freeze({ servers: [], release: () => undefined });
 
@@ -88,15 +93,35 @@ export function createToolEndpoint(profile: Profile, d: ToolDeps): ToolEndpoint 
   let boundTo: string | undefined;
   const defaultTtlMs = profile.turn.timeoutSeconds * 1000 + TOKEN_MARGIN_MS;
 
-  function forTurn(sessionKey: string, turn: { turnId?: string; ttlMs?: number } = {}): TurnTools {
+  /**
+   * One token per session and agent connection: the agent keeps the MCP server it was handed at
+   * session/new or session/load, so the token it holds must be the one honoured in its next
+   * turn. It is honoured only while a turn runs (resumed at the turn's start, suspended at its
+   * end); a new connection (the agent restarted or slept) gets a new token, and its sessions are
+   * loaded again with it.
+   */
+  const bySession = new Map<string, { connection: unknown; ep: McpSessionEndpoint; servers: acp.McpServer[] }>();
+
+  function forTurn(sessionKey: string, turn: { turnId?: string; ttlMs?: number; connection?: unknown } = {}): TurnTools {
     if (!proxy) return NO_TOOLS;
+    const ttlMs = turn.ttlMs ?? defaultTtlMs;
+    const held = bySession.get(sessionKey);
+    if (held && turn.connection !== undefined && held.connection === turn.connection && held.ep.resume({ ...(turn.turnId !== undefined ? { turnId: turn.turnId } : {}), ttlMs })) {
+      return { servers: held.servers, release: () => held.ep.suspend() };
+    }
+    held?.ep.release();
     const ep = proxy.sessionEndpoint({
       profile: profile.id,
       sessionKey,
       ...(turn.turnId !== undefined ? { turnId: turn.turnId } : {}),
-      ttlMs: turn.ttlMs ?? defaultTtlMs,
+      ttlMs,
+      // Kept for later turns only when it is tied to a connection; otherwise it dies with its turn.
+      ...(turn.connection !== undefined ? { lifetimeMs: SESSION_TOKEN_LIFETIME_MS } : {}),
     });
-    return { servers: [{ type: 'http', name: 'agent-vm', url: ep.url, headers: ep.headers }], release: ep.release };
+    const servers: acp.McpServer[] = [{ type: 'http', name: 'agent-vm', url: ep.url, headers: ep.headers }];
+    if (turn.connection === undefined) return { servers, release: ep.release };
+    bySession.set(sessionKey, { connection: turn.connection, ep, servers });
+    return { servers, release: () => ep.suspend() };
   }
 
   return {
@@ -125,12 +150,14 @@ export function createToolEndpoint(profile: Profile, d: ToolDeps): ToolEndpoint 
       return [...forTurn(sessionKey).servers];
     },
     revokeAll() {
+      bySession.clear();
       proxy?.revokeAll();
     },
     get activeTokens() {
       return proxy?.activeTokens ?? 0;
     },
     async close() {
+      bySession.clear();
       proxy?.revokeAll();
       await proxy?.close();
       proxy = undefined;

@@ -33,7 +33,7 @@ export interface TurnPolicy {
   /** Answers session/request_permission. The default denies everything: no policy, no permission. */
   permission(ctx: PermissionContext): Promise<PermissionDecision>;
   /** MCP servers handed to the agent for one turn (session/new and session/load). Default none. */
-  tools(ctx: { profile: Profile; conversation: string; eventId: string; ttlMs: number }): TurnToolGrant;
+  tools(ctx: { profile: Profile; conversation: string; eventId: string; ttlMs: number; /** The agent connection the servers go to (a token per session and connection). */ connection: unknown }): TurnToolGrant;
   /** Applied to reply text and text files leaving for a channel (secret redaction). Default identity. */
   redact(text: string): string;
   /** Characters of a streamed answer to hold back (the longest secret form less one), so no secret shows half-redacted. */

@@ -150,7 +150,7 @@ export function createUnit(o: UnitOptions): Unit {
   const egress = createEgressEndpoint(profile, { audit: o.audit, logger: log, metrics: o.metrics });
   const policy: Partial<TurnPolicy> = {
     ...o.policy,
-    tools: ({ conversation, eventId, ttlMs }) => tools.forTurn(conversation, { turnId: eventId, ttlMs }),
+    tools: ({ conversation, eventId, ttlMs, connection }) => tools.forTurn(conversation, { turnId: eventId, ttlMs, connection }),
   };
 
   function kick(conversation: string, eventId: string): void {

@@ -106,6 +106,10 @@ export interface McpEndpoint {
 export interface McpSessionEndpoint extends McpEndpoint {
   /** Revokes this endpoint's token. Idempotent; call it when the turn ends, however it ends. */
   release(): void;
+  /** Refuses the token until `resume` (between turns of one session). */
+  suspend(): void;
+  /** Honours it again for a turn; false when it was revoked meanwhile. */
+  resume(turn: { turnId?: string; ttlMs: number }): boolean;
 }
 
 export interface RegisterReport {
@@ -136,7 +140,7 @@ export interface McpProxy {
    * Mint one per turn and release it when the turn ends. A profile with no policy gets an
    * endpoint that denies everything.
    */
-  sessionEndpoint(binding: { profile: string; sessionKey: string; turnId?: string; ttlMs?: number }): McpSessionEndpoint;
+  sessionEndpoint(binding: { profile: string; sessionKey: string; turnId?: string; ttlMs?: number; lifetimeMs?: number }): McpSessionEndpoint;
   /** Invalidates every token of a session. */
   revoke(sessionKey: string): void;
   /** Invalidates every token (the unit stops, the sandbox sleeps). */
@@ -422,11 +426,11 @@ export async function createMcpProxy(options: McpProxyOptions): Promise<McpProxy
       await closeUpstreams(rt);
     },
 
-    sessionEndpoint({ profile, sessionKey, turnId, ttlMs }) {
+    sessionEndpoint({ profile, sessionKey, turnId, ttlMs, lifetimeMs }) {
       if (closing) throw new AgentVmError('proxy_closed', 'the MCP proxy is closed', { status: 503 });
-      const minted = tokens.mint({ profile, sessionKey, ...(turnId !== undefined ? { turnId } : {}), ttlMs: ttlMs ?? tokenTtlMs });
+      const minted = tokens.mint({ profile, sessionKey, ...(turnId !== undefined ? { turnId } : {}), ttlMs: ttlMs ?? tokenTtlMs, ...(lifetimeMs ? { lifetimeMs } : {}) });
       if (!profiles.get(profile)?.policy) log.warn({ profile }, 'session endpoint for a profile without a tool policy: every tool is denied');
-      return { url, headers: [{ name: 'Authorization', value: `Bearer ${minted.token}` }], release: minted.release };
+      return { url, headers: [{ name: 'Authorization', value: `Bearer ${minted.token}` }], release: minted.release, suspend: minted.suspend, resume: minted.resume };
     },
 
     revoke(sessionKey) {

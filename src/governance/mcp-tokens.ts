@@ -8,6 +8,11 @@
  * Ending a token (release, revoke, expiry) also aborts its `signal`, so calls still running in
  * its name (one waiting for a person, say) end with it.
  *
+ * A token can also be suspended between turns and resumed for the next one (`suspend`/`resume`):
+ * an agent keeps the MCP server it was given when its session started, so the gateway keeps one
+ * token per session and connection, honoured only while a turn of it runs. A suspended token is
+ * refused (401) like a revoked one, and suspending aborts the calls running in its name.
+ *
  * Deliberately left out: persistence. Tokens die with the process, which is what a restarted
  * gateway wants (the agent gets a fresh token with its next turn).
  */
@@ -16,11 +21,11 @@ import { createHash, randomBytes } from 'node:crypto';
 export interface TokenBinding {
   profile: string;
   sessionKey: string;
-  /** The turn the token was minted for, when the caller named one: in every audit row it authorises. */
+  /** The turn the token is honoured for now, when the caller named one: in every audit row it authorises. */
   turnId: string | undefined;
-  /** performance.now() after which the token is refused. */
+  /** performance.now() after which the token is refused (until resumed). */
   expires: number;
-  /** Aborted when the token ends (released, revoked, expired and swept). */
+  /** Aborted when the token ends or is suspended (the turn it was honoured for ended). */
   signal: AbortSignal;
 }
 
@@ -29,10 +34,15 @@ export interface MintedToken {
   binding: TokenBinding;
   /** Revokes this token now. Idempotent. */
   release(): void;
+  /** Refuses it until `resume` (the turn ended); aborts calls running in its name. */
+  suspend(): void;
+  /** Honours it again for `turnId` for at most `ttlMs`. False when it was revoked meanwhile. */
+  resume(turn: { turnId?: string; ttlMs: number }): boolean;
 }
 
 export interface TokenTable {
-  mint(b: { profile: string; sessionKey: string; turnId?: string; ttlMs: number }): MintedToken;
+  /** `ttlMs`: honoured for this long now; `lifetimeMs` (default ttlMs): how long it may be resumed. */
+  mint(b: { profile: string; sessionKey: string; turnId?: string; ttlMs: number; lifetimeMs?: number }): MintedToken;
   /** The binding of a live token; undefined for unknown, expired or revoked ones. */
   lookup(token: string): TokenBinding | undefined;
   /** Revokes every token of a session. */
@@ -49,6 +59,10 @@ const keyOf = (token: string) => createHash('sha256').update(token).digest('hex'
 interface Entry {
   binding: TokenBinding;
   ended: AbortController;
+  /** Aborted on suspend; replaced on resume. */
+  turn: AbortController;
+  /** Kept while suspended, so a suspended token is not swept as expired. */
+  lifetime: number;
 }
 
 export function createTokenTable(now: () => number = () => performance.now()): TokenTable {
@@ -64,17 +78,18 @@ export function createTokenTable(now: () => number = () => performance.now()): T
     const t = now();
     if (!force && t - lastSweep < SWEEP_EVERY_MS) return;
     lastSweep = t;
-    for (const [k, e] of tokens) if (e.binding.expires < t) end(k, e, 'the token expired');
+    for (const [k, e] of tokens) if (e.lifetime < t) end(k, e, 'the token expired');
   }
 
   return {
-    mint({ profile, sessionKey, turnId, ttlMs }) {
+    mint({ profile, sessionKey, turnId, ttlMs, lifetimeMs }) {
       sweep();
       const token = randomBytes(32).toString('base64url');
       const key = keyOf(token);
       const ended = new AbortController();
-      const binding: TokenBinding = { profile, sessionKey, turnId, expires: now() + ttlMs, signal: ended.signal };
-      const entry: Entry = { binding, ended };
+      const turn = new AbortController();
+      const binding: TokenBinding = { profile, sessionKey, turnId, expires: now() + ttlMs, signal: AbortSignal.any([ended.signal, turn.signal]) };
+      const entry: Entry = { binding, ended, turn, lifetime: now() + (lifetimeMs ?? ttlMs) };
       tokens.set(key, entry);
       return {
         token,
@@ -82,15 +97,31 @@ export function createTokenTable(now: () => number = () => performance.now()): T
         release() {
           if (tokens.get(key) === entry) end(key, entry, 'the turn ended');
         },
+        suspend() {
+          if (tokens.get(key) !== entry) return;
+          binding.expires = -Infinity;
+          binding.turnId = undefined;
+          entry.turn.abort(new Error('the turn ended'));
+        },
+        resume(t) {
+          if (tokens.get(key) !== entry) return false;
+          entry.turn = new AbortController();
+          binding.signal = AbortSignal.any([ended.signal, entry.turn.signal]);
+          binding.turnId = t.turnId;
+          binding.expires = Math.min(now() + t.ttlMs, entry.lifetime);
+          return true;
+        },
       };
     },
     lookup(token) {
       const key = keyOf(token);
       const e = tokens.get(key);
-      if (e && e.binding.expires < now()) {
+      if (e && e.lifetime < now()) {
         end(key, e, 'the token expired');
         return undefined;
       }
+      // Suspended (between turns) or past its turn's deadline: refused, but kept for the next turn.
+      if (e && e.binding.expires < now()) return undefined;
       return e?.binding;
     },
     revokeSession(sessionKey) {
