@@ -8,12 +8,11 @@ import { AgentVmError, isAgentVmError } from '../../errors.js';
 import type { DockerConnection } from '../../config.js';
 import type { Logger } from '../../log.js';
 import { packFiles, safeFileName } from '../inbox.js';
-import { readOutboxTar } from '../outbox.js';
-import { relativeName, workspaceDir } from '../layout.js';
+import { createOutboxIo } from './outbox-io.js';
 import { selectRuntime, type RuntimeChoice } from '../runtime.js';
 import { assertAgentId, hashOf, validateSpec } from '../spec.js';
 import type {
-  DestroyReport, ExecOptions, ExecResult, OutboxEntry, OutboxLimits, RuntimeSetting,
+  DestroyReport, ExecOptions, ExecResult, OutboxLimits, RuntimeSetting,
   SandboxDriver, SandboxHandle, SandboxSpec, SandboxStatus, SnapshotInfo,
 } from '../types.js';
 import { createLocalSnapshotStore } from '../snapshots/local.js';
@@ -28,8 +27,6 @@ import { createDockerSnapshots } from './snapshot.js';
 import { transitions } from './pause.js';
 import { bridgeName, chainFor, chainInstalled, guardBridge, hostPortsOf, proxyEnv, unguardBridge } from './firewall.js';
 
-/** The engine reports mtimes in whole seconds; a directory counts as unchanged only when older than the turn by this much. */
-const MTIME_MARGIN_MS = 2_000;
 /** How long exec waits for the engine to report a sandbox stopped after an exec died with it. */
 const SANDBOX_STOP_SETTLE_MS = 3_000;
 
@@ -62,29 +59,15 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
   /** Agent id → its internal network's gateway address (stable for the network's lifetime). */
   const hostAddresses = new Map<string, string>();
   let engineRuntimes: Promise<string[]> | undefined;
-  /** Outbox directories this driver saw or left empty (agent NUL dir); forgotten when the sandbox changes. */
-  const emptyOutboxes = new Set<string>();
-  const forgetOutboxes = (agentId: string) => {
-    for (const k of emptyOutboxes) if (k.startsWith(`${agentId}\u0000`)) emptyOutboxes.delete(k);
-  };
-
-  /** A path's modification time inside the container (ms), from the archive endpoint's HEAD. */
-  async function pathMtime(container: string, path: string): Promise<number | undefined> {
-    try {
-      const res = (await docker.getContainer(container).infoArchive({ path })) as unknown as { headers?: Record<string, string>; resume?: () => void };
-      res.resume?.();
-      const raw = res.headers?.['x-docker-container-path-stat'];
-      if (!raw) return undefined;
-      const stat = JSON.parse(Buffer.from(raw, 'base64').toString('utf8')) as { mtime?: string };
-      const t = stat.mtime ? Date.parse(stat.mtime) : NaN;
-      return Number.isFinite(t) ? t : undefined;
-    } catch {
-      return undefined;
-    }
-  }
   if (!options.snapshots && !options.snapshotDir) throw new Error('createDockerDriver needs snapshots or snapshotDir');
   const store = options.snapshots ?? createLocalSnapshotStore({ dir: options.snapshotDir! });
   const pausing = transitions();
+  const outbox = createOutboxIo({
+    docker, call, inspect, limits: options.outbox,
+    container: (agentId) => names(agentId).container,
+    exec: (agentId, command, o) => driver.exec(agentId, command, o),
+  });
+  const forgetOutboxes = outbox.forget;
   const snaps = createDockerSnapshots({
     docker, store, log, call, names, inspect, labels, stopTimeoutSeconds: options.stopTimeoutSeconds ?? 5, pausing,
   });
@@ -431,46 +414,8 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       return { stdin: stream, stdout, stderr, closed, close: () => stream.destroy() };
     },
 
-    async *readOutbox(agentId, dir, limits, opts): AsyncGenerator<OutboxEntry> {
-      assertAgentId(agentId);
-      const rel = workspaceDir(dir);
-      const name = names(agentId).container;
-      const key = `${agentId}\u0000${rel}`;
-      const path = `${WORKSPACE}/${rel}`;
-      if (opts?.unchangedSince && emptyOutboxes.has(key)) {
-        // Left empty by us; a HEAD says whether anything was added or removed in it since. The
-        // engine reports whole seconds, so only an mtime clearly before the turn began counts.
-        const mtime = await pathMtime(name, path);
-        if (mtime !== undefined && mtime < opts.unchangedSince.getTime() - MTIME_MARGIN_MS) return;
-      }
-      emptyOutboxes.delete(key);
-      let archive: NodeJS.ReadableStream;
-      try {
-        archive = await call(() => docker.getContainer(name).getArchive({ path }));
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-        if (!(await inspect(name))) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
-        return; // no such directory: nothing to send
-      }
-      let entries = 0;
-      yield* readOutboxTar(archive as import('node:stream').Readable, rel.split('/').pop()!, { ...options.outbox, ...limits }, () => entries++);
-      if (entries === 0) emptyOutboxes.add(key);
-    },
-
-    async removeFiles(agentId, dir, files) {
-      assertAgentId(agentId);
-      const rel = workspaceDir(dir);
-      if (files.length === 0) return;
-      const root = `${WORKSPACE}/${rel}`;
-      const paths = files.map((f) => `${root}/${relativeName(f)}`);
-      // Remove what was taken, then directories left empty, then say whether anything is left.
-      const script = 'root="$1"; shift; rm -rf -- "$@" && find "$root" -mindepth 1 -depth -type d -empty -delete && find "$root" -mindepth 1 -print -quit';
-      const r = await driver.exec(agentId, ['sh', '-c', script, 'sh', root, ...paths], { timeoutMs: 10_000 });
-      if (r.exitCode !== 0) {
-        throw new AgentVmError('remove_failed', `could not remove files from ${rel}: ${r.stderr.slice(0, 300) || `exit ${r.exitCode}`}`, { status: 500, retryable: true });
-      }
-      if (r.stdout.trim() === '') emptyOutboxes.add(`${agentId}\u0000${rel}`);
-    },
+    readOutbox: (agentId, dir, limits, opts) => outbox.read(agentId, dir, limits, opts),
+    removeFiles: (agentId, dir, files) => outbox.remove(agentId, dir, files),
 
     async writeFiles(agentId, dir, files) {
       assertAgentId(agentId);

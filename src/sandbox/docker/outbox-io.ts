@@ -1,0 +1,88 @@
+/**
+ * Reading and clearing a conversation's outbox through the engine: the archive endpoint (never
+ * code in the sandbox) for reading, validated by ../outbox.ts; `rm` in the sandbox for clearing.
+ *
+ * The common case — a turn that wrote no file — costs one HEAD: a directory this driver saw or
+ * left empty is only read again when its mtime says something was added or removed since the
+ * turn began. The engine reports whole seconds, so only an mtime clearly before the turn counts.
+ */
+import type { Readable } from 'node:stream';
+import { AgentVmError } from '../../errors.js';
+import { relativeName, WORKSPACE, workspaceDir } from '../layout.js';
+import { readOutboxTar } from '../outbox.js';
+import { assertAgentId } from '../spec.js';
+import type { ExecOptions, ExecResult, OutboxEntry, OutboxLimits } from '../types.js';
+import { isNotFound, type ContainerInspectInfo, type DockerClient } from './engine.js';
+
+const MTIME_MARGIN_MS = 2_000;
+
+export function createOutboxIo(o: {
+  docker: DockerClient;
+  call: <T>(fn: () => Promise<T>) => Promise<T>;
+  inspect: (name: string) => Promise<ContainerInspectInfo | undefined>;
+  container: (agentId: string) => string;
+  exec: (agentId: string, command: string[], opts: ExecOptions) => Promise<ExecResult>;
+  limits: OutboxLimits;
+}) {
+  /** Outbox directories seen or left empty (agent NUL dir); forgotten when the sandbox changes. */
+  const empty = new Set<string>();
+
+  async function pathMtime(container: string, path: string): Promise<number | undefined> {
+    try {
+      const res = (await o.docker.getContainer(container).infoArchive({ path })) as unknown as { headers?: Record<string, string>; resume?: () => void };
+      res.resume?.();
+      const raw = res.headers?.['x-docker-container-path-stat'];
+      if (!raw) return undefined;
+      const stat = JSON.parse(Buffer.from(raw, 'base64').toString('utf8')) as { mtime?: string };
+      const t = stat.mtime ? Date.parse(stat.mtime) : NaN;
+      return Number.isFinite(t) ? t : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  return {
+    forget(agentId: string): void {
+      for (const k of empty) if (k.startsWith(`${agentId}\u0000`)) empty.delete(k);
+    },
+
+    async *read(agentId: string, dir: string, limits?: Partial<OutboxLimits>, opts?: { unchangedSince?: Date }): AsyncGenerator<OutboxEntry> {
+      assertAgentId(agentId);
+      const rel = workspaceDir(dir);
+      const name = o.container(agentId);
+      const key = `${agentId}\u0000${rel}`;
+      const path = `${WORKSPACE}/${rel}`;
+      if (opts?.unchangedSince && empty.has(key)) {
+        const mtime = await pathMtime(name, path);
+        if (mtime !== undefined && mtime < opts.unchangedSince.getTime() - MTIME_MARGIN_MS) return;
+      }
+      empty.delete(key);
+      let archive: NodeJS.ReadableStream;
+      try {
+        archive = await o.call(() => o.docker.getContainer(name).getArchive({ path }));
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        if (!(await o.inspect(name))) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
+        return; // no such directory: nothing to send
+      }
+      let entries = 0;
+      yield* readOutboxTar(archive as Readable, rel.split('/').pop()!, { ...o.limits, ...limits }, () => entries++);
+      if (entries === 0) empty.add(key);
+    },
+
+    async remove(agentId: string, dir: string, files: string[]): Promise<void> {
+      assertAgentId(agentId);
+      const rel = workspaceDir(dir);
+      if (files.length === 0) return;
+      const root = `${WORKSPACE}/${rel}`;
+      const paths = files.map((f) => `${root}/${relativeName(f)}`);
+      // Remove what was taken, then directories left empty, then say whether anything is left.
+      const script = 'root="$1"; shift; rm -rf -- "$@" && find "$root" -mindepth 1 -depth -type d -empty -delete && find "$root" -mindepth 1 -print -quit';
+      const r = await o.exec(agentId, ['sh', '-c', script, 'sh', root, ...paths], { timeoutMs: 10_000 });
+      if (r.exitCode !== 0) {
+        throw new AgentVmError('remove_failed', `could not remove files from ${rel}: ${r.stderr.slice(0, 300) || `exit ${r.exitCode}`}`, { status: 500, retryable: true });
+      }
+      if (r.stdout.trim() === '') empty.add(`${agentId}\u0000${rel}`);
+    },
+  };
+}
