@@ -141,4 +141,25 @@ describe('request bodies', () => {
     expect(over.headers.get('connection')).toBe('close');
     expect((await outer.request('/echo', { method: 'POST', body: 'x'.repeat(129) })).status).toBe(413);
   });
+
+  it('reads a body with a declared length straight from the Node request, through the real server, nested limits included', async () => {
+    const { Hono } = await import('hono');
+    const inner = new Hono();
+    inner.post('/echo', limitBody(64), async (c) => c.json({ got: await c.req.text(), type: c.req.header('content-type') }));
+    const outer = createApp({ logger, checks: [], registry: new Registry(), maxBodyBytes: 128 });
+    outer.route('/', inner);
+    const s = await serveApp(outer);
+    try {
+      const ok = await fetch(`${s.url}/echo`, { method: 'POST', body: 'é'.repeat(32), headers: { 'content-type': 'text/plain; charset=utf-8' } });
+      expect(await ok.json()).toEqual({ got: 'é'.repeat(32), type: 'text/plain; charset=utf-8' });
+      const over = await fetch(`${s.url}/echo`, { method: 'POST', body: 'x'.repeat(65) });
+      expect(over.status).toBe(413);
+      expect(over.headers.get('connection')).toBe('close');
+      // Keep-alive: the next request on the server still reads its own body, whole.
+      const again = await fetch(`${s.url}/echo`, { method: 'POST', body: 'y'.repeat(10) });
+      expect(await again.json()).toMatchObject({ got: 'y'.repeat(10) });
+    } finally {
+      await s.close();
+    }
+  });
 });
