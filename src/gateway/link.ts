@@ -8,7 +8,7 @@
  * beside a stuck one. When the gateway hangs up itself (stop, sleep, restart), turns still on the
  * connection fail with the retryable `agent_detached`, never with "the agent stopped".
  */
-import { describeError, isAgentVmError } from '../errors.js';
+import { AgentVmError, describeError, isAgentVmError } from '../errors.js';
 import type { AuditLog } from '../governance/audit.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -36,8 +36,10 @@ export interface AgentLease {
 export interface HealLimits {
   /** Restarts tried within one wake before it fails. */
   restartsPerStart: number;
-  /** More restarts than this within `windowMs` is a crash loop: replace the sandbox. */
+  /** This many restarts within `windowMs` is a crash loop: replace the sandbox. */
   restartsPerWindow: number;
+  /** Replacements tried within one wake (each from an older generation). */
+  replacesPerStart: number;
   windowMs: number;
 }
 
@@ -61,6 +63,13 @@ export interface AgentLink {
   status(): Promise<SandboxStatus>;
   /** Hangs up, snapshots the workspace, stops the sandbox. Call only with no lease held. */
   sleep(reason: string): Promise<void>;
+  /**
+   * The pause tier: freezes the sandbox (memory kept, no CPU) and keeps the connection; the next
+   * acquire unpauses it. Call only with no lease held. A no-op when not awake.
+   */
+  pause(): Promise<void>;
+  /** True while paused. */
+  readonly paused: boolean;
   /** Hangs up (the agent keeps running); turns on the connection end with `agent_detached`. */
   detach(): void;
 }
@@ -80,7 +89,7 @@ export function createAgentLink(o: {
   assertRuntime?: (runtime: string) => void;
   /** Counts snapshots taken at sleep. */
   metrics?: Metrics;
-  /** Self-healing limits; defaults: 2 restarts per start, a crash loop is > 3 restarts in 10 min. */
+  /** Self-healing limits; defaults: 2 restarts per wake, a crash loop is 4 restarts in 10 min, 2 replacements per wake. */
   heal?: Partial<HealLimits>;
   /** How long an agent may take to answer ACP initialize. Default 30 s. */
   initTimeoutMs?: number;
@@ -90,9 +99,9 @@ export function createAgentLink(o: {
    */
   replace?: (why: string) => Promise<Record<string, unknown>>;
   /** Told of each escalation (metrics, a note to the person). */
-  onHeal?: (level: 'restart' | 'replace', why: string, detail?: Record<string, unknown>) => void;
+  onHeal?: (level: 'restart' | 'replace' | 'restore', why: string, detail?: Record<string, unknown>) => void;
 }): AgentLink {
-  const heal: HealLimits = { restartsPerStart: 2, restartsPerWindow: 3, windowMs: 10 * 60_000, ...o.heal };
+  const heal: HealLimits = { restartsPerStart: 2, restartsPerWindow: 4, replacesPerStart: 2, windowMs: 10 * 60_000, ...o.heal };
   let restartTimes: number[] = [];
   const healed = { restart: 0, replace: 0 };
   let conn: AgentConnection | undefined;
@@ -101,6 +110,8 @@ export function createAgentLink(o: {
   let fresh = true;
   /** A session was abandoned: the process must restart before the next turn. */
   let restartPending = false;
+  /** Frozen by the pause tier; the connection is kept and resumes on unpause. */
+  let paused = false;
   let active = 0;
   /** Acquirers waiting for the turns on a stuck connection to end. */
   let waiters: Array<() => void> = [];
@@ -128,31 +139,45 @@ export function createAgentLink(o: {
    * generation, if the unit gave a way to. Each step is audited; nothing of it is hidden.
    */
   async function connect(): Promise<AgentConnection> {
-    for (let attempt = 0; ; attempt++) {
+    let restarts = 0;
+    let replaces = 0;
+    for (;;) {
       try {
         return await connectOnce();
       } catch (err) {
-        if (!isStartFailure(err) || attempt >= heal.restartsPerStart) throw err;
+        if (!isStartFailure(err)) throw err;
         const now = Date.now();
         restartTimes = restartTimes.filter((t) => now - t < heal.windowMs);
-        restartTimes.push(now);
         const why = describeError(err);
-        if (restartTimes.length > heal.restartsPerWindow && o.replace) {
-          restartTimes = [];
-          o.logger.warn({ agentId, why }, 'the agent keeps failing to start; replacing its sandbox from a snapshot');
-          const r = await o.replace(why);
-          healed.replace++;
-          await o.audit.record({ profile: o.profile, action: 'heal', decision: 'replace', reason: why, subject: agentId, data: { ...r } });
-          o.metrics?.selfHealing(o.profile, 'replace');
-          o.onHeal?.('replace', why, r);
-        } else {
-          o.logger.warn({ agentId, why, attempt: attempt + 1 }, 'the agent did not start; restarting it');
+        const crashLoop = restarts >= heal.restartsPerStart || restartTimes.length >= heal.restartsPerWindow;
+        if (!crashLoop) {
+          restarts++;
+          restartTimes.push(now);
+          o.logger.warn({ agentId, why, attempt: restarts }, 'the agent did not start; restarting it');
           await o.driver.sleep(agentId).catch(() => undefined);
           healed.restart++;
-          await o.audit.record({ profile: o.profile, action: 'heal', decision: 'restart', reason: why, subject: agentId, data: { attempt: attempt + 1 } });
+          await o.audit.record({ profile: o.profile, action: 'heal', decision: 'restart', reason: why, subject: agentId, data: { attempt: restarts } });
           o.metrics?.selfHealing(o.profile, 'restart');
           o.onHeal?.('restart', why);
+          continue;
         }
+        // Restarts do not help (a crash loop: a poisoned config or workspace): a fresh sandbox
+        // from the newest good snapshot generation not tried yet, then older ones.
+        if (!o.replace || replaces >= heal.replacesPerStart) throw err;
+        replaces++;
+        restartTimes = [];
+        o.logger.warn({ agentId, why }, 'the agent keeps failing to start; replacing its sandbox from a snapshot');
+        let r: Record<string, unknown>;
+        try {
+          r = await o.replace(why);
+        } catch (replaceErr) {
+          await o.audit.record({ profile: o.profile, action: 'heal', decision: 'error', reason: `replace failed: ${describeError(replaceErr)}`, subject: agentId });
+          throw new AgentVmError('agent_init_failed', `${why}; replacing the sandbox from a snapshot failed too: ${describeError(replaceErr)}`, { cause: err });
+        }
+        healed.replace++;
+        await o.audit.record({ profile: o.profile, action: 'heal', decision: 'replace', reason: why, subject: agentId, data: { ...r } });
+        o.metrics?.selfHealing(o.profile, 'replace');
+        o.onHeal?.('replace', why, r);
       }
     }
   }
@@ -180,6 +205,15 @@ export function createAgentLink(o: {
     }
     if (handle.hostAddress) for (const e of o.endpoints ?? []) await e.bind(handle.hostAddress);
     await o.audit.record({ profile: o.profile, action: 'wake', decision: 'ok', subject: agentId, data: { action: handle.action, runtime: handle.runtime, wakeMs: handle.wakeMs, restored: handle.restored } });
+    const from = handle.restoredFrom;
+    if (from) {
+      await o.audit.record({
+        profile: o.profile, action: 'restore', decision: from.skipped.length > 0 ? 'fallback' : 'ok', subject: agentId,
+        reason: from.skipped.length > 0 ? `newer generations refused: ${from.skipped.map((x) => `${x.generation} (${x.reason})`).join('; ')}` : null,
+        data: { generation: from.generation, sha256: from.sha256, skipped: from.skipped.map((x) => x.generation) },
+      });
+      if (from.skipped.length > 0) o.onHeal?.('restore', `restored from generation ${from.generation}`, { generation: from.generation, skipped: from.skipped.length });
+    }
     const io = await o.driver.attach(agentId);
     const c = await connectAgent(io, { logger: o.logger, ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}) });
     loaded.clear();
@@ -195,7 +229,29 @@ export function createAgentLink(o: {
     return c;
   }
 
+  /** A paused sandbox is unpaused (the engine resumes its processes; the connection lives on). */
+  async function unpause(c: AgentConnection): Promise<AgentConnection> {
+    const started = performance.now();
+    const handle = await o.sandboxes.wake(await o.spec(), o.profile);
+    paused = false;
+    if (handle.action !== 'unpaused' && handle.action !== 'none') {
+      // Not the sandbox we were connected to any more (stopped or re-created meanwhile): reconnect.
+      hangUp();
+      return connect();
+    }
+    await o.audit.record({ profile: o.profile, action: 'wake', decision: 'ok', subject: agentId, data: { action: handle.action, tier: 'paused', wakeMs: Math.round(performance.now() - started) } });
+    return c;
+  }
+
   function connection(): Promise<AgentConnection> {
+    if (conn && !conn.isClosed && !restartPending && paused) {
+      const c = conn;
+      connecting ??= unpause(c).finally(() => {
+        connecting = undefined;
+        notify();
+      });
+      return connecting;
+    }
     if (conn && !conn.isClosed && !restartPending) return Promise.resolve(conn);
     if (restartPending && conn) hangUp();
     connecting ??= connect().finally(() => {
@@ -247,16 +303,27 @@ export function createAgentLink(o: {
     },
     status: () => o.driver.status(agentId),
     async sleep(reason) {
+      const sessions = [...loaded];
       hangUp();
-      const snap = await o.driver.snapshot(agentId).catch((err: unknown) => {
+      paused = false;
+      const snap = await o.driver.snapshot(agentId, { reason: reason === 'idle' ? 'idle' : 'stop', sessions }).catch((err: unknown) => {
         o.logger.warn({ err, agentId }, 'snapshot before sleep failed');
         return undefined;
       });
       if (snap) o.metrics?.snapshotTaken(o.profile, snap.bytes);
       await o.sandboxes.sleep(agentId);
       restartPending = false;
-      await o.audit.record({ profile: o.profile, action: 'sleep', decision: 'ok', subject: agentId, reason, data: { snapshotBytes: snap?.bytes ?? null } });
+      await o.audit.record({ profile: o.profile, action: 'sleep', decision: 'ok', subject: agentId, reason, data: { snapshotBytes: snap?.bytes ?? null, generation: snap?.generation ?? null, sha256: snap?.sha256 ?? null } });
       o.logger.info({ agentId, reason }, 'agent asleep');
+    },
+    get paused() {
+      return paused;
+    },
+    async pause() {
+      if (paused || !conn || conn.isClosed || active > 0) return;
+      await o.driver.pause(agentId);
+      paused = true;
+      await o.audit.record({ profile: o.profile, action: 'pause', decision: 'ok', subject: agentId, reason: 'idle' });
     },
     detach() {
       hangUp();

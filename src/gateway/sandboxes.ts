@@ -2,14 +2,14 @@
  * The gateway's view of agent sandboxes: every wake, sleep and destroy goes through the driver
  * and is recorded in the database, including the runtime the engine actually used.
  */
-import type { SandboxDriver, SandboxHandle, SandboxSpec, DestroyReport } from '../sandbox/types.js';
+import type { SandboxDriver, SandboxHandle, SandboxSpec, DestroyOptions, DestroyReport } from '../sandbox/types.js';
 import type { Store } from '../store/index.js';
 import { noopMetrics, wakeKind, type Metrics } from '../metrics.js';
 
 export interface SandboxService {
   wake(spec: SandboxSpec, profile?: string): Promise<SandboxHandle & { wakeMs: number }>;
   sleep(agentId: string): Promise<void>;
-  destroy(agentId: string): Promise<DestroyReport>;
+  destroy(agentId: string, options?: DestroyOptions): Promise<DestroyReport>;
 }
 
 export function createSandboxService(deps: { driver: SandboxDriver; store: Store; metrics?: Metrics }): SandboxService {
@@ -38,8 +38,8 @@ export function createSandboxService(deps: { driver: SandboxDriver; store: Store
       await driver.sleep(agentId);
       await store.agents.markSleeping(agentId);
     },
-    async destroy(agentId) {
-      const report = await driver.destroy(agentId);
+    async destroy(agentId, options) {
+      const report = await driver.destroy(agentId, options);
       await store.agents.markDestroyed(agentId);
       return report;
     },

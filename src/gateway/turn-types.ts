@@ -65,6 +65,8 @@ export interface TurnDeps {
   outbox: { maxFileBytes: number; maxTotalBytes: number; maxFiles: number };
   /** Longest reply text sent as a message; beyond it the whole answer goes as a file. */
   reply: { maxBytes: number };
+  /** Notes for the person gathered outside the turn (the agent was replaced or restored); drained per turn. */
+  notes?: () => string[];
   /** The profile's model relay: tokens honoured from the turn's start to its end; notes and usage. */
   models?: { beginTurn(turnId: string): void; endTurn(turnId: string): { notes: string[]; usage?: unknown } };
   policy?: Partial<TurnPolicy>;

@@ -53,7 +53,8 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
     models = d.models?.endTurn(ev.id) ?? models;
   }
   // What the model relay refused or saw fail is said with the answer (or with the failure).
-  if (models.notes.length > 0) end = { ...end, text: `${end.text}${end.text ? '\n\n' : ''}${models.notes.join('\n')}` };
+  const notes = [...models.notes, ...(d.notes?.() ?? [])];
+  if (notes.length > 0) end = { ...end, text: `${end.text}${end.text ? '\n\n' : ''}${notes.join('\n')}` };
 
   if (end.kind === 'notice') {
     await failTurn(ev, end.text, d, startedAt);

@@ -182,6 +182,7 @@ export function createUnit(o: UnitOptions): Unit {
   /** Moves one event to a terminal status, or leaves it open (retry or recovery) and returns false. */
   async function processEvent(ev: EventRow): Promise<boolean> {
     active++;
+    busySinceSnapshot = true;
     lastActivity = Date.now();
     try {
       if (ev.status !== 'replied' && ev.attempts >= maxAttempts) {
@@ -200,6 +201,7 @@ export function createUnit(o: UnitOptions): Unit {
         driver: o.driver,
         outbox: o.outbox,
         reply: { maxBytes: o.replyMaxBytes ?? 1024 * 1024 },
+        notes: () => healNotes.splice(0),
         models,
         policy,
         metrics: o.metrics,
@@ -255,6 +257,13 @@ export function createUnit(o: UnitOptions): Unit {
       audit: o.audit,
       logger: log,
       endpoints: [tools, egress, models],
+      replace,
+      onHeal: (level, _why, detail) => {
+        // Only the replacement that held is worth telling: an earlier one in the same wake is dropped.
+        if (level === 'replace') for (let i = healNotes.length - 1; i >= 0; i--) if (healNotes[i]!.includes('sandbox was replaced')) healNotes.splice(i, 1);
+        if (level === 'replace') healNotes.push(`(The agent kept failing to start, so its sandbox was replaced; its workspace came back from snapshot generation ${String(detail?.generation)}, taken ${String(detail?.createdAt)}.)`);
+        if (level === 'restore') healNotes.push(`(The agent's workspace was restored from snapshot generation ${String(detail?.generation)}; ${String(detail?.skipped)} newer generation(s) could not be used.)`);
+      },
       ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}),
       assertRuntime: (rt) => assertRuntimeAllowed(profile.risk, rt as RuntimeSetting),
       metrics: o.metrics,
@@ -262,10 +271,18 @@ export function createUnit(o: UnitOptions): Unit {
     return link;
   }
 
+  /** The idle tiers: paused after `idle.pauseAfterSeconds`, snapshot and stopped after `idle.sleepAfterSeconds`. */
   async function maybeSleep(): Promise<void> {
     if (!serving() || active > 0 || chains.size > 0) return;
-    if (Date.now() - lastActivity < profile.idle.sleepAfterSeconds * 1000) return;
     if (link && link.active > 0) return;
+    const idleMs = Date.now() - lastActivity;
+    const { pauseAfterSeconds, sleepAfterSeconds } = profile.idle;
+    if (idleMs < sleepAfterSeconds * 1000) {
+      if (pauseAfterSeconds < sleepAfterSeconds && idleMs >= pauseAfterSeconds * 1000 && link?.awake && !link.paused) {
+        await link.pause().catch((err) => log.warn({ err: describeError(err) }, 'idle pause failed'));
+      }
+      return;
+    }
     if (!link?.awake) {
       // A sandbox awake with nobody connected: left by a process that woke it and went away (an
       // in-process `send`, a crashed gateway). The idle rules apply to it all the same.
@@ -275,6 +292,32 @@ export function createUnit(o: UnitOptions): Unit {
     }
     tools.revokeAll();
     await agentLink().sleep('idle').catch((err) => log.warn({ err }, 'idle sleep failed'));
+  }
+
+  /** While busy, a snapshot every `snapshot.everyMinutes` (besides the one before sleep). */
+  let lastSnapshot = Date.now();
+  let busySinceSnapshot = false;
+  async function maybeSnapshot(): Promise<void> {
+    const every = profile.snapshot.everyMinutes * 60_000;
+    if (every <= 0 || !busySinceSnapshot || !serving() || !link?.awake || Date.now() - lastSnapshot < every) return;
+    lastSnapshot = Date.now();
+    busySinceSnapshot = false;
+    try {
+      const snap = await o.driver.snapshot(profile.id, { reason: 'periodic' });
+      await o.audit.record({ profile: profile.id, action: 'snapshot', decision: 'ok', subject: profile.id, reason: 'periodic', data: { generation: snap.generation, sha256: snap.sha256, bytes: snap.bytes } });
+    } catch (err) {
+      log.warn({ err: describeError(err) }, 'periodic snapshot failed; the next one is tried on schedule');
+    }
+  }
+
+  /** Said to the person with the next answer: the agent was replaced or restored from a snapshot. */
+  const healNotes: string[] = [];
+  /** The generation the last replacement restored; the next one goes further back. */
+  let lastTried: number | undefined;
+  async function replace(): Promise<Record<string, unknown>> {
+    const r = await o.driver.restore(profile.id, lastTried !== undefined ? { before: lastTried } : {});
+    lastTried = r.generation;
+    return { generation: r.generation, createdAt: r.createdAt, skipped: r.skipped.length };
   }
 
   /** Waits for the profile, then recovers every open event of it. */
@@ -307,8 +350,11 @@ export function createUnit(o: UnitOptions): Unit {
       started = true;
       await takeProfile();
       if (stopped) return;
-      const every = Math.min(10_000, Math.max(200, (profile.idle.sleepAfterSeconds * 1000) / 4));
-      idleTimer = setInterval(() => void maybeSleep(), every);
+      const every = Math.min(10_000, Math.max(200, (Math.min(profile.idle.pauseAfterSeconds, profile.idle.sleepAfterSeconds) * 1000) / 4));
+      idleTimer = setInterval(() => {
+        void maybeSleep();
+        void maybeSnapshot();
+      }, every);
       idleTimer.unref();
       log.info({ queue: o.queue.name }, 'unit started');
     },

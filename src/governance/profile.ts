@@ -21,7 +21,8 @@ export const SECRET_REF_PATTERN = /^secret:\/\/[A-Za-z0-9_.-]+$/;
 export const PROFILE_DEFAULTS = {
   limits: DEFAULT_LIMITS,
   turn: { timeoutSeconds: 300 },
-  idle: { sleepAfterSeconds: 600 },
+  idle: { pauseAfterSeconds: 120, sleepAfterSeconds: 600 },
+  snapshot: { everyMinutes: 30 },
 } as const;
 
 export const RISK_TIERS = ['L0', 'L1', 'L2', 'L3', 'L4', 'L5'] as const;
@@ -162,7 +163,16 @@ export const profileSchema = z
       })
       .prefault({}),
     turn: z.strictObject({ timeoutSeconds: positiveInt(1, 3600).default(PROFILE_DEFAULTS.turn.timeoutSeconds) }).prefault({}),
-    idle: z.strictObject({ sleepAfterSeconds: positiveInt(1, 86_400).default(PROFILE_DEFAULTS.idle.sleepAfterSeconds) }).prefault({}),
+    idle: z
+      .strictObject({
+        /** Freeze the sandbox (no CPU, memory kept; wake is an unpause) after this long without turns. */
+        pauseAfterSeconds: positiveInt(1, 86_400).default(PROFILE_DEFAULTS.idle.pauseAfterSeconds),
+        /** Snapshot and stop it (nothing running) after this long. */
+        sleepAfterSeconds: positiveInt(1, 86_400).default(PROFILE_DEFAULTS.idle.sleepAfterSeconds),
+      })
+      .prefault({}),
+    /** Snapshots while the agent is busy, besides the ones taken before it sleeps (0: none). */
+    snapshot: z.strictObject({ everyMinutes: z.number().int().min(0).max(1440).default(PROFILE_DEFAULTS.snapshot.everyMinutes) }).prefault({}),
     risk: z.enum(RISK_TIERS),
     bindings: z.array(bindingSchema).min(1, 'bind the profile to at least one channel'),
     tools: toolsSchema.prefault({}),

@@ -247,7 +247,7 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
     // Cancelled: answer at once; removing the sandbox (here, and verified in teardown) ends the command.
     const cancelled = new Promise<ExecResult>((resolve) => {
       onAbort = () => {
-        void o.driver.destroy(row.sandbox).catch(() => undefined);
+        void o.driver.destroy(row.sandbox, { finalSnapshot: false }).catch(() => undefined);
         resolve(stopped);
       };
       signal.addEventListener('abort', onAbort, { once: true });

@@ -38,7 +38,7 @@ export async function teardownJob(d: TeardownDeps, job: { id: string; profile: s
   for (let attempt = 0; attempt <= backoff.length; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, backoff[attempt - 1]));
     try {
-      removed = (await d.driver.destroy(job.sandbox)).removed;
+      removed = (await d.driver.destroy(job.sandbox, { finalSnapshot: false })).removed;
       const st = await d.driver.status(job.sandbox);
       if (st.state !== 'missing') throw new Error(`the engine still reports the sandbox ${st.state} after destroy`);
       const outcome: TeardownOutcome = { verified: true, attempts: attempt + 1, durationMs: Math.round(performance.now() - started), removed };

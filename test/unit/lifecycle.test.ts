@@ -39,3 +39,17 @@ describe('shut-down hygiene', () => {
     await until('the unserved sandbox to be put to sleep', async () => ((await second.driver.status(id)).state === 'stopped' ? true : undefined), { timeoutMs: 10_000 });
   });
 });
+
+describe('idle tiers', () => {
+  it('pauses an idle agent, and a message unpauses it on the same connection; later it sleeps', async () => {
+    const id = profileId('tiers');
+    const g = await startFakeGateway({ manifests: [manifest(id, { idle: { pauseAfterSeconds: 1, sleepAfterSeconds: 4 } })] });
+    open.push(g);
+    expect(replyText((await g.send({ profile: id, text: 'echo one', conversation: 't' })).outcome)).toBe('one');
+    await until('the agent to be paused', async () => ((await g.driver.status(id)).state === 'paused' ? true : undefined), { timeoutMs: 10_000 });
+    expect(replyText((await g.send({ profile: id, text: 'echo two', conversation: 't' })).outcome)).toBe('two');
+    const wakes = (await g.running.gateway.audit.tail(100)).filter((r) => r.profile === id && r.action === 'wake').map((r) => (r.data as { action: string; tier?: string }).tier ?? (r.data as { action: string }).action);
+    expect(wakes).toEqual(['created', 'paused']);
+    await until('the agent to sleep', async () => ((await g.driver.status(id)).state === 'stopped' ? true : undefined), { timeoutMs: 15_000 });
+  });
+});

@@ -52,7 +52,25 @@ describe('self-healing', () => {
     const id = profileId('heal-hang');
     const g = await gateway(manifest(id, { agent: { command: REF, env: { REFERENCE_AGENT_HANG_START: '1' } } }), { initTimeoutMs: 500 });
     const r = await g.send({ profile: id, text: 'echo never', conversation: 'x' });
-    expect(replyText(r.outcome)).toMatch(/^<notice: The agent could not start: the agent did not complete the ACP handshake: no answer to initialize within 500 ms/);
-    expect(await auditOf(g, id)).toEqual(['restart', 'restart']);
+    expect(replyText(r.outcome)).toMatch(/^<notice: The agent could not start: the agent did not complete the ACP handshake: no answer to initialize within 500 ms; replacing the sandbox from a snapshot failed too: agent .* has no snapshots/);
+    expect(await auditOf(g, id)).toEqual(['restart', 'restart', 'error']);
+  });
+});
+
+describe('replacement from a snapshot', () => {
+  it('an agent whose workspace poisons every start is replaced from the generation before the poison, and the person is told which', async () => {
+    const id = profileId('heal-poison');
+    const g = await gateway(manifest(id, { agent: { command: REF, env: { REFERENCE_AGENT_CRASH_IF: 'poison' } } }), { initTimeoutMs: 5000 });
+    expect(replyText((await g.send({ profile: id, text: 'remember colour teal', conversation: 'p' })).outcome)).toBe('remembered colour');
+    const good = await g.driver.snapshot(id, { reason: 'periodic' });
+    // The poison arrives after the good generation, and a later snapshot (e.g. at idle) takes it in.
+    await g.send({ profile: id, text: 'sh touch ../../poison', conversation: 'p' }); // the workspace root, from the conversation's directory
+    const bad = await g.driver.snapshot(id, { reason: 'idle' });
+    expect(bad.generation).toBeGreaterThan(good.generation);
+    await g.driver.crash(id); // the agent dies; every restart now dies too
+    const r = await g.send({ profile: id, text: 'recall colour', conversation: 'p' });
+    expect(replyText(r.outcome)).toMatch(new RegExp(`^teal\\n\\n\\(The agent kept failing to start, so its sandbox was replaced; its workspace came back from snapshot generation ${good.generation},`));
+    expect(await auditOf(g, id)).toEqual(expect.arrayContaining(['restart', 'replace']));
+    expect((await g.driver.exec(id, ['sh', '-c', 'test -e /workspace/poison && echo poisoned || echo clean'], { timeoutMs: 10_000 })).stdout).toBe('clean\n');
   });
 });
