@@ -71,8 +71,8 @@ describe('streamed answers', () => {
     const final = `Part one and more ${'x'.repeat(2100)}\n\nThe end.`;
     await adapter.send(reply(to, final, [{ name: 'r.txt', data: Buffer.from('rrr') }]));
     const msgs = inChannel(CHANNEL, before);
-    // Two text messages (the original and one follow-up), then the file: nothing posted twice.
-    expect(msgs.map((m) => m.files?.length ?? 0)).toEqual([0, 0, 1]);
+    // Two text messages (the original and one follow-up), the file on the last: nothing posted twice.
+    expect(msgs.map((m) => m.files?.length ?? 0)).toEqual([0, 1]);
     expect(msgs[0]!.history[0]).toBe('Part one');
     expect(msgs.slice(0, 2).map((m) => m.content).join('\n')).toContain('The end.');
     expect(msgs.slice(0, 2).map((m) => m.content).join('').replace(/\s/g, '')).toBe(final.replace(/\s/g, ''));
@@ -154,7 +154,8 @@ describe('nothing dropped silently', () => {
         const to = interaction();
         fake.failNext({ status, times: status === 503 ? 3 : 1, match: match(to.token), code: status === 400 ? 50035 : 0 });
         await adapter.send(partial(to, 'The answer'));
-        await deliver(adapter, reply(to, 'The answer is 42.', [{ name: 'a.txt', data: Buffer.from('aaa') }]));
+        // Long enough for a follow-up, which carries the file.
+        await deliver(adapter, reply(to, `The answer is 42.\n${'z'.repeat(2100)}`, [{ name: 'a.txt', data: Buffer.from('aaa') }]));
         const ids = [...new Set(fake.calls.filter((c) => c.path.includes(to.token) && c.status < 300).map((c) => (c.response as { id?: string } | undefined)?.id).filter(Boolean))] as string[];
         const msgs = ids.map((id) => fake.message(id)!);
         const answered = msgs.some((m) => m.content.includes('The answer is 42.'));
@@ -162,6 +163,8 @@ describe('nothing dropped silently', () => {
         const noted = msgs.some((m) => /could not be posted|Not attached/.test(m.content));
         expect((answered && filed) || noted, JSON.stringify(msgs.map((m) => [m.content, m.files]))).toBe(true);
         expect(msgs.filter((m) => m.content.includes('The answer is 42.')).length).toBeLessThanOrEqual(1);
+        // A refusal that happened was reported (one aimed at a step this answer never took is not).
+        expect(fake.calls.some((c) => c.path.includes(to.token) && c.status >= 400)).toBe(true);
         expect(failures.length).toBeGreaterThan(0);
       });
     }

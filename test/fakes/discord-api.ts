@@ -218,8 +218,9 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
     return guilds.find((g) => g.channels.some((c) => c.id === channelId))?.id;
   }
 
-  function edited(stored: StoredMessage, body: unknown) {
+  function edited(stored: StoredMessage, body: unknown, files: RecordedFile[] = []) {
     const b = (body ?? {}) as { content?: string; components?: unknown[] };
+    if (files.length > 0) stored.files = [...(stored.files ?? []), ...files.map((f) => f.filename)];
     if (b.content !== undefined && b.content !== stored.content) {
       stored.history.push(stored.content);
       stored.content = b.content;
@@ -272,13 +273,13 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
       if (expired.has(m[2]!)) return { status: 401, body: { message: 'Invalid Webhook Token', code: 50027 } };
       const stored = messages.get(m[3]!);
       if (!stored || stored.token !== m[2]) return unknownMessage;
-      return edited(stored, call.json);
+      return edited(stored, call.json, call.files);
     }
     if ((m = /^PATCH \/channels\/(\d+)\/messages\/(\d+)$/.exec(key))) {
       if (!bot) return unauthorized;
       const stored = messages.get(m[2]!);
       if (!stored || stored.channel_id !== m[1]) return unknownMessage;
-      return edited(stored, call.json);
+      return edited(stored, call.json, call.files);
     }
     if (key === 'GET /gateway/bot') {
       if (!bot) return unauthorized;
@@ -293,11 +294,7 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
         // The original response is one message per interaction: created by the first edit, edited after.
         const existing = originals.get(m[3]!);
         const stored = existing ? messages.get(existing) : undefined;
-        if (stored) {
-          const out = edited(stored, call.json);
-          if (call.files.length > 0) stored.files = call.files.map((f) => f.filename);
-          return out;
-        }
+        if (stored) return edited(stored, call.json, call.files);
         const made = message(interactionChannels.get(m[3]!) ?? '0', call.json, call.files);
         originals.set(m[3]!, made.id);
         return { status: 200, body: made };

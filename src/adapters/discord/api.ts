@@ -112,10 +112,10 @@ export interface DiscordApi {
   editOriginal(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
   followUp(applicationId: string, token: string, body: MessageBody, files?: OutboundFile[]): Promise<SentMessage>;
   createMessage(channelId: string, body: MessageBody, files?: OutboundFile[]): Promise<SentMessage>;
-  /** Edits a message the interaction webhook created (a follow-up), by id. */
-  editWebhookMessage(applicationId: string, token: string, messageId: string, body: MessageBody): Promise<void>;
-  /** Edits a message the bot (or the application's interactions) posted, with the bot token. */
-  editMessage(channelId: string, messageId: string, body: MessageBody): Promise<void>;
+  /** Edits a message the interaction webhook created (a follow-up), by id; `files` are added to it. */
+  editWebhookMessage(applicationId: string, token: string, messageId: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
+  /** Edits a message the bot (or the application's interactions) posted, with the bot token; `files` are added to it. */
+  editMessage(channelId: string, messageId: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
   triggerTyping(channelId: string): Promise<void>;
   putCommands(applicationId: string, guildId: string | undefined, commands: ApplicationCommandBody[]): Promise<unknown>;
   close(): void;
@@ -204,15 +204,15 @@ export function createDiscordApi(opts: DiscordApiOptions): DiscordApi {
       return sentMessage(res);
     },
 
-    async editWebhookMessage(applicationId, token, messageId, body) {
+    async editWebhookMessage(applicationId, token, messageId, body, files = []) {
       await call('edit of an interaction follow-up', () =>
-        webhooks.patch(`/webhooks/${applicationId}/${token}/messages/${messageId}`, { auth: false, body: { ...body } }),
+        webhooks.patch(`/webhooks/${applicationId}/${token}/messages/${messageId}`, { auth: false, body: withAttachments(body, files), files: rawFiles(files) }),
       );
     },
 
-    async editMessage(channelId, messageId, body) {
+    async editMessage(channelId, messageId, body, files = []) {
       const rest = needBot('editing a channel message');
-      await call('message edit', () => rest.patch(`/channels/${channelId}/messages/${messageId}`, { body: { ...body } }));
+      await call('message edit', () => rest.patch(`/channels/${channelId}/messages/${messageId}`, { body: withAttachments(body, files), files: rawFiles(files) }));
     },
 
     async triggerTyping(channelId) {

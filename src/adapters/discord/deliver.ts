@@ -217,26 +217,29 @@ export function createDeliverer(opts: DelivererOptions) {
     const plan = planAttachments(msg.files, msg.heldBack, opts.maxUploadBytes, opts.maxFileBytes);
     const text = [msg.text.trim(), notSentText(plan.notSent)].filter(Boolean).join('\n\n');
     const chunks = splitMessage(text);
+    // As an answer that was not streamed: the first batch of files on the last text message.
+    const withFiles = chunks.length - 1;
     for (const [i, chunk] of chunks.entries()) {
       if (st.done.has(`text:${i}`)) continue;
+      const files = i === withFiles ? (plan.batches[0] ?? []) : [];
       if (i < live.ids.length) {
-        if (live.contents[i] !== chunk) {
+        if (live.contents[i] !== chunk || files.length > 0) {
           try {
-            await writer.edit(live.ids[i]!, chunk);
+            await writer.edit(live.ids[i]!, chunk, files);
           } catch (err) {
             if (retryable(err)) {
               opts.report({ kind: 'reply', step: 'edit', code: codeOf(err), retryable: true, shown: false }, { eventId: msg.eventId, err });
               throw err;
             }
             // The message cannot be edited (the interaction expired, or Discord refuses the edit):
-            // the final text goes out as a new message instead of being lost.
-            await deliverGuarded(msg, t, i, { content: chunk, files: [] }, false);
+            // the final text (and its files) go out as a new message instead of being lost.
+            await deliverGuarded(msg, t, i, { content: chunk, files }, false);
           }
           opts.limiter.note(writer.channel);
           live.contents[i] = chunk;
         }
       } else {
-        await deliverGuarded(msg, t, i, { content: chunk, files: [] }, false);
+        await deliverGuarded(msg, t, i, { content: chunk, files }, false);
       }
       st.done.add(`text:${i}`);
     }
@@ -246,7 +249,7 @@ export function createDeliverer(opts: DelivererOptions) {
       await writer.edit(live.ids[i]!, '…').catch(() => undefined);
       st.done.add(`text:${i}`);
     }
-    for (const [b, batch] of plan.batches.entries()) {
+    for (const [b, batch] of plan.batches.slice(1).entries()) {
       if (st.done.has(`files:${b}`)) continue;
       await deliverGuarded(msg, t, chunks.length + b, { content: '', files: batch }, false);
       st.done.add(`files:${b}`);

@@ -8,6 +8,7 @@
  * Deliberately left out: streaming through an interaction token that is about to expire (the
  * final reply falls back to the channel as before) and editing files in place.
  */
+import type { OutboundFile } from '../types.js';
 import type { DiscordApi, MessageBody } from './api.js';
 import type { ReplyTarget } from './parse.js';
 import { splitMessage } from './render.js';
@@ -68,13 +69,15 @@ export function liveWriter(api: DiscordApi, t: ReplyTarget) {
       const sent = await api.createMessage(t.channel, body(content, index === 0));
       return sent?.id ?? '';
     },
-    async edit(id: string, content: string): Promise<void> {
+    /** Edits a message's text; `files` are attached to it in the same edit. */
+    async edit(id: string, content: string, files: OutboundFile[] = []): Promise<void> {
+      const b = { content, allowed_mentions: NO_MENTIONS };
       if (t.kind === 'interaction') {
-        if (id === '@original') await api.editOriginal(t.applicationId, t.token, { content, allowed_mentions: NO_MENTIONS });
-        else await api.editWebhookMessage(t.applicationId, t.token, id, { content, allowed_mentions: NO_MENTIONS });
+        if (id === '@original') await api.editOriginal(t.applicationId, t.token, b, files);
+        else await api.editWebhookMessage(t.applicationId, t.token, id, b, files);
         return;
       }
-      await api.editMessage(t.channel, id, { content, allowed_mentions: NO_MENTIONS });
+      await api.editMessage(t.channel, id, b, files);
     },
   };
 }
