@@ -43,6 +43,8 @@ export interface Config {
   maxAttempts: number;
   /** How long a stopping unit waits for running turns before leaving them open for recovery. */
   stopGraceSeconds: number;
+  /** Agents without a sandbox yet that get one prepared (created and started) ahead of their first message. */
+  warmPool: number;
   slack: { signingSecret?: string; botToken?: string; appToken?: string; apiUrl: string };
   discord: { publicKey?: string; botToken?: string; applicationId?: string; apiUrl: string };
   clickup: { webhookSecret?: string; token?: string; apiUrl: string; progressAfterSeconds: number };
@@ -102,6 +104,7 @@ const schema = z.object({
   AGENTVM_THREAD_CONTEXT_CHARS: z.coerce.number().int().min(0).max(1_000_000).default(20_000),
   AGENTVM_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(3),
   AGENTVM_STOP_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
+  AGENTVM_WARM_POOL: z.coerce.number().int().min(0).max(64).default(0),
   SLACK_SIGNING_SECRET: secret.optional(),
   SLACK_BOT_TOKEN: secret.optional(),
   SLACK_APP_TOKEN: secret.optional(),
@@ -203,6 +206,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     threadContext: { maxMessages: e.AGENTVM_THREAD_CONTEXT_MESSAGES, maxChars: e.AGENTVM_THREAD_CONTEXT_CHARS },
     maxAttempts: e.AGENTVM_MAX_ATTEMPTS,
     stopGraceSeconds: e.AGENTVM_STOP_GRACE_SECONDS,
+    warmPool: e.AGENTVM_WARM_POOL,
     slack: {
       signingSecret: e.SLACK_SIGNING_SECRET,
       botToken: e.SLACK_BOT_TOKEN,

@@ -32,7 +32,7 @@ export { sandboxSpecFor } from './unit.js';
 export type { TurnPolicy } from './turn.js';
 
 export interface GatewayOptions {
-  config: Pick<Config, 'image' | 'outbox' | 'redisUrl' | 'runtime' | 'secrets' | 'replyMaxBytes' | 'maxAttempts' | 'stopGraceSeconds' | 'modelApis'>;
+  config: Pick<Config, 'image' | 'outbox' | 'redisUrl' | 'runtime' | 'secrets' | 'replyMaxBytes' | 'maxAttempts' | 'stopGraceSeconds' | 'modelApis' | 'warmPool'>;
   /** How long a tool call that needs a person's approval waits before it is denied. Default 5 min. */
   approvalTimeoutMs?: number;
   store: Store;
@@ -148,6 +148,8 @@ export function createGateway(o: GatewayOptions): Gateway {
         replyMaxBytes: o.config.replyMaxBytes,
         maxAttempts: o.config.maxAttempts,
         stopGraceMs: o.config.stopGraceSeconds * 1000,
+        warmPool: (o.config.warmPool ?? 0) > 0,
+        onPoolClaimed: () => fillPool(),
         policy,
         runtime: o.config.runtime,
         tools: { secrets, approve: approvals.request, metrics, ...(o.jobs ? { jobs: o.jobs } : {}) },
@@ -156,6 +158,36 @@ export function createGateway(o: GatewayOptions): Gateway {
         ...o.unit,
       }),
     );
+  }
+
+  /**
+   * The warm pool (AGENTVM_WARM_POOL = N): keeps up to N agents that have no sandbox yet prepared
+   * (created and started with their own spec) ahead of their first message, one at a time, and
+   * prepares the next when one is taken. Agents that already have a sandbox (asleep or awake)
+   * need none: their wake is a start or an unpause.
+   */
+  let filling: Promise<void> | undefined;
+  let poolTaken = 0;
+  function fillPool(): void {
+    const size = o.config.warmPool ?? 0;
+    if (size <= 0 || stopping) return;
+    poolTaken++;
+    filling ??= (async () => {
+      try {
+        for (let again = true; again && !stopping; ) {
+          again = false;
+          poolTaken = 0;
+          let outstanding = [...units.values()].filter((u) => u.prepared).length;
+          for (const u of units.values()) {
+            if (stopping || outstanding >= size) break;
+            if (await u.prepare().catch((err: unknown) => log.warn({ err, profile: u.profile.id }, 'warm pool: preparing a sandbox failed'))) outstanding++;
+          }
+          again = poolTaken > 0;
+        }
+      } finally {
+        filling = undefined;
+      }
+    })();
   }
 
   let stopping: Promise<void> | undefined;
@@ -176,6 +208,7 @@ export function createGateway(o: GatewayOptions): Gateway {
       await redactorReady;
       for (const a of adapters.values()) await a.start?.();
       await Promise.all([...units.values()].map((u) => u.start()));
+      fillPool();
       log.info({ units: [...units.keys()], adapters: [...adapters.keys()], queue: queues.kind }, 'gateway started');
     },
     stop() {

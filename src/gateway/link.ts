@@ -12,7 +12,7 @@ import { AgentVmError, describeError, isAgentVmError } from '../errors.js';
 import type { AuditLog } from '../governance/audit.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { SandboxDriver, SandboxSpec, SandboxStatus } from '../sandbox/types.js';
+import type { SandboxDriver, SandboxHandle, SandboxSpec, SandboxStatus } from '../sandbox/types.js';
 import { connectAgent, type AgentConnection } from './acp.js';
 import type { SandboxService } from './sandboxes.js';
 
@@ -98,6 +98,8 @@ export function createAgentLink(o: {
    * not tried yet; returns what it restored. Absent: a crash loop only fails.
    */
   replace?: (why: string) => Promise<Record<string, unknown>>;
+  /** The warm pool: whether it is on, and the sandboxes it prepared for this agent (not yet attached). */
+  pool?: { enabled: boolean; isPrepared(containerId: string): boolean; /** The first wake happened (whatever it found). */ claim(containerId: string): void };
   /** Told of each escalation (metrics, a note to the person). */
   onHeal?: (level: 'restart' | 'replace' | 'restore', why: string, detail?: Record<string, unknown>) => void;
 }): AgentLink {
@@ -184,8 +186,15 @@ export function createAgentLink(o: {
 
   async function connectOnce(): Promise<AgentConnection> {
     const spec = await o.spec();
-    let handle = await o.sandboxes.wake(spec, o.profile);
-    if ((fresh || restartPending) && handle.action === 'none') {
+    // A sandbox the warm pool prepared for this agent and nobody has attached to: a pool hit.
+    const isPoolHit = (h: SandboxHandle) => fresh && !restartPending && h.action === 'none' && (o.pool?.isPrepared(h.containerId) ?? false);
+    const poolOutcome = (h: SandboxHandle) => (isPoolHit(h) ? 'hit' : o.pool?.enabled && (h.action === 'created' || h.action === 'recreated') ? 'miss' : 'none');
+    let handle = await o.sandboxes.wake(spec, o.profile, { pool: poolOutcome });
+    const pool = poolOutcome(handle);
+    // Taken, or (a miss) lost behind the pool's back: either way the pool prepares another.
+    if (fresh) o.pool?.claim(handle.containerId);
+    if (pool === 'miss') o.logger.info({ agentId }, 'warm pool miss: the sandbox was created cold');
+    if (pool !== 'hit' && (fresh || restartPending) && handle.action === 'none') {
       // Either an earlier unit left the agent running (its protocol state — pending requests,
       // request ids — belongs to a connection that no longer exists), or a session of ours is
       // stuck in it. Start the process afresh rather than risk a stale answer or a runaway prompt.
@@ -204,7 +213,7 @@ export function createAgentLink(o: {
       }
     }
     if (handle.hostAddress) for (const e of o.endpoints ?? []) await e.bind(handle.hostAddress);
-    await o.audit.record({ profile: o.profile, action: 'wake', decision: 'ok', subject: agentId, data: { action: handle.action, runtime: handle.runtime, wakeMs: handle.wakeMs, restored: handle.restored } });
+    await o.audit.record({ profile: o.profile, action: 'wake', decision: 'ok', subject: agentId, data: { action: handle.action, runtime: handle.runtime, wakeMs: handle.wakeMs, restored: handle.restored, pool } });
     const from = handle.restoredFrom;
     if (from) {
       await o.audit.record({

@@ -4,10 +4,11 @@
  */
 import type { SandboxDriver, SandboxHandle, SandboxSpec, DestroyOptions, DestroyReport } from '../sandbox/types.js';
 import type { Store } from '../store/index.js';
-import { noopMetrics, wakeKind, type Metrics } from '../metrics.js';
+import { noopMetrics, wakeKind, type Metrics, type PoolOutcome } from '../metrics.js';
 
 export interface SandboxService {
-  wake(spec: SandboxSpec, profile?: string): Promise<SandboxHandle & { wakeMs: number }>;
+  /** `pool` tells whether this wake was a warm-pool hit or miss (for the wake metric). */
+  wake(spec: SandboxSpec, profile?: string, opts?: { pool?: (h: SandboxHandle) => PoolOutcome }): Promise<SandboxHandle & { wakeMs: number }>;
   sleep(agentId: string): Promise<void>;
   destroy(agentId: string, options?: DestroyOptions): Promise<DestroyReport>;
 }
@@ -16,7 +17,7 @@ export function createSandboxService(deps: { driver: SandboxDriver; store: Store
   const { driver, store } = deps;
   const metrics = deps.metrics ?? noopMetrics;
   return {
-    async wake(spec, profile) {
+    async wake(spec, profile, opts) {
       const started = performance.now();
       const handle = await driver.ensure(spec);
       const wakeMs = Math.round(performance.now() - started);
@@ -30,8 +31,7 @@ export function createSandboxService(deps: { driver: SandboxDriver; store: Store
         containerId: handle.containerId,
         wakeMs,
       });
-      // No warm pool yet: every wake is `none`; the pool reports hit/miss once it exists.
-      metrics.wake(profile ?? handle.agentId, wakeKind(handle), wakeMs, 'none');
+      metrics.wake(profile ?? handle.agentId, wakeKind(handle), wakeMs, opts?.pool?.(handle) ?? 'none');
       return { ...handle, wakeMs };
     },
     async sleep(agentId) {

@@ -68,6 +68,10 @@ export interface UnitOptions {
   initTimeoutMs?: number;
   /** Leave the agent awake when the unit stops (`up --keep-awake`); default: snapshot and stop what this unit woke. */
   keepAwake?: boolean;
+  /** The warm pool is on (AGENTVM_WARM_POOL > 0): first wakes are recorded as pool hits or misses. */
+  warmPool?: boolean;
+  /** Told when this unit's prepared sandbox was taken by a turn (the pool prepares the next agent). */
+  onPoolClaimed?: () => void;
   /** The gateway's runtime setting (AGENTVM_RUNTIME), checked against the profile's risk tier. */
   runtime: RuntimeSetting;
   /** Governance for tools: the MCP proxy's dependencies. */
@@ -80,6 +84,14 @@ export interface UnitOptions {
 
 export interface Unit {
   readonly profile: Profile;
+  /**
+   * The warm pool: creates and starts this agent's sandbox ahead of its first message when it has
+   * none (its own spec, identity, workspace and limits: nothing is carried over from anything).
+   * Returns false when there was nothing to prepare.
+   */
+  prepare(): Promise<boolean>;
+  /** True while a sandbox the pool prepared waits for its first turn. */
+  readonly prepared: boolean;
   /** True while this unit holds its profile and takes turns. */
   readonly serving: boolean;
   /** Takes the profile (waits while another unit serves it), recovers open events, starts consuming. */
@@ -258,6 +270,7 @@ export function createUnit(o: UnitOptions): Unit {
       logger: log,
       endpoints: [tools, egress, models],
       replace,
+      pool,
       onHeal: (level, _why, detail) => {
         // Only the replacement that held is worth telling: an earlier one in the same wake is dropped.
         if (level === 'replace') for (let i = healNotes.length - 1; i >= 0; i--) if (healNotes[i]!.includes('sandbox was replaced')) healNotes.splice(i, 1);
@@ -274,6 +287,7 @@ export function createUnit(o: UnitOptions): Unit {
   /** The idle tiers: paused after `idle.pauseAfterSeconds`, snapshot and stopped after `idle.sleepAfterSeconds`. */
   async function maybeSleep(): Promise<void> {
     if (!serving() || active > 0 || chains.size > 0) return;
+    if (prepared !== undefined) return; // kept warm on purpose by the pool
     if (link && link.active > 0) return;
     const idleMs = Date.now() - lastActivity;
     const { pauseAfterSeconds, sleepAfterSeconds } = profile.idle;
@@ -310,6 +324,18 @@ export function createUnit(o: UnitOptions): Unit {
     }
   }
 
+  /** The sandbox the warm pool prepared and no turn has attached to yet. */
+  let prepared: string | undefined;
+  const pool = {
+    enabled: o.warmPool ?? false,
+    isPrepared: (containerId: string) => prepared === containerId,
+    claim(_containerId: string) {
+      if (prepared === undefined) return;
+      prepared = undefined;
+      o.onPoolClaimed?.();
+    },
+  };
+
   /** Said to the person with the next answer: the agent was replaced or restored from a snapshot. */
   const healNotes: string[] = [];
   /** The generation the last replacement restored; the next one goes further back. */
@@ -345,6 +371,19 @@ export function createUnit(o: UnitOptions): Unit {
       return serving();
     },
     kick,
+    get prepared() {
+      return prepared !== undefined;
+    },
+    async prepare() {
+      if (!serving() || link?.awake || prepared) return false;
+      if ((await o.driver.status(profile.id)).state !== 'missing') return false;
+      const started = performance.now();
+      const h = await o.sandboxes.wake(await spec(), profile.id);
+      prepared = h.containerId;
+      await o.audit.record({ profile: profile.id, action: 'pool.prepare', decision: 'ok', subject: profile.id, data: { action: h.action, ms: Math.round(performance.now() - started) } });
+      log.info({ action: h.action }, 'warm pool: sandbox prepared ahead of the first message');
+      return true;
+    },
     async start() {
       if (started) return;
       started = true;

@@ -53,3 +53,35 @@ describe('idle tiers', () => {
     await until('the agent to sleep', async () => ((await g.driver.status(id)).state === 'stopped' ? true : undefined), { timeoutMs: 15_000 });
   });
 });
+
+describe('warm pool', () => {
+  it('prepares agents without a sandbox ahead of their first message; a first message is a hit, and the pool moves on', async () => {
+    const [a, b, c] = [profileId('pool-a'), profileId('pool-b'), profileId('pool-c')];
+    const g = await startFakeGateway({ manifests: [manifest(a), manifest(b), manifest(c)], env: { AGENTVM_WARM_POOL: '1' } });
+    open.push(g);
+    const state = async () => Promise.all([a, b, c].map(async (id) => (await g.driver.status(id)).state));
+    await until('one agent prepared', async () => ((await state()).filter((s) => s === 'running').length === 1 ? true : undefined), { timeoutMs: 10_000 });
+    const first = [a, b, c][(await state()).indexOf('running')]!;
+    expect(replyText((await g.send({ profile: first, text: 'echo warm', conversation: 'p' })).outcome)).toBe('warm');
+    // The pool prepares the next one as each is taken.
+    for (const id of [a, b, c]) {
+      if (id === first) continue;
+      await until(`${id} prepared`, async () => ((await g.driver.status(id)).state === 'running' ? true : undefined), { timeoutMs: 10_000 });
+      await g.send({ profile: id, text: 'echo hi', conversation: 'p' });
+    }
+    const audit = await g.running.gateway.audit.tail(300);
+    expect(audit.filter((r) => r.action === 'wake').map((r) => (r.data as { pool?: string }).pool)).toEqual(['hit', 'hit', 'hit']);
+    expect(audit.filter((r) => r.action === 'pool.prepare')).toHaveLength(3);
+  });
+
+  it('records a miss when a first wake has to create the sandbox cold', async () => {
+    const id = profileId('pool-miss');
+    const g = await startFakeGateway({ manifests: [manifest(id)], env: { AGENTVM_WARM_POOL: '1' } });
+    open.push(g);
+    await until('prepared', async () => ((await g.driver.status(id)).state === 'running' ? true : undefined), { timeoutMs: 10_000 });
+    await g.driver.destroy(id, { finalSnapshot: false }); // the prepared sandbox is lost behind the pool's back
+    expect(replyText((await g.send({ profile: id, text: 'echo cold', conversation: 'm' })).outcome)).toBe('cold');
+    const wakes = (await g.running.gateway.audit.tail(100)).filter((r) => r.action === 'wake').map((r) => (r.data as { pool?: string }).pool);
+    expect(wakes).toEqual(['miss']);
+  });
+});
