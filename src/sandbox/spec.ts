@@ -7,6 +7,9 @@ export const AGENT_ID_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
 
 export const RUNTIME_SETTINGS = ['kata', 'runsc', 'runc', 'auto'] as const;
 
+/** The only labels a spec may add (`SandboxSpec.labels`): never the driver's own. */
+export const RELEASE_LABEL = /^agent-vm\.release(-[a-z]{1,20})?$/;
+
 /** What a sandbox may ask for; profiles are checked against the same bounds. */
 export const LIMIT_BOUNDS = Object.freeze({
   cpus: { max: 64 },
@@ -27,6 +30,8 @@ const specSchema = z.object({
   }),
   network: z.discriminatedUnion('mode', [z.object({ mode: z.literal('none') }), z.object({ mode: z.literal('internal'), hostPorts: z.array(z.number().int().min(1).max(65535)).max(16).optional(), proxyPort: z.number().int().min(1).max(65535).optional() })]).optional(),
   stdin: z.boolean().optional(),
+  slot: z.enum(['a', 'b', 'trial']).optional(),
+  labels: z.record(z.string().regex(RELEASE_LABEL, 'only agent-vm.release… labels'), z.string().regex(/^[\x20-\x7e]{0,200}$/, 'printable ASCII, at most 200 characters')).optional(),
 });
 
 export function validateSpec(spec: SandboxSpec): SandboxSpec {

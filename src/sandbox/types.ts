@@ -13,6 +13,24 @@ export type { SnapshotMeta };
 export type RuntimeName = 'kata' | 'runsc' | 'runc';
 export type RuntimeSetting = RuntimeName | 'auto';
 
+/**
+ * Blue-green slots: every agent has two sandboxes, `a` and `b`, sharing its workspace volume and
+ * network (releases run the new version in the inactive one). `trial` is a throwaway third one for
+ * health checks: same network rules, but its own workspace, restored afresh from the agent's
+ * newest good snapshot generation at each create, so a candidate never touches the live workspace.
+ */
+export type SlotName = 'a' | 'b';
+export type SlotRef = SlotName | 'trial';
+export const SLOT_NAMES: readonly SlotName[] = ['a', 'b'];
+
+/** What the engine knows of an image (`inspectImage`). */
+export interface ImageInfo {
+  /** The engine's image id (`sha256:…`): the digest releases pin. */
+  id: string;
+  /** The image's labels (e.g. `agent-vm.preset`, `agent-vm.preset-version`); {} when none. */
+  labels: Record<string, string>;
+}
+
 export interface SandboxLimits {
   /** CPU share, in cores (0.5 = half a core). */
   cpus: number;
@@ -53,6 +71,17 @@ export interface SandboxSpec {
   network?: SandboxNetwork;
   /** Keep the main process's stdin open, for protocols spoken over stdio (ACP). */
   stdin?: boolean;
+  /**
+   * Which of the agent's sandboxes (see SlotRef). Default: the view's slot (`driver.slot(x)`), or
+   * on the plain driver the agent's current one (see `SandboxDriver.slot`). Not part of the spec
+   * hash: the same spec in slot a and in slot b hashes the same.
+   */
+  slot?: SlotRef;
+  /**
+   * Extra container labels, `agent-vm.release…` keys only (releases: release id, spec hash).
+   * Covered by the spec hash, so a container of another release is re-created, never reused.
+   */
+  labels?: Record<string, string>;
 }
 
 export interface SandboxHandle {
@@ -63,6 +92,10 @@ export interface SandboxHandle {
   engineRuntime: string;
   specHash: string;
   image: string;
+  /** The engine's id of the image the sandbox runs (`sha256:…`; the fake driver makes one up). */
+  imageId: string;
+  /** The slot this sandbox is. */
+  slot: SlotRef;
   /** What ensure had to do: nothing (already running), start, create, or recreate (spec changed). */
   action: 'none' | 'unpaused' | 'started' | 'created' | 'recreated';
   /** True when the workspace was restored from a snapshot because its volume was gone. */
@@ -90,6 +123,14 @@ export interface SandboxStatus {
   /** Exit code and OOM flag of the last run, when the sandbox is stopped. */
   exitCode: number | undefined;
   oomKilled: boolean;
+  /** Which slot this is (absent when `missing`). */
+  slot?: SlotRef;
+  /** The engine's id of the image the container actually runs (absent when `missing`). */
+  imageId?: string;
+  /** The container's `agent-vm.release…` labels, as created. */
+  releaseLabels?: Record<string, string>;
+  /** When the container last started (ISO), if ever. */
+  startedAt?: string;
 }
 
 export interface ExecOptions {
@@ -282,7 +323,36 @@ export interface SandboxDriver {
    * stopped, `sandbox_missing` when there is none.
    */
   pause(agentId: string): Promise<void>;
+  /**
+   * The agent's sandbox as this view addresses it: on the plain driver the current slot (the one
+   * running or paused; else the one started last; else `a`), on a slot view that slot.
+   */
   status(agentId: string): Promise<SandboxStatus>;
+  /** One entry per agent (its current slot, as `status`); trial sandboxes are not listed. */
   list(): Promise<SandboxStatus[]>;
+  /**
+   * The same driver addressing one slot of every agent: every method of the view acts on that
+   * slot's container (ensure creates it, sleep stops it, attach/exec/pause reach its process).
+   * The workspace, network and snapshots stay the agent's: workspace reads and writes see the same
+   * files through either of a and b, and `destroy`/`restore` act on the whole agent from any view
+   * (restore stops and removes every slot: they all used the replaced workspace). On the `trial`
+   * view, ensure first discards any earlier trial sandbox and restores a fresh workspace.
+   *
+   * On the plain driver, calls without a slot act on the agent's current slot, so code that knows
+   * nothing of slots keeps working after a release moved the agent to slot b. The trial view
+   * refuses snapshot, restore and destroy (`slot_unsupported`): its workspace is not the agent's.
+   * Left out: any rule that only one slot runs at a time; releases decide that (a canary runs both).
+   */
+  slot(slot: SlotRef): SandboxDriver;
+  /** Every sandbox of the agent (slots a and b, and a trial), existing ones only, a before b. */
+  slots(agentId: string): Promise<SandboxStatus[]>;
+  /**
+   * Removes this view's sandbox of the agent (the plain driver: its current one), and on the
+   * `trial` view also the trial workspace. The agent's workspace, network, snapshots and other
+   * slots stay. A no-op when there is none.
+   */
+  discard(agentId: string): Promise<void>;
+  /** The engine's id and labels of an image (by tag or id); undefined when the engine has none. */
+  inspectImage(ref: string): Promise<ImageInfo | undefined>;
   close(): Promise<void>;
 }

@@ -12,6 +12,7 @@ import { conversationPaths } from '../../src/sandbox/layout.js';
 import type { SnapshotStore } from '../../src/sandbox/snapshots/types.js';
 import type { OutboxEntry, SandboxDriver, SandboxSpec } from '../../src/sandbox/types.js';
 import { agentId } from '../helpers/env.js';
+import { describeSandboxSlots } from './sandbox-slots.js';
 import { describeSandboxSnapshots } from './sandbox-snapshots.js';
 
 export interface SandboxDriverHarness {
@@ -210,5 +211,6 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
     }, h.timeoutMs);
 
     describeSandboxSnapshots({ driver, snapshots: h.snapshots, spec: h.spec, loseWorkspace: h.loseWorkspace, referenceAgent: h.referenceAgent, timeoutMs: h.timeoutMs, id });
+    describeSandboxSlots({ driver, spec: h.spec, timeoutMs: h.timeoutMs, id });
   });
 }

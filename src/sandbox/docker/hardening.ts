@@ -15,6 +15,8 @@ export const LABELS = {
   agent: 'agent-vm.agent',
   specHash: 'agent-vm.spec-hash',
   runtime: 'agent-vm.runtime',
+  /** Which of the agent's sandboxes (slots.ts); absent on containers made before slots: `a`. */
+  slot: 'agent-vm.slot',
 } as const;
 
 export const HARDENED_HOST_CONFIG = Object.freeze({

@@ -20,7 +20,8 @@ export function createOutboxIo(o: {
   docker: DockerClient;
   call: <T>(fn: () => Promise<T>) => Promise<T>;
   inspect: (name: string) => Promise<ContainerInspectInfo | undefined>;
-  container: (agentId: string) => string;
+  /** The container to read through: any slot mounting the workspace (they all see the same files). */
+  container: (agentId: string) => Promise<string>;
   exec: (agentId: string, command: string[], opts: ExecOptions) => Promise<ExecResult>;
   limits: OutboxLimits;
 }) {
@@ -49,8 +50,8 @@ export function createOutboxIo(o: {
     async *read(agentId: string, dir: string, limits?: Partial<OutboxLimits>, opts?: { unchangedSince?: Date }): AsyncGenerator<OutboxEntry> {
       assertAgentId(agentId);
       const rel = workspaceDir(dir);
-      const name = o.container(agentId);
-      const key = `${agentId}\u0000${rel}`;
+      const name = await o.container(agentId);
+      const key = `${agentId}\u0000${name}\u0000${rel}`;
       const path = `${WORKSPACE}/${rel}`;
       if (opts?.unchangedSince && empty.has(key)) {
         const mtime = await pathMtime(name, path);
@@ -82,7 +83,7 @@ export function createOutboxIo(o: {
       if (r.exitCode !== 0) {
         throw new AgentVmError('remove_failed', `could not remove files from ${rel}: ${r.stderr.slice(0, 300) || `exit ${r.exitCode}`}`, { status: 500, retryable: true });
       }
-      if (r.stdout.trim() === '') empty.add(`${agentId}\u0000${rel}`);
+      if (r.stdout.trim() === '') empty.add(`${agentId}\u0000${await o.container(agentId)}\u0000${rel}`);
     },
   };
 }

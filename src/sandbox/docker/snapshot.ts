@@ -27,7 +27,10 @@ export interface DockerSnapshotDeps {
   store: SnapshotStore;
   log: Logger;
   call: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** Helper containers are named after `container`; `volume` is the workspace restores fill. */
   names: (agentId: string) => { container: string; volume: string };
+  /** The containers that mount that workspace (an agent's slots), the current one first. Default: `names().container`. */
+  siblings?: (agentId: string) => Promise<ContainerInspectInfo[]>;
   labels: (agentId: string) => Record<string, string>;
   inspect: (name: string) => Promise<ContainerInspectInfo | undefined>;
   stopTimeoutSeconds: number;
@@ -45,6 +48,7 @@ export function snapshotInfo(store: SnapshotStore, m: SnapshotManifest): Snapsho
 export function createDockerSnapshots(d: DockerSnapshotDeps) {
   const { docker, store, call } = d;
   const helperName = (agentId: string) => `${d.names(agentId).container}-restore`;
+  const siblings = d.siblings ?? (async (agentId: string) => [await d.inspect(d.names(agentId).container)].filter((i): i is ContainerInspectInfo => i !== undefined));
   const ignore404 = (err: unknown) => {
     if (!isNotFound(err)) throw err;
   };
@@ -163,7 +167,7 @@ export function createDockerSnapshots(d: DockerSnapshotDeps) {
   async function stop(info: ContainerInspectInfo): Promise<void> {
     const c = docker.getContainer(info.Id);
     if (info.State.Paused) await call(() => c.unpause()).catch(() => undefined);
-    if (info.State.Paused) d.pausing?.mark(info.Config.Labels?.[LABELS.agent] ?? '');
+    if (info.State.Paused) d.pausing?.mark(info.Name.replace(/^\//, ''));
     if (!info.State.Running) return;
     await call(() => c.stop({ t: d.stopTimeoutSeconds })).catch((err) => {
       if (!isNotModified(err) && !isNotFound(err)) throw err;
@@ -177,25 +181,27 @@ export function createDockerSnapshots(d: DockerSnapshotDeps) {
     if (!choice.verified) throw new AgentVmError('snapshot_missing', `agent ${agentId} has no snapshots in ${store.location}`, { status: 404 });
     const v = choice.verified;
     try {
-      const info = await d.inspect(d.names(agentId).container);
+      // Every slot used the workspace being replaced: all are stopped, and removed with it.
+      const all = await siblings(agentId);
+      const info = all[0];
       const image = info?.Image ?? o.image;
       if (!image) throw new AgentVmError('restore_needs_image', `agent ${agentId} has no sandbox; name an image to restore its workspace through`, { status: 400 });
       let savedAs: SnapshotInfo | undefined;
       if (info) {
-        await stop(info);
+        for (const i of all) await stop(i);
         if (o.snapshotFirst !== false) {
           savedAs = await take(agentId, info.Id, { reason: 'pre-restore', ...o.meta }).catch((err: unknown) => {
             throw new AgentVmError('snapshot_failed', `agent ${agentId}: the workspace was not replaced: saving it first failed: ${describeError(err).slice(0, 300)}`, { status: 502, retryable: true, cause: err });
           });
         }
-        await call(() => docker.getContainer(info.Id).remove({ force: true, v: false })).catch(ignore404);
+        for (const i of all) await call(() => docker.getContainer(i.Id).remove({ force: true, v: false })).catch(ignore404);
       } else if (o.snapshotFirst !== false && (await volumeExists(agentId))) {
         savedAs = await takeThroughReader(agentId, image, { reason: 'pre-restore', ...o.meta });
       }
       await removeVolume(agentId);
       await fill(agentId, image, v);
       d.log.info({ agent: agentId, generation: v.manifest.generation, savedAs: savedAs?.generation }, 'workspace replaced from snapshot');
-      return { agentId, ...restoredFrom(v, choice.skipped), wasRunning: info?.State.Running === true, ...(savedAs ? { savedAs } : {}) };
+      return { agentId, ...restoredFrom(v, choice.skipped), wasRunning: all.some((i) => i.State.Running), ...(savedAs ? { savedAs } : {}) };
     } finally {
       await v.dispose();
     }
@@ -203,7 +209,7 @@ export function createDockerSnapshots(d: DockerSnapshotDeps) {
 
   /** The generation destroy takes first; a failure stops the destroy. No container: nothing to read. */
   async function final(agentId: string, wanted: boolean): Promise<SnapshotInfo | null> {
-    const info = wanted ? await d.inspect(d.names(agentId).container) : undefined;
+    const info = wanted ? (await siblings(agentId))[0] : undefined;
     if (!info) return null;
     return take(agentId, info.Id, { reason: 'destroy' }).catch((err: unknown) => {
       throw new AgentVmError('snapshot_failed', `agent ${agentId} was not destroyed: its final snapshot failed (${describeError(err).slice(0, 300)}); fix the snapshot store, or destroy without one (agent-vm agents destroy ${agentId} --no-snapshot)`, { status: 502, retryable: true, cause: err });
