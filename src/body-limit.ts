@@ -39,13 +39,16 @@ export function limitBody(maxBytes: number = DEFAULT_MAX_BODY_BYTES): Middleware
   return async function limitBody(c, next) {
     const raw = c.req.raw;
     const seen = bounded.get(raw);
-    if (!raw.body || (seen !== undefined && seen <= maxBytes)) return next();
+    if (seen !== undefined && seen <= maxBytes) return next();
+    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    // `raw.body` behind the Node server builds a Web stream: not even asked for when the Node
+    // request says there is no body.
+    if (incoming && typeof incoming.on === 'function' ? raw.method === 'GET' || raw.method === 'HEAD' : !raw.body) return next();
     const declared = raw.headers.get('content-length');
     if (declared !== null && /^\d+$/.test(declared) && Number(declared) > maxBytes) {
       c.header('Connection', 'close');
       throw tooLarge(maxBytes);
     }
-    const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
     // Only with a declared length (at most the limit, checked above): Node's parser delivers no
     // more than that, so this read ends by itself. Chunked bodies take the counted Web stream below.
     if (declared !== null && incoming && typeof incoming.on === 'function' && !incoming.readableDidRead && !incoming.readableEnded) {
@@ -59,6 +62,7 @@ export function limitBody(maxBytes: number = DEFAULT_MAX_BODY_BYTES): Middleware
       c.req.raw = next_;
       return next();
     }
+    if (!raw.body) return next();
     const reader = raw.body.getReader();
     const chunks: Uint8Array[] = [];
     let total = 0;
