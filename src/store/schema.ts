@@ -1,4 +1,4 @@
-import { bigint, bigserial, customType, index, integer, jsonb, pgTable, primaryKey, text, timestamp } from 'drizzle-orm/pg-core';
+import { bigint, bigserial, customType, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
 
 const bytea = customType<{ data: Buffer; driverData: Buffer | Uint8Array }>({
   dataType: () => 'bytea',
@@ -362,3 +362,55 @@ export const modelUsage = pgTable(
   },
   (t) => [primaryKey({ columns: [t.profile, t.day, t.provider] })],
 );
+
+export const releaseStatuses = ['applying', 'canary', 'active', 'superseded', 'failed', 'rolled_back'] as const;
+
+/**
+ * Releases (src/releases): what one profile's agent runs, pinned — the image by the engine's id,
+ * the agent program and version, the manifest's hash (and the manifest itself, for diffs), the
+ * runtime, and the sandbox spec it was planned with — with who made it, when, why, and the
+ * release it replaced (its rollback target). Numbered per profile; never deleted.
+ */
+export const releases = pgTable(
+  'releases',
+  {
+    id: text('id').primaryKey(),
+    profile: text('profile').notNull(),
+    number: integer('number').notNull(),
+    status: text('status', { enum: releaseStatuses }).notNull(),
+    imageRef: text('image_ref').notNull(),
+    imageDigest: text('image_digest').notNull(),
+    agentProgram: text('agent_program').notNull(),
+    agentVersion: text('agent_version'),
+    manifestHash: text('manifest_hash').notNull(),
+    manifest: jsonb('manifest').notNull(),
+    runtime: text('runtime').notNull(),
+    specHash: text('spec_hash').notNull(),
+    spec: jsonb('spec').notNull(),
+    slot: text('slot').notNull(),
+    rollbackTarget: text('rollback_target'),
+    createdBy: text('created_by').notNull(),
+    reason: text('reason'),
+    /** Health check, canary and swap results; why it failed or was rolled back. */
+    outcome: jsonb('outcome'),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('releases_profile_number').on(t.profile, t.number), index('releases_profile_status').on(t.profile, t.status)],
+);
+
+/**
+ * Each released agent's slots: which one serves (`active`) and its release, the release kept
+ * stopped in the other slot for an instant swap back (`standby`), a canary in progress, and the
+ * container each slot had when agent-vm last started it (a different one is drift).
+ */
+export const agentSlots = pgTable('agent_slots', {
+  agent: text('agent').primaryKey(),
+  active: text('active').notNull(),
+  release: text('release'),
+  standby: text('standby'),
+  canary: jsonb('canary'),
+  containers: jsonb('containers').notNull().default({}),
+  version: integer('version').notNull().default(0),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
