@@ -43,7 +43,7 @@ describe('loadConfig defaults', () => {
       applicationId: undefined,
       apiUrl: 'https://discord.com/api',
     });
-    expect(c.clickup).toEqual({ webhookSecret: undefined, token: undefined, apiUrl: 'https://api.clickup.com/api/v2' });
+    expect(c.clickup).toEqual({ webhookSecret: undefined, token: undefined, apiUrl: 'https://api.clickup.com/api/v2', progressAfterSeconds: 60 });
   });
 
   it('treats empty strings as unset', () => {

@@ -172,9 +172,9 @@ describe('permissions', () => {
   it('denies a permission request when no policy allows it, and audits it', async () => {
     const r = await gw.send({ profile: other, text: 'ask delete the production database' });
     expect(replyText(r.outcome)).toBe('permission denied');
-    expect(r.progress.join('\n')).toContain('permission denied: delete the production database (no policy allows it)');
+    expect(r.progress.join('\n')).toContain('permission denied: delete the production database (permissions do not allow "other" actions for this agent)');
     const audit = await gw.running.gateway.audit.tail(500);
-    expect(audit.find((a) => a.action === 'permission' && a.profile === other)).toMatchObject({ decision: 'deny', reason: 'no policy allows it', subject: 'delete the production database' });
+    expect(audit.find((a) => a.action === 'permission' && a.profile === other)).toMatchObject({ decision: 'deny', reason: 'permissions do not allow "other" actions for this agent', subject: 'delete the production database' });
     expect((await gw.running.gateway.audit.verify()).ok).toBe(true);
   });
 });

@@ -15,7 +15,13 @@ import { verifyInstalled } from '../src/sandbox/docker/preset-image.js';
 import { tempDir } from './helpers/env.js';
 
 const base = { version: 1, id: 'p', name: 'P', risk: 'L1', bindings: [{ platform: 'local', channels: ['*'] }] };
-const issues = (agent: unknown) => validateProfile({ ...base, agent }, 'p.yaml').issues.map((i) => `${i.path}: ${i.message}`);
+/** Every provider's models entry, so a preset's own `models` requirement is met and only the agent part is judged. */
+const models = [
+  { provider: 'anthropic', key: 'secret://ANTHROPIC', allow: ['claude-sonnet-4-5'] },
+  { provider: 'openai', key: 'secret://OPENAI', allow: ['gpt-5'] },
+  { provider: 'gemini', key: 'secret://GEMINI', allow: ['gemini-2.5-pro'] },
+];
+const issues = (agent: unknown) => validateProfile({ ...base, agent, models }, 'p.yaml').issues.map((i) => `${i.path}: ${i.message}`);
 const relayEnvFor = (name: PresetName) => {
   const p = PRESETS[name];
   return p.provider ? PROVIDERS[p.provider].env('http://172.30.0.1:3130', 'tok-123') : {};

@@ -295,7 +295,7 @@ describe('reference agent (bundled)', () => {
   it('unknown commands list the grammar', async () => {
     const { a, sid } = await ready(await freshWorkspace());
     expect((await prompt(a, sid, 'dance now')).text).toBe(
-      'unknown command: dance; try echo, write, sh, remember, recall, ask, mcp, progress, stall, crash, slow',
+      'unknown command: dance; try echo, write, sh, remember, recall, ask, mcp, progress, stall, hang, crash, slow, prompt',
     );
   });
 

@@ -61,7 +61,11 @@ export interface AgentLink {
    */
   acquire(): Promise<AgentLease>;
   status(): Promise<SandboxStatus>;
-  /** Hangs up, snapshots the workspace, stops the sandbox. Call only with no lease held. */
+  /**
+   * Hangs up, snapshots the workspace, stops the sandbox. An idle sleep is skipped when a turn
+   * holds or is taking a lease; an `acquire` made while a sleep runs waits for it to finish and
+   * then wakes the sandbox again (a turn never connects to a sandbox about to be stopped).
+   */
   sleep(reason: string): Promise<void>;
   /**
    * The pause tier: freezes the sandbox (memory kept, no CPU) and keeps the connection; the next
@@ -252,6 +256,23 @@ export function createAgentLink(o: {
     return c;
   }
 
+  /** Hangs up, snapshots, stops (see `sleep`). */
+  let sleeping: Promise<void> | undefined;
+  async function sleepNow(reason: string): Promise<void> {
+    const sessions = [...loaded];
+    hangUp();
+    paused = false;
+    const snap = await o.driver.snapshot(agentId, { reason: reason === 'idle' ? 'idle' : 'stop', sessions }).catch((err: unknown) => {
+      o.logger.warn({ err, agentId }, 'snapshot before sleep failed');
+      return undefined;
+    });
+    if (snap) o.metrics?.snapshotTaken(o.profile, snap.bytes);
+    await o.sandboxes.sleep(agentId);
+    restartPending = false;
+    await o.audit.record({ profile: o.profile, action: 'sleep', decision: 'ok', subject: agentId, reason, data: { snapshotBytes: snap?.bytes ?? null, generation: snap?.generation ?? null, sha256: snap?.sha256 ?? null } });
+    o.logger.info({ agentId, reason }, 'agent asleep');
+  }
+
   function connection(): Promise<AgentConnection> {
     if (conn && !conn.isClosed && !restartPending && paused) {
       const c = conn;
@@ -279,6 +300,8 @@ export function createAgentLink(o: {
       return active;
     },
     async acquire() {
+      // A sleep under way stops the sandbox: wait for it, then wake it again.
+      while (sleeping) await sleeping.catch(() => undefined);
       // A stuck session: let the turns still on the connection finish, then restart (or join
       // the restart already under way).
       while (restartPending && active > 0 && !connecting) await new Promise<void>((r) => waiters.push(r));
@@ -312,19 +335,15 @@ export function createAgentLink(o: {
     },
     status: () => o.driver.status(agentId),
     async sleep(reason) {
-      const sessions = [...loaded];
-      hangUp();
-      paused = false;
-      const snap = await o.driver.snapshot(agentId, { reason: reason === 'idle' ? 'idle' : 'stop', sessions }).catch((err: unknown) => {
-        o.logger.warn({ err, agentId }, 'snapshot before sleep failed');
-        return undefined;
+      if (sleeping) return sleeping;
+      if (reason === 'idle' && (active > 0 || connecting)) return; // a turn came in meanwhile
+      sleeping = sleepNow(reason).finally(() => {
+        sleeping = undefined;
+        notify();
       });
-      if (snap) o.metrics?.snapshotTaken(o.profile, snap.bytes);
-      await o.sandboxes.sleep(agentId);
-      restartPending = false;
-      await o.audit.record({ profile: o.profile, action: 'sleep', decision: 'ok', subject: agentId, reason, data: { snapshotBytes: snap?.bytes ?? null, generation: snap?.generation ?? null, sha256: snap?.sha256 ?? null } });
-      o.logger.info({ agentId, reason }, 'agent asleep');
+      return sleeping;
     },
+
     get paused() {
       return paused;
     },

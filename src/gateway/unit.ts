@@ -304,6 +304,8 @@ export function createUnit(o: UnitOptions): Unit {
       if (st?.state !== 'running' && st?.state !== 'paused') return;
       log.info({ state: st.state }, 'an awake sandbox nobody serves: applying the idle rules');
     }
+    // A message may have come in while we looked (the link skips an idle sleep once a turn holds it).
+    if (!serving() || active > 0 || chains.size > 0 || Date.now() - lastActivity < sleepAfterSeconds * 1000) return;
     tools.revokeAll();
     await agentLink().sleep('idle').catch((err) => log.warn({ err }, 'idle sleep failed'));
   }

@@ -10,6 +10,7 @@ import { PRESET_NAMES, reservedEnv } from './presets.js';
 import { tierViolations } from './tiers.js';
 import { agentViolations, modelSchema, permissionsSchema, withPresetDefaults } from './profile-agent.js';
 import { builtinTools, isBuiltinServer, jobsSchema, jobsViolations, scheduleSchema } from './profile-jobs.js';
+import { healthSchema, releaseViolations } from './profile-release.js';
 
 /** A profile id: also the manifest's file name without `.yaml`/`.yml`. */
 export const PROFILE_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,39}$/;
@@ -187,6 +188,8 @@ export const profileSchema = z
     permissions: permissionsSchema.default({ allow: [], ask: [], deny: [] }),
     jobs: jobsSchema.prefault({}),
     schedules: z.array(scheduleSchema).default([]),
+    /** What a new release must pass before it serves anyone (profile-release.ts). */
+    health: healthSchema.prefault({}),
   })
   .superRefine((p, ctx) => {
     for (const [k, v] of Object.entries(p.agent.env)) {
@@ -221,7 +224,7 @@ export const profileSchema = z
         }
       });
     }
-    for (const v of [...tierViolations(p), ...jobsViolations(p), ...agentViolations(p)]) ctx.addIssue({ code: 'custom', path: v.path, message: v.message });
+    for (const v of [...tierViolations(p), ...jobsViolations(p), ...agentViolations(p), ...releaseViolations(p)]) ctx.addIssue({ code: 'custom', path: v.path, message: v.message });
   });
 
 export type Profile = z.output<typeof profileSchema>;

@@ -54,6 +54,28 @@ describe('idle tiers', () => {
   });
 });
 
+describe('idle sleep against a message arriving', () => {
+  it('a message that comes in while the idle sleep snapshots waits for it and is answered from a fresh wake', async () => {
+    const id = profileId('race');
+    const g = await startFakeGateway({ manifests: [manifest(id, { idle: { sleepAfterSeconds: 1 } })] });
+    open.push(g);
+    expect(replyText((await g.send({ profile: id, text: 'echo one', conversation: 'r' })).outcome)).toBe('one');
+    // A slow snapshot holds the idle sleep open long enough for a message to land in the middle of it.
+    const snapshot = g.driver.snapshot.bind(g.driver);
+    let sleeping: (() => void) | undefined;
+    const entered = new Promise<void>((r) => (sleeping = r));
+    g.driver.snapshot = async (...args) => {
+      sleeping?.();
+      await new Promise((r) => setTimeout(r, 1500));
+      return snapshot(...args);
+    };
+    await entered;
+    expect(replyText((await g.send({ profile: id, text: 'echo two', conversation: 'r' })).outcome)).toBe('two');
+    const audit = (await g.running.gateway.audit.tail(100)).filter((r) => r.profile === id);
+    expect(audit.filter((r) => r.action === 'wake').map((r) => (r.data as { action: string }).action)).toEqual(['created', 'started']);
+  });
+});
+
 describe('warm pool', () => {
   it('prepares agents without a sandbox ahead of their first message; a first message is a hit, and the pool moves on', async () => {
     const [a, b, c] = [profileId('pool-a'), profileId('pool-b'), profileId('pool-c')];
