@@ -14,6 +14,7 @@
  *   GET  /v1/audit[?profile=&action=&decision=&subject=&before=&limit=]   newest first; action `tool.*` is a prefix
  *   GET  /v1/audit/verify                        the hash chain's state
  *   GET  /v1/egress[?profile=&decision=&before=&limit=]                   `egress.connect` rows
+ *   GET  /v1/feedback[?profile=&limit=]          people's 👍/👎 on answers, newest first, with a count per value
  *
  * Bearer token: AGENTVM_ADMIN_TOKEN, or AGENTVM_API_TOKEN while no admin token is set (auth.ts);
  * neither → 403, a wrong one → 401. Every error is `{error, message}`. Changes are audited as
@@ -78,7 +79,7 @@ export function createOperatorApi(o: OperatorApiOptions): Hono {
   const token = operatorApiToken({ adminToken: o.adminToken, apiToken: o.apiToken ?? o.token });
   const routes = new Hono();
 
-  for (const p of ['agents', 'conversations', 'approvals', 'pins', 'audit', 'egress']) {
+  for (const p of ['agents', 'conversations', 'approvals', 'pins', 'audit', 'egress', 'feedback']) {
     routes.use(`/v1/${p}`, auth);
     routes.use(`/v1/${p}/*`, auth);
   }
@@ -138,6 +139,7 @@ export function createOperatorApi(o: OperatorApiOptions): Hono {
   routes.get('/v1/audit', async (c) => c.json({ rows: await svc.audit(auditQuery(c)) }));
   routes.get('/v1/audit/verify', async (c) => c.json(await svc.verify()));
   routes.get('/v1/egress', async (c) => c.json({ rows: await svc.audit(auditQuery(c, 'egress.connect')) }));
+  routes.get('/v1/feedback', async (c) => c.json(await svc.feedback({ profile: queryText(c.req.query('profile')), limit: queryInt(c.req.query('limit')) })));
 
   routes.onError((err, c) => {
     // Our own errors say what to do and carry nothing secret; anything else is a bug.

@@ -52,6 +52,7 @@ export function mountOperator(
     transcripts: store.transcripts,
     agents: { profiles: () => gateway.router.profiles, rows: () => store.agents.list(), driver: o.driver, units: gateway.units, ...(o.snapshots ? { snapshots: o.snapshots } : {}) },
     metrics: o.metrics,
+    feedback: store.feedback,
     redact: (t) => gateway.redact(t),
   });
   app.route('/', createOperatorApi({ adminToken: o.config.adminToken, apiToken: o.config.apiToken, approvals: gateway.approvals, pins: store.pins, audit: gateway.audit, logger: o.logger, service }));

@@ -14,7 +14,7 @@ import type { PendingApproval } from '../governance/approvals.js';
 import type { AuditRow, AuditVerifyResult } from '../governance/audit.js';
 import type { PinView } from '../governance/mcp-pins.js';
 import type { ConversationSummary, EventSummary } from '../store/operator.js';
-import type { AgentView, TranscriptItem } from './service.js';
+import type { AgentView, FeedbackView, TranscriptItem } from './service.js';
 
 type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
 
@@ -48,6 +48,7 @@ const TABS: Array<[string, string]> = [
   ['pins', 'Tool pins'],
   ['audit', 'Audit'],
   ['egress', 'Egress'],
+  ['feedback', 'Feedback'],
 ];
 
 export interface PageContext {
@@ -121,13 +122,20 @@ function itemHtml(i: TranscriptItem): Html {
   return html`<div class="entry k-${s(i.kind)}"><span class="muted">${when(i.at)}</span> <strong>${i.kind}</strong>${size !== undefined ? html` <span class="muted">${s(size)} bytes</span>` : ''}<pre>${i.text}</pre></div>`;
 }
 
-export function transcriptPage(ctx: PageContext, c: { conversation: string; events: EventSummary[]; items: TranscriptItem[] }): Html {
+/** A turn's ratings in one cell: "👍 2 · 👎 1", or nothing. */
+function ratings(rows: FeedbackView[]): string {
+  const up = rows.filter((r) => r.value === 'positive').length;
+  const down = rows.length - up;
+  return rows.length === 0 ? '' : `👍 ${up} · 👎 ${down}`;
+}
+
+export function transcriptPage(ctx: PageContext, c: { conversation: string; events: EventSummary[]; items: TranscriptItem[]; feedback: FeedbackView[] }): Html {
   return layout(
     ctx,
     'Conversation',
     html`<p><strong>${c.conversation}</strong></p>
-<table><thead><tr><th>Event</th><th>Status</th><th>Attempts</th><th>Error</th><th>Updated</th></tr></thead><tbody>
-${c.events.map((e) => html`<tr><td>${e.id}</td><td>${e.status}</td><td class="num">${e.attempts}</td><td>${e.error ?? ''}</td><td>${when(e.updatedAt.toISOString())}</td></tr>`)}</tbody></table>
+<table><thead><tr><th>Event</th><th>Status</th><th>Attempts</th><th>Error</th><th>Updated</th><th>Feedback</th></tr></thead><tbody>
+${c.events.map((e) => html`<tr><td>${e.id}</td><td>${e.status}</td><td class="num">${e.attempts}</td><td>${e.error ?? ''}</td><td>${when(e.updatedAt.toISOString())}</td><td>${ratings(c.feedback.filter((f) => f.eventId === e.id))}</td></tr>`)}</tbody></table>
 <h2>Transcript and tool calls</h2>${c.items.map(itemHtml)}`,
   );
 }
@@ -192,5 +200,17 @@ ${o.rows.map(
 <td>${r.subject ?? ''}</td><td>${r.reason ?? ''}</td><td><pre>${r.data === null ? '' : s(r.data).slice(0, 600)}</pre></td></tr>`,
 )}</tbody></table>
 ${older !== undefined && o.rows.length >= 100 ? html`<a href="${o.base}?${q({ ...f, ...(o.fixedAction ? { action: undefined } : {}), before: older })}">Older rows</a>` : ''}`,
+  );
+}
+
+export function feedbackPage(ctx: PageContext, f: { summary: { positive: number; negative: number }; rows: FeedbackView[] }, profile: string | undefined): Html {
+  return layout(
+    ctx,
+    'Feedback on answers',
+    html`<form method="get" action="/ui/feedback"><label>Profile <input name="profile" value="${profile ?? ''}"></label> <button type="submit">Filter</button></form>
+<p><strong>👍 ${f.summary.positive}</strong> · <strong>👎 ${f.summary.negative}</strong> <span class="muted">(all ratings${profile ? ' of this profile' : ''}; newest ${f.rows.length} below)</span></p>
+<table><thead><tr><th>When</th><th>Rating</th><th>Person</th><th>Platform</th><th>Profile</th><th>Conversation</th><th>Turn</th></tr></thead><tbody>
+${f.rows.map((r) => html`<tr><td>${when(r.at)}</td><td class="${r.value === 'positive' ? 'ok' : 'bad'}">${r.value === 'positive' ? '👍' : '👎'}</td><td>${r.userId}</td><td>${r.platform}</td><td>${r.profile ?? '—'}</td><td>${r.conversation ? html`<a href="/ui/conversations/view?${q({ id: r.conversation })}">${r.conversation}</a>` : '—'}</td><td>${r.eventId}</td></tr>`)}
+</tbody></table>`,
   );
 }

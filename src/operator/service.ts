@@ -19,6 +19,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { SnapshotStore } from '../sandbox/snapshots/types.js';
 import type { SandboxDriver } from '../sandbox/types.js';
+import type { FeedbackRepo, FeedbackRow, FeedbackValue } from '../store/feedback.js';
 import type { AgentRow } from '../store/index.js';
 import type { ConversationSummary, EventSummary, OperatorQueries } from '../store/operator.js';
 import type { PinRepo } from '../store/pins.js';
@@ -48,6 +49,8 @@ export interface OperatorDeps {
     snapshots?: Pick<SnapshotStore, 'list'>;
   };
   metrics?: Metrics;
+  /** People's 👍/👎 on answers (Slack feedback buttons). */
+  feedback?: Pick<FeedbackRepo, 'list' | 'counts'>;
   /** Removes secret values the gateway knows from text shown to operators. Default identity. */
   redact?: (text: string) => string;
 }
@@ -88,11 +91,16 @@ export type TranscriptItem =
 
 export type AgentAction = 'wake' | 'sleep' | 'snapshot';
 
+/** A rating as operators see it (`at` as ISO 8601). */
+export type FeedbackView = Omit<FeedbackRow, 'at'> & { at: string };
+
 export interface OperatorService {
   agents(): Promise<AgentView[]>;
   agentAction(id: string, action: AgentAction, by: Operator): Promise<{ id: string; action: AgentAction; detail: string }>;
   conversations(f: { profile?: string; limit?: number }): Promise<ConversationSummary[]>;
-  conversation(id: string): Promise<{ conversation: string; events: EventSummary[]; items: TranscriptItem[] }>;
+  conversation(id: string): Promise<{ conversation: string; events: EventSummary[]; items: TranscriptItem[]; feedback: FeedbackView[] }>;
+  /** Ratings of answers, newest first, and how many of each value match in all. */
+  feedback(f: { profile?: string; limit?: number }): Promise<{ summary: Record<FeedbackValue, number>; rows: FeedbackView[] }>;
   approvals(): Promise<PendingApproval[]>;
   answerApproval(id: string, decision: 'approved' | 'denied', by: Operator): Promise<{ id: string; decision: string }>;
   pins(profile?: string): Promise<PinView[]>;
@@ -100,6 +108,8 @@ export interface OperatorService {
   audit(f: { profile?: string; action?: string; decision?: string; subject?: string; before?: number; limit?: number }): Promise<AuditRow[]>;
   verify(): Promise<AuditVerifyResult>;
 }
+
+const feedbackView = (r: FeedbackRow): FeedbackView => ({ ...r, at: r.at.toISOString() });
 
 const iso = (d: Date | string | null | undefined) => (d == null ? null : typeof d === 'string' ? d : d.toISOString());
 
@@ -221,14 +231,21 @@ export function createOperatorService(d: OperatorDeps): OperatorService {
     async conversation(id) {
       const q = need(d.queries, 'the operator queries');
       const t = need(d.transcripts, 'transcripts');
-      const [events, entries] = await Promise.all([q.conversationEvents(id, 500), t.transcript(id)]);
+      const [events, entries, rated] = await Promise.all([q.conversationEvents(id, 500), t.transcript(id), d.feedback ? d.feedback.list({ conversation: id, limit: 1000 }) : []]);
       if (events.length === 0 && entries.length === 0) throw new AgentVmError('not_found', 'no such conversation', { status: 404 });
       const audit = await q.turnAudit(events.map((e) => e.id), 500);
       const items: TranscriptItem[] = [
         ...entries.map((e): TranscriptItem => ({ type: 'entry', at: e.createdAt.toISOString(), eventId: e.eventId, kind: e.kind, text: redact(e.text), meta: redactDeep(e.meta) })),
         ...audit.map((r): TranscriptItem => ({ type: 'audit', at: r.at, seq: r.seq, action: r.action, decision: r.decision, subject: r.subject === null ? null : redact(r.subject), reason: r.reason === null ? null : redact(r.reason) })),
       ].sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0));
-      return { conversation: id, events, items };
+      return { conversation: id, events, items, feedback: rated.map(feedbackView) };
+    },
+
+    async feedback(f) {
+      const repo = need(d.feedback, 'feedback');
+      const filter = f.profile ? { profile: f.profile } : {};
+      const [summary, rows] = await Promise.all([repo.counts(filter), repo.list({ ...filter, limit: f.limit ?? 100 })]);
+      return { summary, rows: rows.map(feedbackView) };
     },
 
     approvals: () => d.approvals.pending(),

@@ -20,7 +20,7 @@ import { describeError, isAgentVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { createSessionStore, SESSION_COOKIE, SESSION_TTL_MS, sameOrigin, tokenMatches, type Session, type SessionStore } from './auth.js';
 import { queryInt, queryText } from './index.js';
-import { agentsPage, approvalsPage, auditPage, conversationsPage, loginPage, pinsPage, transcriptPage, type PageContext } from './pages.js';
+import { agentsPage, approvalsPage, auditPage, conversationsPage, feedbackPage, loginPage, pinsPage, transcriptPage, type PageContext } from './pages.js';
 import type { AgentAction, OperatorService } from './service.js';
 
 export interface DashboardOptions {
@@ -176,6 +176,11 @@ export function createDashboard(o: DashboardOptions): Hono<Env> {
     const f = { ...filter(c), action: undefined };
     const rows = await o.service.audit({ ...f, action: 'egress.connect', before: queryInt(c.req.query('before')), limit: 100 });
     return c.html(auditPage(page(c, 'egress'), { title: 'Egress log', base: '/ui/egress', rows, filter: f, fixedAction: 'egress.connect' }));
+  });
+
+  ui.get('/ui/feedback', async (c) => {
+    const profile = queryText(c.req.query('profile'));
+    return c.html(feedbackPage(page(c, 'feedback'), await o.service.feedback({ ...(profile ? { profile } : {}), limit: 200 }), profile));
   });
 
   ui.onError((err, c) => {

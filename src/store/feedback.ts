@@ -24,11 +24,19 @@ export interface FeedbackRow {
   at: Date;
 }
 
+export interface FeedbackFilter {
+  profile?: string;
+  conversation?: string;
+  since?: Date;
+}
+
 export interface FeedbackRepo {
   /** Records a person's rating of a turn (replacing their earlier one). */
   record(f: { eventId: string; platform: string; userId: string; value: FeedbackValue }): Promise<void>;
-  /** Ratings, newest first; optionally of one profile, since a time, at most `limit` (default 100, max 1000). */
-  list(o?: { profile?: string; since?: Date; limit?: number }): Promise<FeedbackRow[]>;
+  /** Ratings, newest first; optionally of one profile or conversation, since a time, at most `limit` (default 100, max 1000). */
+  list(o?: FeedbackFilter & { limit?: number }): Promise<FeedbackRow[]>;
+  /** How many ratings of each value match (every row, not only a page of them). */
+  counts(o?: FeedbackFilter): Promise<Record<FeedbackValue, number>>;
   /** One turn's ratings. */
   forEvent(eventId: string): Promise<FeedbackRow[]>;
 }
@@ -47,6 +55,12 @@ export function feedbackRepo(db: Db): FeedbackRepo {
       })
       .from(turnFeedback)
       .leftJoin(events, eq(events.id, turnFeedback.eventId));
+  const filter = (o: FeedbackFilter) =>
+    and(
+      o.profile !== undefined ? eq(events.profile, o.profile) : undefined,
+      o.conversation !== undefined ? eq(events.conversation, o.conversation) : undefined,
+      o.since ? gte(turnFeedback.updatedAt, o.since) : undefined,
+    );
   return {
     async record(f) {
       const row = { eventId: storable(f.eventId, 512), platform: f.platform, userId: storable(f.userId, 256), value: f.value };
@@ -56,12 +70,22 @@ export function feedbackRepo(db: Db): FeedbackRepo {
         .onConflictDoUpdate({ target: [turnFeedback.eventId, turnFeedback.userId], set: { value: f.value, updatedAt: sql`now()` } });
     },
     async list(o = {}) {
-      const where = and(o.profile !== undefined ? eq(events.profile, o.profile) : undefined, o.since ? gte(turnFeedback.updatedAt, o.since) : undefined);
       const rows = await select()
-        .where(where)
-        .orderBy(desc(turnFeedback.updatedAt))
+        .where(filter(o))
+        .orderBy(desc(turnFeedback.updatedAt), turnFeedback.userId)
         .limit(Math.min(Math.max(o.limit ?? 100, 1), 1000));
       return rows.map((r) => ({ ...r, conversation: r.conversation ?? null, profile: r.profile ?? null }));
+    },
+    async counts(o = {}) {
+      const rows = await db
+        .select({ value: turnFeedback.value, n: sql<number>`count(*)::int` })
+        .from(turnFeedback)
+        .leftJoin(events, eq(events.id, turnFeedback.eventId))
+        .where(filter(o))
+        .groupBy(turnFeedback.value);
+      const out: Record<FeedbackValue, number> = { positive: 0, negative: 0 };
+      for (const r of rows) if (r.value === 'positive' || r.value === 'negative') out[r.value] = Number(r.n);
+      return out;
     },
     async forEvent(eventId) {
       const rows = await select().where(eq(turnFeedback.eventId, eventId)).orderBy(desc(turnFeedback.updatedAt));
