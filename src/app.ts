@@ -15,6 +15,7 @@ import { AgentVmError } from './errors.js';
 import type { Store } from './store/index.js';
 import { createGateway, type Gateway, type GatewayOptions, type TurnPolicy } from './gateway/index.js';
 import { loadProfiles, type LoadedProfiles } from './governance/profiles.js';
+import { registerChannelMetrics } from './metrics.js';
 import { createObservability, mountOperator } from './operator/mount.js';
 import type { Logger } from './log.js';
 import { createApp } from './server.js';
@@ -129,6 +130,7 @@ export async function startGatewayApp(
     approvalTimeoutMs: opts.approvalTimeoutMs ?? config.approvalTimeoutSeconds * 1000,
     adapters: (deps) => (opts.adapters ?? platformAdapters)(config, { ...deps, logger, store: ctx.store, onDeliveryFailure: (f) => channels.deliveryFailed(f) }),
   });
+  registerChannelMetrics(obs.registry, { platforms: () => [...gateway.adapters.values()].filter((a) => a.checkCredentials).map((a) => a.platform), channels });
   const app = createApp({
     logger,
     registry: obs.registry,

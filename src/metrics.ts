@@ -255,3 +255,44 @@ export function modelRelayMetrics(
 export function wakeKind(handle: { action: Exclude<WakeKind, 'restored'>; restored: boolean }): WakeKind {
   return handle.restored ? 'restored' : handle.action;
 }
+
+/** The channels' health as `registerChannelMetrics` reads it at scrape time (src/adapters/health.ts's ChannelHealth). */
+export interface ChannelMetricSource {
+  /** Platforms whose credentials are checked (each gets a 0 or 1). */
+  platforms(): string[];
+  channels: {
+    unhealthy(): Array<{ platform: string }>;
+    failures(): Array<{ platform: string; kind: string; step: string; code: string; shown: boolean; count: number }>;
+  };
+}
+
+/**
+ * Registers the channels' series, read from `source` at scrape time: `agentvm_channel_unhealthy`
+ * (1 while a platform's credentials failed or its adapter did not start, e.g. served with
+ * `--degraded`; 0 otherwise) and `agentvm_delivery_step_failures_total` (every step an adapter
+ * reported failed, by platform, kind, step, the platform's code and whether a note reached the
+ * thread; the source bounds the label sets).
+ */
+export function registerChannelMetrics(registry: Registry, source: ChannelMetricSource): void {
+  new Gauge({
+    name: 'agentvm_channel_unhealthy',
+    help: 'A platform whose credentials were refused or whose adapter did not start (1), as /readyz reports it; 0 when healthy',
+    labelNames: ['platform'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const bad = new Set(source.channels.unhealthy().map((u) => u.platform));
+      for (const p of new Set([...source.platforms(), ...bad])) this.set({ platform: p }, bad.has(p) ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: 'agentvm_delivery_step_failures_total',
+    help: 'Delivery steps a platform adapter reported failed (a refused file, a missing scope, a retried post), by platform, kind, step, code and whether a note reached the thread',
+    labelNames: ['platform', 'kind', 'step', 'code', 'shown'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const f of source.channels.failures()) this.inc({ platform: f.platform, kind: f.kind, step: f.step, code: f.code, shown: String(f.shown) }, f.count);
+    },
+  });
+}
