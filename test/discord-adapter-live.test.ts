@@ -170,6 +170,36 @@ describe('nothing dropped silently', () => {
     }
   }
 
+  // A mention's answer goes to the channel (a reply in its thread): its post and its edits, each refused once.
+  const mentionSteps: Array<[string, RegExp]> = [
+    ['channel post', new RegExp(`^POST /channels/${THREAD}/messages$`)],
+    ['channel edit', new RegExp(`^PATCH /channels/${THREAD}/messages/\\d+$`)],
+  ];
+  for (const [step, match] of mentionSteps) {
+    for (const status of [503, 400]) {
+      it(`mention: ${step} refused once (HTTP ${status}): the person sees the answer and the file, or a note`, async () => {
+        const adapter = make();
+        const person = fake.addMessage(THREAD, { content: '<@bot> go' });
+        const to = { conversation: `discord:${GUILD}:${THREAD}`, replyTo: encodeReplyTo({ kind: 'channel', channel: THREAD, reference: person, at: person }), eventId: `discord:msg:${person}` };
+        const before = fake.calls.length;
+        fake.failNext({ status, times: 1, match, code: status === 400 ? 50035 : 0 });
+        await adapter.send({ kind: 'partial', ...to, text: 'The answer' });
+        clock += 5000;
+        await deliver(adapter, { kind: 'reply', ...to, text: `The answer is 42.\n${'z'.repeat(2100)}`, files: [{ name: 'a.txt', data: Buffer.from('aaa') }], heldBack: [] });
+        const ids = [...new Set(fake.calls.slice(before).filter((c) => c.path.startsWith(`/channels/${THREAD}/messages`) && c.status < 300).map((c) => (c.response as { id?: string } | undefined)?.id).filter(Boolean))] as string[];
+        const msgs = ids.map((id) => fake.message(id)!).filter(Boolean);
+        const answered = msgs.some((m) => m.content.includes('The answer is 42.'));
+        const filed = msgs.some((m) => m.files?.includes('a.txt'));
+        const noted = msgs.some((m) => /could not be posted|Not attached/.test(m.content));
+        expect((answered && filed) || noted, JSON.stringify(msgs.map((m) => [m.content.slice(0, 40), m.files]))).toBe(true);
+        expect(msgs.filter((m) => m.content.includes('The answer is 42.')).length).toBeLessThanOrEqual(1);
+        expect(fake.calls.slice(before).some((c) => match.test(`${c.method} ${c.path}`) && c.status >= 400)).toBe(true);
+        // A refusal worked around (the client's own retry, the final text posted anew) loses nothing; anything less is reported.
+        if (!(answered && filed)) expect(failures.length).toBeGreaterThan(0);
+      });
+    }
+  }
+
   it('posts the final text as a new message when Discord refuses the final edit of a streamed answer', async () => {
     const adapter = make();
     const to = interaction();

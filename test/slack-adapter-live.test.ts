@@ -193,11 +193,16 @@ describe('nothing dropped silently', () => {
     return 'failed';
   }
 
-  const steps = ['chat.startStream', 'chat.appendStream', 'chat.stopStream', 'chat.postMessage', 'files.getUploadURLExternal', 'files.completeUploadExternal'];
-  for (const method of steps) {
+  // Streamed (the default), and posted then edited (where the token cannot stream): every call on the way refused once.
+  const steps: Array<[string, 'stream' | 'edit']> = [
+    ...['chat.startStream', 'chat.appendStream', 'chat.stopStream', 'chat.postMessage', 'files.getUploadURLExternal', 'upload', 'files.completeUploadExternal'].map((m) => [m, 'stream'] as [string, 'stream']),
+    ...['chat.postMessage', 'chat.update', 'upload'].map((m) => [m, 'edit'] as [string, 'edit']),
+  ];
+  for (const [method, mode] of steps) {
     for (const error of ['internal_error', 'restricted_action']) {
-      it(`${method} refused once (${error}): the person sees the answer and the file, or a note`, async () => {
-        const adapter = make();
+      it(`${mode === 'edit' ? 'post-then-edit: ' : ''}${method} refused once (${error}): the person sees the answer and the file, or a note`, async () => {
+        const adapter = make({ editIntervalMs: 0 });
+        if (mode === 'edit') fake.streaming = 'not_allowed_token_type';
         fake.failNext(method, { error });
         await adapter.send(partial('The answer'));
         await adapter.send(partial('The answer is 42'));

@@ -95,6 +95,7 @@ export interface FakeSlack {
   /** A message someone else wrote, visible to conversations.replies. Returns its ts. */
   addThreadMessage(m: { channel: string; threadTs?: string; ts?: string; user?: string; botId?: string; text: string; files?: string[] }): string;
   callsTo(method: string): FakeSlackCall[];
+  /** The next call of `method` fails (`upload`: the POST of a file's bytes to its pre-signed URL). */
   failNext(method: string, failure: FakeFailure): void;
   /** Serves `data` to holders of the bot token; returns the file's `url_private_download`. */
   addFile(name: string, data: Buffer | string, opts?: { mimetype?: string; omitLength?: boolean }): string;
@@ -288,6 +289,10 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
       const upload = fake.uploads.find((u) => u.id === id);
       const raw = await readBody(req);
       if (!upload) return void send(404, { ok: false, error: 'invalid_upload' });
+      // `failNext('upload', …)`: the pre-signed upload URL refuses the bytes (a transient error as 503, any other as 403).
+      const refused = failures.get('upload')?.shift();
+      if (failures.get('upload')?.length === 0) failures.delete('upload');
+      if (refused) return void send('status' in refused ? 429 : refused.error === 'internal_error' ? 503 : 403, { ok: false, error: 'status' in refused ? 'ratelimited' : refused.error });
       let data = raw;
       const ct = req.headers['content-type'] ?? '';
       if (ct.includes('multipart/form-data')) {
