@@ -188,6 +188,7 @@ export function createUnit(o: UnitOptions): Unit {
       if (!ev || !serving()) return;
       const done = await processEvent(ev);
       if (!done) return; // left open for a later retry
+      retries.delete(ev.id);
     }
   }
 
@@ -249,9 +250,17 @@ export function createUnit(o: UnitOptions): Unit {
 
   const fail = (ev: EventRow, text: string) => failTurn(ev, text, { repo, profile, signals: o.signals, adapters: o.adapters, logger: log, metrics: o.metrics });
 
+  /**
+   * Retries so far per open event, in this process: a reply that keeps failing to deliver backs
+   * off (1 s, 2 s, 4 s … 30 s) although its attempts, which count turn starts, stay put.
+   */
+  const retries = new Map<string, number>();
   function scheduleRetry(ev: EventRow): void {
     if (stopped) return;
-    const delay = Math.min(30_000, 1000 * 2 ** Math.max(0, ev.attempts - 1));
+    const n = (retries.get(ev.id) ?? 0) + 1;
+    retries.set(ev.id, n);
+    if (retries.size > 10_000) retries.delete(retries.keys().next().value!);
+    const delay = Math.min(30_000, 1000 * 2 ** Math.max(0, Math.max(n, ev.attempts) - 1));
     const t = setTimeout(() => {
       retryTimers.delete(t);
       kick(ev.conversation, ev.id);
