@@ -200,6 +200,18 @@ describe('nothing dropped silently', () => {
     }
   }
 
+  it('names the permission to give when Discord refuses a file for Missing Permissions (50013)', async () => {
+    const adapter = make();
+    const person = fake.addMessage(THREAD, { content: '<@bot> go' });
+    const to = { conversation: `discord:${GUILD}:${THREAD}`, replyTo: encodeReplyTo({ kind: 'channel', channel: THREAD, reference: person, at: person }), eventId: `discord:msg:${person}` };
+    fake.failNext({ status: 403, code: 50013, times: 1, match: new RegExp(`^POST /channels/${THREAD}/messages$`) });
+    await adapter.send({ kind: 'reply', ...to, text: 'Here it is.', files: [{ name: 'report.pdf', data: Buffer.from('pdf') }], heldBack: [] });
+    const last = fake.allMessages().filter((m) => m.channel_id === THREAD && !m.author).at(-1)!;
+    expect(last.content).toContain('Here it is.');
+    expect(last.content).toMatch(/report\.pdf`?: .*the bot lacks the Attach Files permission/);
+    expect(failures).toEqual([expect.objectContaining({ platform: 'discord', step: 'file', code: '50013', shown: true })]);
+  });
+
   it('posts the final text as a new message when Discord refuses the final edit of a streamed answer', async () => {
     const adapter = make();
     const to = interaction();

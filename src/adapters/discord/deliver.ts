@@ -162,6 +162,13 @@ export function createDeliverer(opts: DelivererOptions) {
   }
 
   const retryable = (err: unknown) => isAgentVmError(err) && err.retryable;
+  /** Why Discord refused a part, in words for the thread: a missing permission (50013) named, so someone can give it. */
+  const refusedWhy = (err: unknown, withFiles: boolean) => {
+    if (discordErrorOf(err)?.code === 50013) {
+      return `Discord refused it: the bot lacks the ${withFiles ? 'Attach Files' : 'Send Messages'} permission here (give it in the channel's or the bot role's permissions)`;
+    }
+    return `Discord refused it: ${printable(describeError(err), 200)}`;
+  };
   const codeOf = (err: unknown) => {
     const e = discordErrorOf(err);
     return e ? String(e.code ?? `HTTP ${e.status}`) : isAgentVmError(err) ? err.code : 'error';
@@ -182,7 +189,7 @@ export function createDeliverer(opts: DelivererOptions) {
         opts.report({ kind: kindOf(msg), step: part.files.length > 0 ? 'file' : 'text', code: codeOf(err), retryable: true, shown: false }, { eventId: msg.eventId, err });
         throw err;
       }
-      const why = `Discord refused it: ${printable(describeError(err), 200)}`;
+      const why = refusedWhy(err, part.files.length > 0);
       if (part.files.length > 0) {
         const note = notSentText(part.files.map((f) => ({ name: f.name, reason: why })));
         const content = [part.content, note].filter(Boolean).join('\n\n');
