@@ -27,6 +27,7 @@ import { registerToolCommands } from './cli/tools.js';
 import { agentsViaServer } from './cli/remote.js';
 import { registerJobCommands } from './cli/jobs.js';
 import { registerSnapshotCommands } from './cli/snapshots.js';
+import { registerReleaseCommands } from './cli/releases.js';
 
 function positiveNumber(name: string) {
   return (v: string): number => {
@@ -58,6 +59,7 @@ export function buildProgram(): Command {
   registerApprovalCommands(program);
   registerToolCommands(program);
   registerJobCommands(program);
+  registerReleaseCommands(program);
 
   const db = program.command('db').description('database');
   db.command('migrate')

@@ -45,6 +45,8 @@ export interface Config {
   stopGraceSeconds: number;
   /** Agents without a sandbox yet that get one prepared (created and started) ahead of their first message. */
   warmPool: number;
+  /** Healthy turns a canary release serves before it is promoted (L3 and above; AGENTVM_CANARY_TURNS). */
+  canaryTurns: number;
   slack: { signingSecret?: string; botToken?: string; appToken?: string; apiUrl: string };
   discord: { publicKey?: string; botToken?: string; applicationId?: string; apiUrl: string };
   clickup: { webhookSecret?: string; token?: string; apiUrl: string; progressAfterSeconds: number };
@@ -105,6 +107,7 @@ const schema = z.object({
   AGENTVM_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(3),
   AGENTVM_STOP_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
   AGENTVM_WARM_POOL: z.coerce.number().int().min(0).max(64).default(0),
+  AGENTVM_CANARY_TURNS: z.coerce.number().int().min(1).max(1000).default(5),
   SLACK_SIGNING_SECRET: secret.optional(),
   SLACK_BOT_TOKEN: secret.optional(),
   SLACK_APP_TOKEN: secret.optional(),
@@ -207,6 +210,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxAttempts: e.AGENTVM_MAX_ATTEMPTS,
     stopGraceSeconds: e.AGENTVM_STOP_GRACE_SECONDS,
     warmPool: e.AGENTVM_WARM_POOL,
+    canaryTurns: e.AGENTVM_CANARY_TURNS,
     slack: {
       signingSecret: e.SLACK_SIGNING_SECRET,
       botToken: e.SLACK_BOT_TOKEN,

@@ -29,8 +29,8 @@ export interface AgentLease {
   readonly prepared: Set<string>;
   /** The agent ignored a cancel of `sessionId`: restart the process once the other turns are done. */
   abandon(sessionId: string): void;
-  /** Ends this turn's use of the connection. Idempotent. */
-  release(): void;
+  /** Ends this turn's use of the connection (`ok`: the turn was answered; a canary counts it). Idempotent. */
+  release(ok?: boolean, why?: string): void;
 }
 
 export interface HealLimits {
@@ -59,7 +59,7 @@ export interface AgentLink {
    * Wakes the sandbox and connects (or reuses the live connection) for one turn. Waits while a
    * restart is pending for a stuck session. Single-flight.
    */
-  acquire(): Promise<AgentLease>;
+  acquire(conversation?: string): Promise<AgentLease>;
   status(): Promise<SandboxStatus>;
   /**
    * Hangs up, snapshots the workspace, stops the sandbox. An idle sleep is skipped when a turn

@@ -39,12 +39,21 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
   // its model call was refused) is not a failure to start.
   let agentUp = false;
   try {
-    const lease = await d.link.acquire();
+    const lease = await d.link.acquire(ev.conversation);
     agentUp = true;
+    // Whether the turn was answered (a canary counts it); undefined when the gateway interrupted it.
+    let ok: boolean | undefined;
+    let why: string | undefined;
     try {
       end = await converse(ev, event, adapter, d, lease);
+      ok = end.kind !== 'notice';
+      if (!ok) why = end.text.slice(0, 300);
+    } catch (err) {
+      // The agent ending mid-turn is retried, but it is a failure of what runs (a canary ends).
+      if (isAgentVmError(err, 'agent_restarting') || !(isAgentVmError(err) && err.retryable)) (ok = false), (why = describeError(err));
+      throw err;
     } finally {
-      lease.release();
+      lease.release(ok, why);
     }
   } catch (err) {
     if (isAgentVmError(err) && err.retryable) throw err;

@@ -36,6 +36,8 @@ import { failTurn, runTurn, type TurnPolicy } from './turn.js';
 import type { TurnSignals } from './watch.js';
 import { AgentVmError, describeError, isAgentVmError } from '../errors.js';
 import { sandboxSpecFor } from './spec.js';
+import { createSlottedLink, type SlottedLinkOptions } from '../releases/slotted-link.js';
+import { releaseRepo } from '../store/releases.js';
 
 export { sandboxSpecFor } from './spec.js';
 
@@ -268,18 +270,32 @@ export function createUnit(o: UnitOptions): Unit {
     retryTimers.add(t);
   }
 
+  /** Releases (src/releases): the slot the agent's slots row names serves each turn; the plain link before any release. */
   function agentLink(): AgentLink {
-    link ??= createAgentLink({
-      agentId: profile.id,
-      spec,
-      profile: profile.id,
-      sandboxes: o.sandboxes,
+    link ??= createSlottedLink({
+      base: linkBase(),
+      plain: plainLink,
       driver: o.driver,
+      store,
+      ...(o.metrics ? { metrics: o.metrics } : {}),
+      repo: releaseRepo(store.db),
+      risk: profile.risk,
+      relayEnv: async () => (usesModels(profile) ? (await models.bind(await o.driver.prepareNetwork(profile.id)), models.env()) : undefined),
+      canary: { audit: o.audit, logger: log },
+    });
+    return link;
+  }
+  let plain: AgentLink | undefined;
+  const plainLink = (): AgentLink => (plain ??= createAgentLink({ ...linkBase(), spec, sandboxes: o.sandboxes, driver: o.driver, pool }));
+
+  function linkBase(): SlottedLinkOptions['base'] {
+    return {
+      agentId: profile.id,
+      profile: profile.id,
       audit: o.audit,
       logger: log,
       endpoints: [tools, egress, models],
       replace,
-      pool,
       onHeal: (level, _why, detail) => {
         // Only the replacement that held is worth telling: an earlier one in the same wake is dropped.
         if (level === 'replace') for (let i = healNotes.length - 1; i >= 0; i--) if (healNotes[i]!.includes('sandbox was replaced')) healNotes.splice(i, 1);
@@ -287,10 +303,9 @@ export function createUnit(o: UnitOptions): Unit {
         if (level === 'restore') healNotes.push(`(The agent's workspace was restored from snapshot generation ${String(detail?.generation)}; ${String(detail?.skipped)} newer generation(s) could not be used.)`);
       },
       ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}),
-      assertRuntime: (rt) => assertRuntimeAllowed(profile.risk, rt as RuntimeSetting),
+      assertRuntime: (rt: string) => assertRuntimeAllowed(profile.risk, rt as RuntimeSetting),
       metrics: o.metrics,
-    });
-    return link;
+    };
   }
 
   /** The idle tiers: paused after `idle.pauseAfterSeconds`, snapshot and stopped after `idle.sleepAfterSeconds`. */

@@ -129,6 +129,8 @@ export interface PlanItem {
   error?: string;
   /** A canary is required for this profile (L3 and above). */
   needsCanary: boolean;
+  /** The newest release of the profile failed or was rolled back: which and why. */
+  lastFailure?: string;
 }
 
 /** One agent in `agent-vm status`: what is declared, what runs, and how they differ. */
