@@ -232,6 +232,14 @@ describe('nothing dropped silently', () => {
     expect(failures.filter((f) => f.step === 'file').map((f) => f.shown)).toEqual([true, true]);
   });
 
+  it('reports a rate limit that outlasted the client\'s retries as ratelimited and retryable (the gateway sends it again)', async () => {
+    const adapter = make();
+    fake.failNext('chat.postMessage', { status: 429, retryAfter: 0 });
+    const err = await adapter.send(reply('later')).catch((e: unknown) => e);
+    expect(isAgentVmError(err) && err.retryable).toBe(true);
+    expect(failures).toEqual([expect.objectContaining({ platform: 'slack', kind: 'reply', step: 'text', code: 'ratelimited', retryable: true })]);
+  });
+
   it('tells the thread when Slack refuses the answer text itself, and fails the send for good', async () => {
     const adapter = make();
     fake.failNext('chat.postMessage', { error: 'msg_blocks_too_long' });

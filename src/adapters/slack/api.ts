@@ -84,7 +84,8 @@ export function failureCode(err: unknown): string {
   if (code) return code;
   if (err instanceof AgentVmError && err.cause instanceof WebAPIRateLimitedError) return 'ratelimited';
   if (err instanceof AgentVmError && err.cause instanceof WebAPIHTTPError) return `HTTP ${err.cause.statusCode}`;
-  if (err instanceof AgentVmError && err.cause instanceof WebAPIRequestError) return 'unreachable';
+  // WebClient wraps a rate limit that outlasted its retries as a request error.
+  if (err instanceof AgentVmError && err.cause instanceof WebAPIRequestError) return /rate limit/i.test(describeError(err.cause.original)) ? 'ratelimited' : 'unreachable';
   if (err instanceof AgentVmError) return err.code;
   return 'error';
 }
