@@ -190,7 +190,7 @@ export type CredentialCheck =
 export interface DeliveryFailure {
   platform: Platform;
   /** What was being delivered. */
-  kind: 'reply' | 'notice' | 'progress' | 'partial' | 'reaction' | 'note';
+  kind: 'reply' | 'notice' | 'progress' | 'partial' | 'reaction' | 'note' | 'opener';
   /** The step that failed: `text`, `file`, `stream`, `edit`, `reaction`, `status`, … */
   step: string;
   /** The platform's error (`missing_scope`, `50013`, `HTTP 429`) or ours (`too_large`). */
@@ -283,13 +283,17 @@ export interface OpenedThread {
 
 /**
  * An adapter that can start a conversation on its own (scheduled runs). Kept apart from
- * ChannelAdapter so adapters grow it one by one; `canOpenThreads` tells which have.
+ * ChannelAdapter so adapters grow it one by one; `canOpenThreads` tells which have (all four do).
  */
 export interface ThreadOpener {
   /**
-   * Opens a thread at `target`: posts `opener` as its first message where the platform needs a
-   * parent message (Slack, Discord), or only names `target.thread` when given. Throws a retryable
-   * AgentVmError on transient platform failures, any other for a target it cannot reach.
+   * Opens a thread at `target`: posts `opener` as its first message (Slack: a channel message
+   * whose ts is the thread; Discord: a channel message and a thread on it, or a reply chain where
+   * threads are refused; ClickUp: a comment on the task `target.thread`), or, for a Slack or
+   * Discord `target.thread` that exists, only checks and names it. A failed post is reported
+   * (`onDeliveryFailure`, kind `opener`, logged at error level) and thrown: a retryable
+   * AgentVmError on transient platform failures, any other for a target it cannot reach. The
+   * local channel posts nothing (nobody is waiting on it).
    */
   openThread(target: ThreadTarget, opener: string): Promise<OpenedThread>;
 }

@@ -11,7 +11,12 @@
  *      accepted: stored, queued and run like any message; its turn is audited like one;
  *   5. the run row and a `schedule.run` audit row say what happened.
  *
- * Deliberately left out: retries of a tick whose thread could not be opened (the next tick runs).
+ * A tick whose thread could not be opened (the platform refused the post, the task is elsewhere)
+ * is a failed run: its row and a `schedule.run` audit row (decision `error`) say why, the log has
+ * it at error level, and the adapter reported it (`onDeliveryFailure`, kind `opener`).
+ *
+ * Deliberately left out: retries of a tick whose thread could not be opened (the next tick runs;
+ * the platform clients already waited out rate limits).
  */
 import { canOpenThreads, type Address, type ChannelAdapter, type InboundEvent, type Intake, type Platform } from '../adapters/types.js';
 import { describeError } from '../errors.js';
@@ -79,7 +84,9 @@ export async function fireTick(d: FireDeps, profile: Profile, s: Schedule, tick:
   const end = async (status: 'skipped' | 'rejected' | 'failed', reason: string): Promise<FireOutcome> => {
     await d.runs.update(profile.id, s.name, tick, { status, reason });
     await audit(status === 'skipped' ? 'skip' : status === 'rejected' ? 'reject' : 'error', reason);
-    log.info({ tick: tick.toISOString(), status, reason }, 'schedule tick not run');
+    // A failed run (the post could not be made, the channel is missing) is the operator's to fix.
+    if (status === 'failed') log.error({ tick: tick.toISOString(), status, reason }, 'schedule run failed');
+    else log.info({ tick: tick.toISOString(), status, reason }, 'schedule tick not run');
     return { status, reason };
   };
   try {
@@ -94,22 +101,25 @@ export async function fireTick(d: FireDeps, profile: Profile, s: Schedule, tick:
     }
     const adapter = d.adapters.get(s.post.platform);
     if (!adapter) return await end('failed', `the ${s.post.platform} channel is not configured in this gateway`);
+    if (!canOpenThreads(adapter)) return await end('failed', `the ${s.post.platform} adapter cannot open threads for scheduled runs`);
     const address = postAddress(profile.id, s);
-    let conversation: string;
-    let replyTo: string | undefined;
-    if (!canOpenThreads(adapter)) return await end('failed', `the ${s.post.platform} adapter cannot open threads for scheduled runs yet`);
+    // ClickUp routes by the trigger mention in the text (the intake strips it again).
+    const trigger = s.post.platform === 'clickup' ? (profile.bindings.find((b) => bindingCovers(b, s.post)) as { trigger?: string } | undefined)?.trigger : undefined;
+    const text = trigger ? `${trigger} ${s.prompt}` : s.prompt;
+    // Routed before anything is posted: a run refused here leaves no opener behind.
+    const route = d.route({ address, text });
+    if (!route.ok) return await end('rejected', route.message);
+    if (route.profile.id !== profile.id) return await end('rejected', `${describePost(s.post)} routes to profile ${route.profile.id}, not ${profile.id} (a more specific binding wins)`);
+    let opened: { conversation: string; replyTo?: string };
     try {
-      const opened = await adapter.openThread(
+      opened = await adapter.openThread(
         { address, ...(s.post.thread ? { thread: s.post.thread } : {}), idHint: `schedule-${s.name}-${tickStamp(tick)}` },
         `Scheduled run "${s.name}" (${tick.toISOString()})`,
       );
-      conversation = opened.conversation;
-      replyTo = opened.replyTo;
     } catch (err) {
       return await end('failed', `could not open a thread on ${describePost(s.post)}: ${describeError(err)}`);
     }
-    // ClickUp routes by the trigger mention in the text (the intake strips it again).
-    const trigger = s.post.platform === 'clickup' ? (profile.bindings.find((b) => bindingCovers(b, s.post)) as { trigger?: string } | undefined)?.trigger : undefined;
+    const { conversation, replyTo } = opened;
     const event: InboundEvent = {
       id: scheduleEventId(profile.id, s.name, tick),
       platform: s.post.platform,
@@ -117,12 +127,9 @@ export async function fireTick(d: FireDeps, profile: Profile, s: Schedule, tick:
       conversation,
       ...(replyTo !== undefined ? { replyTo } : {}),
       user: { id: `schedule:${s.name}`, name: `schedule ${s.name}` },
-      text: trigger ? `${trigger} ${s.prompt}` : s.prompt,
+      text,
       receivedAt: new Date().toISOString(),
     };
-    const route = d.route(event);
-    if (!route.ok) return await end('rejected', route.message);
-    if (route.profile.id !== profile.id) return await end('rejected', `${describePost(s.post)} routes to profile ${route.profile.id}, not ${profile.id} (a more specific binding wins)`);
     const r = await d.intake.accept(event);
     if (r.status === 'rejected') return await end('rejected', r.message);
     await d.runs.update(profile.id, s.name, tick, { status: 'started', eventId: event.id, conversation, reason: null });

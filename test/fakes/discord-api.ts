@@ -12,6 +12,8 @@
  *   PUT /applications/{id}/commands · PUT /applications/{id}/guilds/{id}/commands
  *   GET /users/@me · GET /channels/{id}/messages (newest first; before/after/limit) · GET /channels/{id}/messages/{id}
  *   PUT|DELETE /channels/{id}/messages/{id}/reactions/{emoji}/@me
+ *   GET /channels/{id} (the guilds' channels and the threads started through the API)
+ * Starting a thread in a channel whose type is not text (0) or announcement (5) answers 400 / 50024.
  * Messages are kept, so edits of unknown ones answer 404 / 10008; content over 2,000 characters
  * answers 400 / 50035 and a file over 10 MiB 413 / 40005, as Discord does for bots. Message components (action rows
  * of buttons) are checked against the documented limits (400 / 50035 Invalid Form Body).
@@ -189,6 +191,7 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
   let origin = '';
   let hung: Promise<void> | undefined;
   const originals = new Map<string, string>();
+  const threads = new Map<string, { id: string; type: number; guild_id?: string; parent_id: string; name: string }>();
 
   function message(channelId: string, body: unknown, recorded: RecordedFile[], token?: string) {
     const b = (body ?? {}) as { content?: string; components?: unknown[] };
@@ -308,8 +311,20 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
     if ((m = /^POST \/channels\/(\d+)\/typing$/.exec(key))) {
       return bot ? { status: 204 } : unauthorized;
     }
+    if ((m = /^GET \/channels\/(\d+)$/.exec(key))) {
+      if (!bot) return unauthorized;
+      const t = threads.get(m[1]!);
+      if (t) return { status: 200, body: t };
+      for (const g of guilds) {
+        const c = g.channels.find((x) => x.id === m![1]);
+        if (c) return { status: 200, body: { id: c.id, type: c.type ?? 0, guild_id: g.id, name: c.name, ...(c.parent_id ? { parent_id: c.parent_id } : {}) } };
+      }
+      return { status: 404, body: { message: 'Unknown Channel', code: 10003 } };
+    }
     if ((m = /^POST \/channels\/(\d+)\/messages\/(\d+)\/threads$/.exec(key))) {
       if (!bot) return unauthorized;
+      const parentType = guilds.flatMap((g) => g.channels).find((c) => c.id === m![1])?.type ?? 0;
+      if (parentType !== 0 && parentType !== 5) return { status: 400, body: { message: 'Cannot execute action on this channel type', code: 50024 } };
       const body = (call.json ?? {}) as { name?: string; auto_archive_duration?: number };
       const thread = {
         id: m[2]!,
@@ -322,6 +337,7 @@ export async function startFakeDiscord(opts: { botToken?: string; applicationId?
         message_count: 0,
         thread_metadata: { archived: false, auto_archive_duration: body.auto_archive_duration ?? 1440, archive_timestamp: new Date().toISOString(), locked: false },
       };
+      threads.set(thread.id, { id: thread.id, type: 11, ...(thread.guild_id ? { guild_id: thread.guild_id } : {}), parent_id: thread.parent_id, name: thread.name });
       return { status: 201, body: thread };
     }
     if ((m = /^PUT \/applications\/(\d+)(?:\/guilds\/(\d+))?\/commands$/.exec(key))) {

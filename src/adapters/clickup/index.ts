@@ -31,10 +31,12 @@ import type {
   OutboundFile,
   ThreadContextLimits,
   ThreadCursors,
+  ThreadOpener,
   TurnContext,
 } from '../types.js';
 import { createClickUpClient, type ClickUpClient, type ClickUpWebhook } from './client.js';
 import { createTaskThread } from './context.js';
+import { createClickUpOpener } from './open.js';
 import { COMMENT_EVENT, decodeConversation, parseEnvelope, postedComments, taskPreamble } from './parse.js';
 import { createReceiver, type Receiver } from './receive.js';
 import { createReplier } from './reply.js';
@@ -73,7 +75,7 @@ export interface ClickUpAdapterOptions {
   onDeliveryFailure?: (f: DeliveryFailure) => void;
 }
 
-export type ClickUpAdapter = ChannelAdapter & {
+export type ClickUpAdapter = ChannelAdapter & ThreadOpener & {
   readonly platform: 'clickup';
   readonly routes: Hono;
   start(): Promise<void>;
@@ -134,6 +136,8 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
       }
     },
   });
+
+  const openTask = createClickUpOpener({ client, logger: log, report, now });
 
   const taskThread = createTaskThread({
     client,
@@ -229,6 +233,11 @@ export function createClickUpAdapter(opts: ClickUpAdapterOptions): ClickUpAdapte
 
     send(msg) {
       return replier.send(msg);
+    },
+
+    openThread: (target, opener) => {
+      assertOpen();
+      return openTask(target, opener);
     },
 
     checkCredentials,

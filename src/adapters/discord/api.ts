@@ -117,6 +117,10 @@ export interface DiscordApi {
   /** Edits a message the bot (or the application's interactions) posted, with the bot token; `files` are added to it. */
   editMessage(channelId: string, messageId: string, body: MessageBody, files?: OutboundFile[]): Promise<void>;
   triggerTyping(channelId: string): Promise<void>;
+  /** Starts a thread on a message (its id becomes the thread's); returns the thread channel id. */
+  startThread(channelId: string, messageId: string, name: string): Promise<string>;
+  /** A channel or thread (`GET /channels/{id}`): its type, guild and parent. */
+  channel(channelId: string): Promise<{ id: string; type: number; guildId: string | null; parentId: string | null }>;
   putCommands(applicationId: string, guildId: string | undefined, commands: ApplicationCommandBody[]): Promise<unknown>;
   close(): void;
 }
@@ -218,6 +222,23 @@ export function createDiscordApi(opts: DiscordApiOptions): DiscordApi {
     async triggerTyping(channelId) {
       const rest = needBot('typing');
       await call('typing indicator', () => rest.post(`/channels/${channelId}/typing`));
+    },
+
+    async startThread(channelId, messageId, name) {
+      const rest = needBot('opening a thread');
+      const res = (await call('thread start', () => rest.post(`/channels/${channelId}/messages/${messageId}/threads`, { body: { name, auto_archive_duration: 1440 } }))) as { id?: unknown };
+      return typeof res?.id === 'string' ? res.id : messageId;
+    },
+
+    async channel(channelId) {
+      const rest = needBot('reading a channel');
+      const c = (await call('channel lookup', () => rest.get(`/channels/${channelId}`))) as { id?: unknown; type?: unknown; guild_id?: unknown; parent_id?: unknown };
+      return {
+        id: String(c.id),
+        type: typeof c.type === 'number' ? c.type : -1,
+        guildId: typeof c.guild_id === 'string' ? c.guild_id : null,
+        parentId: typeof c.parent_id === 'string' ? c.parent_id : null,
+      };
     },
 
     async putCommands(applicationId, guildId, commands) {

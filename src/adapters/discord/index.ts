@@ -21,12 +21,13 @@ import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { failureReporter } from '../delivery.js';
-import type { ApprovalDesk, ChannelAdapter, CredentialCheck, DeliveryFailure, InboundEvent, Intake, IntakeResult, ThreadContextLimits, ThreadCursors } from '../types.js';
+import type { ApprovalDesk, ChannelAdapter, CredentialCheck, DeliveryFailure, InboundEvent, Intake, IntakeResult, ThreadContextLimits, ThreadCursors, ThreadOpener } from '../types.js';
 import { createDiscordApi, discordErrorOf } from './api.js';
 import { createDiscordApprovals } from './approvals.js';
 import { createDiscordThreadContext } from './context.js';
 import { createDeliverer } from './deliver.js';
 import { createWindowLimiter } from './live.js';
+import { createDiscordOpener } from './open.js';
 import { createReactions } from './reactions.js';
 import { fetchAttachments } from './fetch.js';
 import { startGatewayClient, type GatewayClient } from './gateway-client.js';
@@ -68,7 +69,7 @@ export interface DiscordAdapterOptions {
   ackDeadlineMs?: number;
 }
 
-export interface DiscordAdapter extends ChannelAdapter {
+export interface DiscordAdapter extends ChannelAdapter, ThreadOpener {
   readonly platform: 'discord';
   readonly routes: Hono;
   /** The gateway client once `start()` connected it (tests use `idle()`). */
@@ -226,6 +227,8 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
     },
 
     send: (message) => deliverer.send(message),
+
+    openThread: createDiscordOpener({ api, logger, report, now }),
 
     askApproval: (prompt) => approvals.ask(prompt),
     approvalSettled: (prompt, outcome) => approvals.settled(prompt, outcome),

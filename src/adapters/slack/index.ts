@@ -29,7 +29,7 @@ import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { createLane, failureReporter } from '../delivery.js';
 import type {
-  ApprovalDesk, ChannelAdapter, CredentialCheck, DeliveryFailure, FeedbackSink, InboundEvent, Intake, IntakeResult, OutboundFile,
+  ApprovalDesk, ChannelAdapter, CredentialCheck, ThreadOpener, DeliveryFailure, FeedbackSink, InboundEvent, Intake, IntakeResult, OutboundFile,
   ThreadContextLimits, ThreadCursors, TurnContext,
 } from '../types.js';
 import { createSlackApi, failureCode, slackErrorCode } from './api.js';
@@ -37,6 +37,7 @@ import { createSlackApprovals } from './approvals.js';
 import { createThreadContext } from './context.js';
 import { createSlackFeedback } from './feedback.js';
 import { createLive } from './live.js';
+import { createSlackOpener } from './open.js';
 import { DEFAULT_MAX_MESSAGE_CHARS } from './mrkdwn.js';
 import { botUserIdFromEnvelope, parseEnvelope, readEnvelope, type SlackEnvelope } from './parse.js';
 import { createReactions } from './reactions.js';
@@ -93,8 +94,8 @@ export const SLACK_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024;
 /** auth.test answers that mean the token itself is wrong (not that Slack is unreachable). */
 const BAD_TOKEN = new Set(['invalid_auth', 'not_authed', 'account_inactive', 'token_revoked', 'token_expired', 'not_allowed_token_type', 'team_disabled']);
 
-/** Every optional part of the seam is present. */
-export type SlackAdapter = Required<ChannelAdapter>;
+/** Every optional part of the seam is present, and it opens threads for scheduled runs. */
+export type SlackAdapter = Required<ChannelAdapter> & ThreadOpener;
 
 const TIMEOUT = Symbol('timeout');
 
@@ -137,6 +138,8 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
   // Learned from options, the credential check (auth.test at start), or an envelope's
   // `authorizations`: never from an API call while a request waits for its acknowledgement.
   let botUserId: string | undefined = opts.botUserId;
+  /** The bot token's workspace, from auth.test (the credential check, or the first scheduled post). */
+  let botTeamId: string | undefined;
   function botUserIdFor(env: SlackEnvelope): string | undefined {
     botUserId ??= botUserIdFromEnvelope(env);
     return botUserId;
@@ -146,6 +149,7 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     try {
       const r = await api.call('auth.test');
       if (typeof r.user_id === 'string') botUserId ??= r.user_id;
+      if (typeof r.team_id === 'string') botTeamId ??= r.team_id;
       const who = [typeof r.user === 'string' ? r.user : undefined, typeof r.team === 'string' ? `in ${r.team}` : undefined].filter(Boolean).join(' ');
       return { ok: true, platform: 'slack', identity: who || 'bot token accepted' };
     } catch (err) {
@@ -154,6 +158,19 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
       return { ok: false, platform: 'slack', setting: 'SLACK_BOT_TOKEN', reason: bad ? `Slack refused the bot token (auth.test: ${code})` : `could not reach Slack to check the bot token (${failureCode(err)})`, transient: !bad };
     }
   }
+
+  const openThread = createSlackOpener({
+    api,
+    logger,
+    report,
+    team: async () => {
+      if (botTeamId === undefined) {
+        const r = await api.call('auth.test');
+        if (typeof r.team_id === 'string') botTeamId = r.team_id;
+      }
+      return botTeamId;
+    },
+  });
 
   /** "is thinking…" and 👀 wait their turn: four at a time, behind the acknowledgements of a burst. */
   const cosmetic = createLane(4);
@@ -347,6 +364,7 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
       return starting;
     },
     send: (msg) => sender.send(msg),
+    openThread,
     fetchContext,
     askApproval: (prompt) => approvals.ask(prompt),
     approvalSettled: (prompt, outcome) => approvals.settled(prompt, outcome),
