@@ -97,12 +97,18 @@ export async function runAckBurst(o: { store: 'pglite' | 'postgres'; queue: 'mem
   const running = await startGatewayApp(ctx, { units: 'all', adapters: (c, deps) => platformAdapters(c, { ...deps, intake: timed(deps.intake) }) });
   // Server side: from the app getting the request to its answer (without the socket's queue).
   const handlerMs: number[] = [];
+  // From the client's send (its wall clock, same machine) to the app getting the request: the wait before the handler.
+  const beforeHandlerMs: number[] = [];
   const loop = monitorEventLoopDelay({ resolution: 5 });
   const server = serve({
     fetch: async (req: Request) => {
       const t = performance.now();
+      const sentAt = Number(req.headers.get('x-bench-sent-at'));
       const res = await running.app.fetch(req);
-      if (new URL(req.url).pathname === '/slack/events') handlerMs.push(performance.now() - t);
+      if (new URL(req.url).pathname === '/slack/events') {
+        handlerMs.push(performance.now() - t);
+        if (sentAt > 0) beforeHandlerMs.push(performance.timeOrigin + t - sentAt);
+      }
       return res;
     },
     port: 0,
@@ -181,6 +187,7 @@ export async function runAckBurst(o: { store: 'pglite' | 'postgres'; queue: 'mem
     ackMs: ack,
     intakeAcceptMs: summary(intakeMs),
     handlerMs: summary(handlerMs),
+    beforeHandlerMs: summary(beforeHandlerMs),
     eventLoopDelayMs: { p50: loop.percentile(50) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 },
     baselineHealthzMs: summary(baseline),
     non2xx,
@@ -211,7 +218,7 @@ async function runClient(): Promise<void> {
           const stamp = String(Math.floor(Date.now() / 1000));
           res = await fetch(`${m.base}/slack/events`, {
             method: 'POST',
-            headers: { 'content-type': 'application/json', 'x-slack-request-timestamp': stamp, 'x-slack-signature': signSlackRequest(SECRET, stamp, body) },
+            headers: { 'content-type': 'application/json', 'x-slack-request-timestamp': stamp, 'x-slack-signature': signSlackRequest(SECRET, stamp, body), 'x-bench-sent-at': String(performance.timeOrigin + performance.now()) },
             body,
           });
         }
