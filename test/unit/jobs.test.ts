@@ -115,6 +115,21 @@ describe('a job', () => {
     await expect(r2.run({ profile: p.id, requestedBy: 'cli:test', args: { command: ['true'] } })).rejects.toThrow(/does not enable jobs/);
   });
 
+  it('never runs on runc above L1: an L2 job with the gateway default runc is refused, no sandbox made', async () => {
+    const id = `jp${++n}-${process.pid}-l2`;
+    const v = validateProfile({ version: 1, id, name: id, agent: { command: ['node', 'a.mjs'] }, risk: 'L2', bindings: [{ platform: 'local', channels: ['*'] }], jobs: { enabled: true } }, `${id}.yaml`);
+    if (!v.profile) throw new Error(JSON.stringify(v.issues));
+    const p = v.profile;
+    await driver.ensure({ agentId: p.id, image: 'fake', limits: { cpus: 1, memoryMiB: 256, pids: 64 } });
+    const runner = createJobRunner({ jobs: store.jobs, driver, audit: createAuditLog(store.audit), logger, config: { image: 'fake', runtime: 'runc', outbox: { maxFileBytes: 1024, maxTotalBytes: 1024, maxFiles: 1 } }, profiles: () => new Map([[p.id, p]]) });
+    runners.push(runner);
+    const before = (await driver.list()).length;
+    const r = await runner.run({ profile: p.id, requestedBy: 'cli:test', args: { command: ['true'] } });
+    expect(r.status).toBe('error');
+    expect(r.error).toMatch(/runc/);
+    expect((await driver.list()).length).toBe(before);
+  });
+
   it('runs past its deadline: killed, reported timed out, torn down', async () => {
     const p = profile();
     const { runner } = await setup(p);
