@@ -95,6 +95,8 @@ async function until<T>(what: string, probe: () => T | undefined | false, timeou
 
 const inThread = (ts: string): FakeMessage[] => fake.messages.filter((m) => m.channel === BOUND && m.thread_ts === ts);
 const postsTo = (ts: string, channel = BOUND) => fake.callsTo('chat.postMessage').filter((c) => c.body.channel === channel && c.body.thread_ts === ts);
+/** Messages started in the thread: a post, or a stream (an answer streams when the turn outlasts the first progress). */
+const startedIn = (ts: string, channel = BOUND) => [...postsTo(ts, channel), ...fake.callsTo('chat.startStream').filter((c) => c.body.channel === channel && c.body.thread_ts === ts)];
 
 const settled = (eventId: string) => gw.settled(`slack:${eventId}`, main, slackCalls);
 
@@ -190,7 +192,7 @@ describe('Slack end to end', () => {
     await new Promise((r) => setTimeout(r, 500));
     await gw.running.gateway.units.get(main)!.idle();
     expect(inThread(ts).map((m) => m.text)).toEqual(['only once']);
-    expect(postsTo(ts)).toHaveLength(1);
+    expect(startedIn(ts)).toHaveLength(1);
     const rows = await gw.ctx.store.gateway.eventTranscript(`slack:${eventId}`);
     expect(rows.filter((r) => r.kind === 'prompt')).toHaveLength(1);
     expect(rows.filter((r) => r.kind === 'reply')).toHaveLength(1);

@@ -219,7 +219,7 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
     const status = cancelled ? 'cancelled' : error !== undefined ? 'error' : exec?.timedOut ? 'timed_out' : exec?.exitCode === 0 && !exec.sandboxStopped ? 'succeeded' : 'failed';
     const why = cancelled
       ? describeError(signal.reason ?? 'cancelled')
-      : error ?? (exec?.sandboxStopped ? stoppedReason(exec.sandboxStopped) : exec?.timedOut ? `killed at its ${row.timeoutSeconds}-second deadline` : results.copyError);
+      : error ?? (exec?.sandboxStopped ? stoppedReason(exec.sandboxStopped) : exec?.timedOut ? `killed at its ${row.timeoutSeconds}-second deadline` : results.copyError ?? exitReason(exec));
     await o.jobs.finish(row.id, {
       status,
       runtime: runtime ?? setting,
@@ -379,4 +379,10 @@ export function createJobRunner(o: JobRunnerOptions): JobRunner {
 function stoppedReason(s: { exitCode: number | undefined; oomKilled: boolean }): string {
   if (s.oomKilled) return 'the job sandbox ran out of memory (jobs.limits.memoryMiB) and was killed';
   return `the job sandbox died (exit ${s.exitCode ?? '?'}): a limit was hit (processes: jobs.limits.pids; memory: jobs.limits.memoryMiB)`;
+}
+
+/** Why a command that ran to its end failed: its exit code (a failure never goes without a reason). */
+function exitReason(exec: ExecResult | undefined): string | undefined {
+  if (!exec || exec.exitCode === 0) return undefined;
+  return exec.exitCode === null ? 'the command ended without an exit code (killed)' : `the command exited with code ${exec.exitCode}`;
 }
