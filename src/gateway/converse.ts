@@ -81,9 +81,30 @@ export async function converse(ev: EventRow, event: InboundEvent, adapter: Chann
     const history = isNew && hadSession ? await recentHistory(d, ev) : undefined;
     const promptText = await withContext(ev, event, adapter, d, paths, isNew, mcpServers.length > 0, history);
     return await prompt(ev, event, adapter, d, lease, sessionId, promptText, deadlineMs);
+  } catch (err) {
+    // The agent died while this turn opened its session (another conversation's turn may have
+    // been what killed it): healed as a crash mid-prompt is, not failed outright.
+    if (isAgentVmError(err, 'agent_gone')) return agentGone(ev, d);
+    throw err;
   } finally {
     tools.release();
   }
+}
+
+/**
+ * The agent process ended under this turn. On the first attempt the turn runs once more on a
+ * restarted agent (its workspace kept), said in one line through `say`; after that, one notice.
+ */
+async function agentGone(ev: EventRow, d: TurnDeps, say?: (text: string) => Promise<void>): Promise<TurnEnd> {
+  const st = await d.link.status().catch(() => undefined);
+  const how = st?.oomKilled ? 'ran out of memory' : st?.exitCode !== undefined ? `exited with code ${st.exitCode}` : 'stopped';
+  if (ev.attempts === 0) {
+    await d.audit.record({ profile: d.profile.id, action: 'heal', decision: 'retry', reason: `agent ${how}`, subject: ev.id });
+    await say?.(`The agent ${how}; restarting it and retrying your request.`);
+    throw new AgentVmError('agent_restarting', `the agent ${how} during the turn; it is restarted and the turn runs again`, { retryable: true });
+  }
+  await d.audit.record({ profile: d.profile.id, action: 'turn', decision: 'error', reason: `agent ${how}`, subject: ev.id });
+  return { kind: 'notice', text: `The agent ${how} while working on this, so there is no answer. Its workspace is kept; send the message again to retry.` };
 }
 
 async function prompt(
@@ -175,17 +196,10 @@ async function prompt(
   } catch (err) {
     await Promise.allSettled(progressWrites);
     if (isAgentVmError(err, 'agent_gone')) {
-      const st = await d.link.status().catch(() => undefined);
-      const how = st?.oomKilled ? 'ran out of memory' : st?.exitCode !== undefined ? `exited with code ${st.exitCode}` : 'stopped';
-      if (ev.attempts === 0) {
-        // Self-healing: the next wake restarts the agent (its workspace kept); the turn runs once more.
-        await d.audit.record({ profile: profile.id, action: 'heal', decision: 'retry', reason: `agent ${how}`, subject: ev.id });
-        pendingProgress = `The agent ${how}; restarting it and retrying your request.`;
+      return agentGone(ev, d, async (text) => {
+        pendingProgress = text;
         await flushProgress(true).catch(() => undefined);
-        throw new AgentVmError('agent_restarting', `the agent ${how} during the turn; it is restarted and the turn runs again`, { retryable: true });
-      }
-      await d.audit.record({ profile: profile.id, action: 'turn', decision: 'error', reason: `agent ${how}`, subject: ev.id });
-      return { kind: 'notice', text: `The agent ${how} while working on this, so there is no answer. Its workspace is kept; send the message again to retry.` };
+      });
     }
     throw err;
   } finally {
