@@ -17,6 +17,9 @@ import { operatorQueries } from '../store/operator.js';
 import { createOperatorApi } from './index.js';
 import { createOperatorService } from './service.js';
 import { createDashboard } from './ui.js';
+import { loadProfiles } from '../governance/profiles.js';
+import { createReleaseApi } from '../releases/api.js';
+import { createReleaseService } from '../releases/service.js';
 
 export interface Observability {
   registry: Registry;
@@ -32,7 +35,7 @@ export function createObservability(store: Store, registry: Registry = createMet
 export function mountOperator(
   app: Hono,
   o: {
-    config: Pick<Config, 'adminToken' | 'apiToken'>;
+    config: Pick<Config, 'adminToken' | 'apiToken' | 'image' | 'runtime' | 'profilesDir' | 'canaryTurns'>;
     store: Store;
     driver: SandboxDriver;
     gateway: Gateway;
@@ -56,5 +59,9 @@ export function mountOperator(
     redact: (t) => gateway.redact(t),
   });
   app.route('/', createOperatorApi({ adminToken: o.config.adminToken, apiToken: o.config.apiToken, approvals: gateway.approvals, pins: store.pins, audit: gateway.audit, logger: o.logger, service }));
+  // Releases (src/releases/api.ts): the manifests on disk, as the CLI reads them.
+  const profiles = async () => (await loadProfiles(o.config.profilesDir)).profiles;
+  const releases = createReleaseService({ store, driver: o.driver, audit: gateway.audit, logger: o.logger, image: o.config.image, runtime: o.config.runtime, profiles, canaryTurns: o.config.canaryTurns });
+  app.route('/', createReleaseApi({ service: releases, driver: o.driver, profiles, image: o.config.image, runtime: o.config.runtime, adminToken: o.config.adminToken, apiToken: o.config.apiToken, logger: o.logger }));
   app.route('/', createDashboard({ adminToken: o.config.adminToken, service, logger: o.logger }));
 }

@@ -198,6 +198,10 @@ export function createReleaseService(d: ReleaseServiceDeps): ReleaseService {
       }
       await repo.putSlots(profile, { active: to, release: target.id, standby: cur.id, canary: null, containers }, row.version);
       const ms = Math.round(performance.now() - started);
+      // The swap is written: start the kept sandbox now (when the agent is awake) so the next turn only attaches.
+      if (kept && (target.spec.relayKeys ?? []).length === 0 && ['running', 'paused'].includes((await d.driver.slot(from).status(profile)).state)) {
+        await d.driver.slot(to).ensure(releaseSpec(target, to)).then((h) => (h.containerId !== containers[to] ? repo.recordContainer(profile, to, h.containerId) : undefined)).catch((err: unknown) => log.warn({ err: describeError(err), profile }, 'starting the kept slot ahead failed; the next turn starts it'));
+      }
       await repo.update(cur.id, { status: 'rolled_back', outcome: { why: printable(why, 500), rolledBackBy: printable(o.who, 100), rollbackMs: ms } });
       await repo.update(target.id, { status: 'active' });
       await d.audit.record({ profile, action: 'release.rollback', decision: kept ? 'swap' : 'recreated', subject: target.id, reason: why, data: { by: o.who, from: cur.id, slot: to, ms, imageDigest: target.imageDigest } });

@@ -122,7 +122,8 @@ export function createSlottedLink(o: SlottedLinkOptions): SlottedLink {
         if (lastRow !== row && lastRow && (slotName(lastRow.active) === slot || canaryOf(lastRow)?.slot === slot)) return; // routed again meanwhile
         if (l?.link.active) continue;
         if (st?.state !== 'running' && st?.state !== 'paused') continue;
-        l?.link.detach();
+        // Forget the link: a swap back makes a fresh one, which attaches to the kept (pre-started) container without a restart.
+        if (l) (l.link.detach(), links.delete(slot));
         await o.driver.slot(slot).sleep(agentId);
         await o.store.agents.markSleeping(agentId).catch(() => undefined);
         log.info({ slot, release: st.releaseLabels?.['agent-vm.release'] ?? null }, 'slot no longer routed: stopped and kept for a swap back');
