@@ -30,17 +30,23 @@ import { createTurnWatcher } from '../src/gateway/watch.js';
 import type { SandboxDriver, SandboxStdio } from '../src/sandbox/types.js';
 import type { GatewayRepo } from '../src/store/gateway.js';
 import type { Store } from '../src/store/index.js';
+import { startConditions } from './conditions.js';
 import { summary } from './stats.js';
 
 const { values } = parseArgs({
   options: {
     iterations: { type: 'string', default: '200' },
     warmup: { type: 'string', default: '10' },
+    /** Default: embedded PGlite and the in-process queue. */
+    'database-url': { type: 'string' },
+    'redis-url': { type: 'string' },
   },
 });
 const iterations = Number(values.iterations);
 const warmup = Number(values.warmup);
-const TARGET_ADDED_P95_MS = 15;
+/** The issue's targets: accepted → prompt written p95 ≤ 10 ms over the bare client; the whole turn adds p95 ≤ 20 ms. */
+const TARGET_TO_PROMPT_ADDED_P95_MS = 10;
+const TARGET_ADDED_P95_MS = 20;
 const TURN_TIMEOUT_MS = 30_000;
 
 const WHAT = [
@@ -222,9 +228,12 @@ async function main(): Promise<void> {
     AGENTVM_DATA_DIR: path.join(tmp, 'data'),
     AGENTVM_PROFILES_DIR: profilesDir,
   };
-  delete env.DATABASE_URL; // embedded PGlite
-  delete env.REDIS_URL; // in-process queue
+  delete env.DATABASE_URL; // embedded PGlite unless --database-url
+  delete env.REDIS_URL; // in-process queue unless --redis-url
+  if (values['database-url']) env.DATABASE_URL = values['database-url'];
+  if (values['redis-url']) env.REDIS_URL = values['redis-url'];
   const config = loadConfig(env);
+  const conditions = startConditions({ backend: { database: values['database-url'] ? 'postgres' : 'pglite', queue: values['redis-url'] ? 'redis' : 'memory' }, runtime: 'runsc' });
 
   let ctx: Context | undefined;
   let running: Running | undefined;
@@ -374,8 +383,8 @@ async function main(): Promise<void> {
         bare: stats(bPrompt),
         added: { p50: addedPrompt.p50, p95: addedPrompt.p95, p99: addedPrompt.p99 },
       },
-      target: { addedP95Ms: TARGET_ADDED_P95_MS, on: 'to_prompt.added.p95' },
-      pass: addedPrompt.p95 < TARGET_ADDED_P95_MS,
+      target: { toPromptAddedP95Ms: TARGET_TO_PROMPT_ADDED_P95_MS, addedP95Ms: TARGET_ADDED_P95_MS, on: 'to_prompt.added.p95 and added.p95' },
+      pass: addedPrompt.p95 <= TARGET_TO_PROMPT_ADDED_P95_MS && as.p95 <= TARGET_ADDED_P95_MS,
       breakdown: {
         // Time since just before intake.accept at which each point of a gateway turn is reached.
         marks_ms: Object.fromEntries(markNames.map((m) => [m, p(g.map((t) => t.marks[m]))])),
@@ -388,7 +397,7 @@ async function main(): Promise<void> {
         // Total time per turn spent in each store / driver call (watcher.* = the channel's watcher).
         calls_ms: Object.fromEntries(callNames.map((c) => [c, p(g.map((t) => t.calls[c] ?? 0))])),
       },
-      host: { cpus: os.cpus().length, node: process.version },
+      conditions: conditions.end(),
     };
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   } finally {
