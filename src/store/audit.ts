@@ -83,9 +83,14 @@ export function auditRepo(db: Db, opts: { singleProcess?: boolean } = {}): Audit
         sql`(${r.seq}::bigint, ${r.at}::timestamptz, ${r.profile}::text, ${r.action}::text, ${r.decision}::text, ${r.reason}::text, ${r.subject}::text, ${r.data === null ? null : JSON.stringify(r.data)}::jsonb, ${r.prevHash}::text, ${r.hash}::text)`,
     );
     try {
-      await db.execute(sql`
+      // Without the lock (one process), a plain VALUES insert: about half the cost on PGlite.
+      await db.execute(
+        opts.singleProcess
+          ? sql`insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash) values ${sql.join(values, sql`, `)}`
+          : sql`
         insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash)
-        select v.* from (values ${sql.join(values, sql`, `)}) as v${lockJoin}`);
+        select v.* from (values ${sql.join(values, sql`, `)}) as v${lockJoin}`,
+      );
       return rows.map(toRow);
     } catch (err) {
       // Someone appended since: our first seq is taken (all or nothing, one statement).

@@ -1,6 +1,9 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import { asc, eq, sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
@@ -174,13 +177,41 @@ async function openPostgres(url: string): Promise<Opened> {
   };
 }
 
+/**
+ * Embedded server settings. shared_buffers: PostgreSQL's default (128 MB) is touched as pages are
+ * read and stays resident in the WebAssembly heap (idle `agent-vm up` ~390 MB). The gateway's
+ * working set is a few MB and the files stay in the OS page cache, so 8 MB is plenty.
+ */
+const PGLITE_CONF = ['shared_buffers=8MB'];
+
+/** Runs PGlite's initdb on `dir` in a short-lived child process; falls back to doing it here. */
+async function initPgliteApart(dir: string): Promise<void> {
+  const script = `const { PGlite } = await import(process.argv[1]); const pg = new PGlite(process.argv[2], { postgresqlconf: JSON.parse(process.argv[3]) }); await pg.waitReady; await pg.close();`;
+  const ok = await new Promise<boolean>((resolve) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')).href, dir, JSON.stringify(PGLITE_CONF)], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    child.stderr.resume();
+    child.once('error', () => resolve(false));
+    child.once('exit', (code) => resolve(code === 0));
+  });
+  // Not fatal: whatever the child left is cleared and the open runs initdb in this process (it only costs memory).
+  if (!ok) {
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+  }
+}
+
 async function openPglite(dataDir: string): Promise<Opened> {
   const dir = path.join(dataDir, 'pglite');
   let client: PGlite | undefined;
   await mkdir(dir, { recursive: true });
   const releaseDirLock = await lockDataDir(dir);
   try {
-    client = new PGlite(dir);
+    // A new directory is initialised (initdb) in a child process: initdb's WebAssembly heap
+    // (~500 MB touched) would otherwise stay in this process's RSS for as long as it runs.
+    if (!existsSync(path.join(dir, 'PG_VERSION'))) await initPgliteApart(dir);
+    client = new PGlite(dir, { postgresqlconf: PGLITE_CONF });
     await client.waitReady;
   } catch (cause) {
     await client?.close().catch(() => {});

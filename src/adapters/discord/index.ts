@@ -30,7 +30,7 @@ import { createWindowLimiter } from './live.js';
 import { createDiscordOpener } from './open.js';
 import { createReactions } from './reactions.js';
 import { fetchAttachments } from './fetch.js';
-import { startGatewayClient, type GatewayClient } from './gateway-client.js';
+import type { GatewayClient } from './gateway-client.js';
 import { commandToEvent, decodeReplyTo, EPHEMERAL, interactionSchema, InteractionType, ResponseType, type Interaction } from './parse.js';
 import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_UPLOAD_BYTES } from './render.js';
 import { createInteractionVerifier } from './verify.js';
@@ -206,6 +206,8 @@ export function createDiscordAdapter(opts: DiscordAdapterOptions): DiscordAdapte
         logger.info('discord: no bot token; slash commands only (no @mentions, no channel posts after 15 minutes)');
         return;
       }
+      // discord.js (~40 MB resident) is loaded only when the gateway connection is wanted.
+      const { startGatewayClient } = await import('./gateway-client.js');
       gateway = await startGatewayClient({
         botToken: opts.botToken,
         apiUrl: opts.apiUrl,
