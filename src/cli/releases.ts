@@ -32,6 +32,7 @@ export function releaseServiceFor(ctx: Context): ReleaseService {
     image: ctx.config.image,
     runtime: ctx.config.runtime,
     profiles: async () => (await loadProfiles(ctx.config.profilesDir)).profiles,
+    invalid: async () => (await loadProfiles(ctx.config.profilesDir)).invalid.flatMap((f) => f.issues.map((i) => (i.path ? `${f.file}: ${i.path}: ${i.message}` : `${f.file}: ${i.message}`))),
     canaryTurns: ctx.config.canaryTurns,
   });
 }
@@ -70,7 +71,7 @@ export function registerReleaseCommands(program: Command): void {
           const health = r.health ? ` (health ${r.health.ok ? 'ok' : 'failed'} in ${r.health.ms} ms)` : '';
           const what = {
             nothing: 'up to date, nothing to do',
-            swapped: `${r.release} serves from slot ${r.slot}${health}; the previous release is kept stopped for rollback`,
+            swapped: `${r.release} serves from slot ${r.slot}${health}${r.replaced ? `; ${r.replaced} is kept stopped in the other slot for rollback` : ''}`,
             recorded: `${r.release} recorded (only gateway-side manifest parts changed; the sandbox was not restarted)`,
             canary: `${r.release} serves the canary from slot ${r.slot}${health}; promoted after ${ctx.config.canaryTurns} healthy turns`,
             failed: `${r.release ?? 'release'} FAILED, nothing changed: ${printable(r.why ?? '', 500)}`,

@@ -52,7 +52,7 @@ export async function planProfiles(profiles: Profile[], d: PlanDeps): Promise<Pl
       continue;
     }
     const changes = changesBetween(current, declared);
-    items.push({ profile: p.id, risk: p.risk, current, declared, changes, manifestDiff: changes.some((c) => c.what === 'manifest') ? manifestDiff(current?.manifest, declared.manifest) : [], needsCanary, ...(lastFailure ? { lastFailure } : {}) });
+    items.push({ profile: p.id, risk: p.risk, current, declared, changes, manifestDiff: current && changes.some((c) => c.what === 'manifest') ? manifestDiff(current?.manifest, declared.manifest) : [], needsCanary, ...(lastFailure ? { lastFailure } : {}) });
   }
   return items;
 }

@@ -31,6 +31,8 @@ export interface ReleaseServiceDeps {
   runtime: RuntimeSetting;
   /** The valid manifests (the profiles directory). */
   profiles: () => Promise<Profile[]>;
+  /** Why manifests in the directory are invalid (`file: path: message`), named when a profile asked for is not valid. */
+  invalid?: () => Promise<string[]>;
   /** Healthy turns a canary serves before it is promoted (AGENTVM_CANARY_TURNS). */
   canaryTurns: number;
 }
@@ -49,6 +51,8 @@ export interface ApplyResult {
   why?: string;
   health?: HealthResult;
   slot?: SlotName;
+  /** The release it replaced (the rollback target). */
+  replaced?: string;
 }
 
 export interface RollbackResult {
@@ -78,7 +82,10 @@ export function createReleaseService(d: ReleaseServiceDeps): ReleaseService {
     const all = await d.profiles();
     if (!ids || ids.length === 0) return all;
     const unknown = ids.filter((id) => !all.some((p) => p.id === id));
-    if (unknown.length > 0) throw new AgentVmError('profile_unknown', `no valid profile ${unknown.map((u) => JSON.stringify(printable(u, 80))).join(', ')} (agent-vm profiles validate lists them)`, { status: 404 });
+    if (unknown.length > 0) {
+      const invalid = ((await d.invalid?.()) ?? []).filter((l) => unknown.some((u) => l.includes(u))).slice(0, 5);
+      throw new AgentVmError('profile_unknown', `no valid profile ${unknown.map((u) => JSON.stringify(printable(u, 80))).join(', ')}${invalid.length > 0 ? `: ${invalid.map((l) => printable(l, 400)).join('; ')}` : ' (agent-vm profiles validate lists them)'}`, { status: 404 });
+    }
     return all.filter((p) => ids.includes(p.id));
   }
 
@@ -158,7 +165,7 @@ export function createReleaseService(d: ReleaseServiceDeps): ReleaseService {
     await repo.update(created.id, { status: 'active', outcome: { health } });
     if (cur) await repo.update(cur.id, { status: 'superseded', outcome: { why: `superseded by ${created.id}` } });
     await d.audit.record({ ...base, decision: 'swapped', reason: o.why ?? null, data: { by: o.who, slot: target, imageDigest: decl.imageDigest, specHash: decl.specHash, replaced: cur?.id ?? null, healthMs: health.ms } });
-    return { profile, release: created.id, outcome: 'swapped', health, slot: target };
+    return { profile, release: created.id, outcome: 'swapped', health, slot: target, ...(cur ? { replaced: cur.id } : {}) };
   }
 
   return {
@@ -203,7 +210,7 @@ export function createReleaseService(d: ReleaseServiceDeps): ReleaseService {
         await d.driver.slot(to).ensure(releaseSpec(target, to)).then((h) => (h.containerId !== containers[to] ? repo.recordContainer(profile, to, h.containerId) : undefined)).catch((err: unknown) => log.warn({ err: describeError(err), profile }, 'starting the kept slot ahead failed; the next turn starts it'));
       }
       await repo.update(cur.id, { status: 'rolled_back', outcome: { why: printable(why, 500), rolledBackBy: printable(o.who, 100), rollbackMs: ms } });
-      await repo.update(target.id, { status: 'active' });
+      await repo.update(target.id, { status: 'active', outcome: { why: `active again: ${cur.id} was rolled back (${printable(why, 300)})` } });
       await d.audit.record({ profile, action: 'release.rollback', decision: kept ? 'swap' : 'recreated', subject: target.id, reason: why, data: { by: o.who, from: cur.id, slot: to, ms, imageDigest: target.imageDigest } });
       return { profile, from: cur.id, to: target.id, how: kept ? 'swap' : 'recreated', ms };
     },
