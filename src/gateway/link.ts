@@ -103,7 +103,14 @@ export function createAgentLink(o: {
    */
   replace?: (why: string) => Promise<Record<string, unknown>>;
   /** The warm pool: whether it is on, and the sandboxes it prepared for this agent (not yet attached). */
-  pool?: { enabled: boolean; isPrepared(containerId: string): boolean; /** The first wake happened (whatever it found). */ claim(containerId: string): void };
+  pool?: {
+    enabled: boolean;
+    isPrepared(containerId: string): boolean;
+    /** The first wake happened (whatever it found). */
+    claim(containerId: string): void;
+    /** On a hit: the ACP connection the pool attached and initialized ahead for this sandbox (this profile's only), if still open. */
+    take?(containerId: string): Promise<AgentConnection | undefined>;
+  };
   /** Told of each escalation (metrics, a note to the person). */
   onHeal?: (level: 'restart' | 'replace' | 'restore', why: string, detail?: Record<string, unknown>) => void;
 }): AgentLink {
@@ -195,6 +202,8 @@ export function createAgentLink(o: {
     const poolOutcome = (h: SandboxHandle) => (isPoolHit(h) ? 'hit' : o.pool?.enabled && (h.action === 'created' || h.action === 'recreated') ? 'miss' : 'none');
     let handle = await o.sandboxes.wake(spec, o.profile, { pool: poolOutcome });
     const pool = poolOutcome(handle);
+    // A hit skips attach and initialize: the pool did both ahead (any other outcome closes it in claim).
+    const ready = pool === 'hit' ? await o.pool?.take?.(handle.containerId) : undefined;
     // Taken, or (a miss) lost behind the pool's back: either way the pool prepares another.
     if (fresh) o.pool?.claim(handle.containerId);
     if (pool === 'miss') o.logger.info({ agentId }, 'warm pool miss: the sandbox was created cold');
@@ -212,6 +221,7 @@ export function createAgentLink(o: {
       try {
         o.assertRuntime(handle.runtime);
       } catch (err) {
+        ready?.close();
         await o.driver.sleep(agentId).catch(() => undefined);
         throw err;
       }
@@ -227,8 +237,7 @@ export function createAgentLink(o: {
       });
       if (from.skipped.length > 0) o.onHeal?.('restore', `restored from generation ${from.generation}`, { generation: from.generation, skipped: from.skipped.length });
     }
-    const io = await o.driver.attach(agentId);
-    const c = await connectAgent(io, { logger: o.logger, ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}) });
+    const c = ready && !ready.isClosed ? ready : await connectAgent(await o.driver.attach(agentId), { logger: o.logger, ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}) });
     loaded.clear();
     prepared.clear();
     void c.closed.then(() => {

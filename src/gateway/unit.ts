@@ -31,6 +31,7 @@ import type { EventRow } from '../store/gateway.js';
 import type { TurnQueue } from './queue.js';
 import type { SandboxService } from './sandboxes.js';
 import { createAgentLink, type AgentLink } from './link.js';
+import { connectAgent, type AgentConnection } from './acp.js';
 import { createProfileLease } from './lease.js';
 import { failTurn, runTurn, type TurnPolicy } from './turn.js';
 import type { TurnSignals } from './watch.js';
@@ -350,12 +351,27 @@ export function createUnit(o: UnitOptions): Unit {
     }
   }
 
-  /** The sandbox the warm pool prepared and no turn has attached to yet. */
+  /** The sandbox the warm pool prepared and no turn has attached to yet, and its ACP connection (attached and initialized ahead). */
   let prepared: string | undefined;
+  let preparedConn: AgentConnection | undefined;
+  let connectingAhead: Promise<unknown> | undefined;
+  const dropPreparedConn = () => {
+    preparedConn?.close();
+    preparedConn = undefined;
+  };
   const pool = {
     enabled: o.warmPool ?? false,
     isPrepared: (containerId: string) => prepared === containerId,
+    /** Waits for an initialize still under way (a message right after the sandbox started). */
+    async take(containerId: string) {
+      await connectingAhead;
+      if (prepared !== containerId || !preparedConn) return undefined;
+      const c = preparedConn;
+      preparedConn = undefined;
+      return c.isClosed ? undefined : c;
+    },
     claim(_containerId: string) {
+      dropPreparedConn(); // not taken: the wake found something else
       if (prepared === undefined) return;
       prepared = undefined;
       o.onPoolClaimed?.();
@@ -406,7 +422,17 @@ export function createUnit(o: UnitOptions): Unit {
       const started = performance.now();
       const h = await o.sandboxes.wake(await spec(), profile.id);
       prepared = h.containerId;
-      await o.audit.record({ profile: profile.id, action: 'pool.prepare', decision: 'ok', subject: profile.id, data: { action: h.action, ms: Math.round(performance.now() - started) } });
+      // Attach and initialize ahead too, so a hit starts at session/new. Failing here is no
+      // failure: the first wake attaches itself (and heals what it finds).
+      const ahead = (async () => {
+        const c = await connectAgent(await o.driver.attach(profile.id), { logger: log, ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}) });
+        if (prepared === h.containerId && !stopped) preparedConn = c;
+        else c.close();
+      })().catch((err: unknown) => log.warn({ err: describeError(err) }, 'warm pool: the prepared agent did not initialize; its first wake connects afresh'));
+      connectingAhead = ahead;
+      await ahead;
+      if (connectingAhead === ahead) connectingAhead = undefined;
+      await o.audit.record({ profile: profile.id, action: 'pool.prepare', decision: 'ok', subject: profile.id, data: { action: h.action, initialized: preparedConn !== undefined, ms: Math.round(performance.now() - started) } });
       log.info({ action: h.action }, 'warm pool: sandbox prepared ahead of the first message');
       return true;
     },
@@ -439,6 +465,7 @@ export function createUnit(o: UnitOptions): Unit {
     async stop() {
       if (stopped) return;
       stopped = true;
+      dropPreparedConn();
       if (idleTimer) clearInterval(idleTimer);
       for (const t of retryTimers) clearTimeout(t);
       // Every running turn (queued, recovered or retried) gets the grace period to finish.

@@ -3,7 +3,7 @@
  * stop) unless told to keep it awake; a gateway that finds an awake sandbox nobody serves applies
  * the idle rules to it.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { manifest, profileId, replyText } from '../helpers/gateway.js';
 import { startFakeGateway, type FakeGateway } from '../helpers/unit-gateway.js';
 import { until } from '../helpers/wait.js';
@@ -84,7 +84,12 @@ describe('warm pool', () => {
     const state = async () => Promise.all([a, b, c].map(async (id) => (await g.driver.status(id)).state));
     await until('one agent prepared', async () => ((await state()).filter((s) => s === 'running').length === 1 ? true : undefined), { timeoutMs: 10_000 });
     const first = [a, b, c][(await state()).indexOf('running')]!;
+    await until('its connection initialized ahead', async () => ((await g.running.gateway.audit.tail(50)).some((r) => r.action === 'pool.prepare' && r.profile === first) ? true : undefined), { timeoutMs: 10_000 });
+    // A hit takes the connection the pool attached and initialized: no attach of its own.
+    const attach = vi.spyOn(g.driver, 'attach');
     expect(replyText((await g.send({ profile: first, text: 'echo warm', conversation: 'p' })).outcome)).toBe('warm');
+    expect(attach.mock.calls.filter(([id]) => id === first)).toHaveLength(0);
+    attach.mockRestore();
     // The pool prepares the next one as each is taken.
     for (const id of [a, b, c]) {
       if (id === first) continue;
@@ -93,7 +98,7 @@ describe('warm pool', () => {
     }
     const audit = await g.running.gateway.audit.tail(300);
     expect(audit.filter((r) => r.action === 'wake').map((r) => (r.data as { pool?: string }).pool)).toEqual(['hit', 'hit', 'hit']);
-    expect(audit.filter((r) => r.action === 'pool.prepare')).toHaveLength(3);
+    expect(audit.filter((r) => r.action === 'pool.prepare').map((r) => (r.data as { initialized?: boolean }).initialized)).toEqual([true, true, true]);
   });
 
   it('records a miss when a first wake has to create the sandbox cold', async () => {
