@@ -109,7 +109,14 @@ export function createSlottedLink(o: SlottedLinkOptions): SlottedLink {
   }
 
   /** Stops every slot no route uses and no turn holds (kept for a swap back). Serialized. */
+  let tidiedAt: number | undefined;
+  /** An unrouted slot still had turns at the last tidy: look again when a turn ends. */
+  let busySlot = false;
   function tidy(row: SlotsRow): void {
+    // Once per version of the row (a swap, a canary's end), plus while replaced links wait for their turns.
+    if (tidiedAt === row.version && retiring.size === 0 && !busySlot) return;
+    tidiedAt = row.version;
+    busySlot = false;
     tidying = tidying.then(async () => {
       const canary = canaryOf(row);
       const routed = new Set<SlotName>([slotName(row.active), ...(canary ? [canary.slot] : [])]);
@@ -117,10 +124,16 @@ export function createSlottedLink(o: SlottedLinkOptions): SlottedLink {
       for (const slot of ['a', 'b'] as const) {
         if (routed.has(slot)) continue;
         const l = links.get(slot);
-        if (l && l.link.active > 0) continue;
+        if (l && l.link.active > 0) {
+          busySlot = true;
+          continue;
+        }
         const st: SandboxStatus | undefined = await o.driver.slot(slot).status(agentId).catch(() => undefined);
         if (lastRow !== row && lastRow && (slotName(lastRow.active) === slot || canaryOf(lastRow)?.slot === slot)) return; // routed again meanwhile
-        if (l?.link.active) continue;
+        if (l?.link.active) {
+          busySlot = true;
+          continue;
+        }
         if (st?.state !== 'running' && st?.state !== 'paused') continue;
         // Forget the link: a swap back makes a fresh one, which attaches to the kept (pre-started) container without a restart.
         if (l) (l.link.detach(), links.delete(slot));
@@ -190,6 +203,7 @@ export function createSlottedLink(o: SlottedLinkOptions): SlottedLink {
           if (released) return;
           released = true;
           lease.release();
+          if (busySlot && lastRow) tidy(lastRow);
           if (!onCanary || ok === undefined) return;
           const healed = link.healed.restart + link.healed.replace > healedBefore;
           const good = ok && !healed;
