@@ -185,7 +185,8 @@ describe('a job', () => {
       const alarm = (await store.audit.tail(20)).find((a) => a.subject === r.id && a.action === 'job.teardown');
       expect(alarm).toMatchObject({ decision: 'error', reason: expect.stringMatching(/still lists container/) });
       fail = false;
-      expect(await runner.sweep()).toMatchObject({ verified: 1 });
+      // The sweep covers every unverified job in the store (an earlier test's may be among them); this one is verified.
+      expect((await runner.sweep()).verified).toBeGreaterThanOrEqual(1);
       expect(await store.jobs.get(r.id)).toMatchObject({ teardown: 'verified' });
       expect((await driver.status(jobSandboxId(r.id))).state).toBe('missing');
     } finally {
