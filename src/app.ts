@@ -52,7 +52,7 @@ export function platformAdapters(config: Config, deps: AdapterDeps): ChannelAdap
     threadLimits: config.threadContext,
     ...(deps.onDeliveryFailure ? { onDeliveryFailure: deps.onDeliveryFailure } : {}),
   };
-  const out: ChannelAdapter[] = [createLocalAdapter({ intake, watcher: deps.watcher, apiToken: config.apiToken, logger, approvals: deps.approvals })];
+  const out: ChannelAdapter[] = [createLocalAdapter({ intake, watcher: deps.watcher, apiToken: config.apiToken, logger })];
   const s = config.slack;
   if (s.botToken || s.signingSecret || s.appToken) {
     if (!s.botToken || !(s.signingSecret || s.appToken)) {
@@ -146,8 +146,8 @@ export async function startGatewayApp(
       throw err;
     });
   }
-  // Before the adapters: the local channel guards all of /v1/* with the API token, while the
-  // operator routes take the admin token (operator/auth.ts); the first route to answer wins.
+  // The operator routes take the admin token (operator/auth.ts); the local channel guards only
+  // its own POST /v1/messages with the API token.
   mountOperator(app, { config, store: ctx.store, driver: ctx.driver, gateway, metrics: obs.metrics, logger, snapshots: ctx.snapshots });
   for (const a of gateway.adapters.values()) if (a.routes) app.route('/', a.routes);
   await gateway.start();

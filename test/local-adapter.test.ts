@@ -34,6 +34,16 @@ function make(intake: Intake = new RecordingIntake(), apiToken: string | undefin
 }
 
 describe('POST /v1/messages', () => {
+  it('answers only its own route: the rest of /v1/* is the operator API (no second approvals route, no API-token guard on it)', async () => {
+    for (const token of [TOKEN, undefined]) {
+      const { adapter } = make(new RecordingIntake(), token);
+      const app = mounted(adapter.routes!);
+      expect((await app.request('/v1/approvals', { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(404);
+      expect((await app.request('/v1/approvals/x', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: '{"decision":"approved"}' })).status).toBe(404);
+      expect((await app.request('/v1/releases')).status).toBe(404);
+    }
+  });
+
   it('answers a resent id with the first turn and its conversation, not a new one or the one the resend names', async () => {
     const intake = new RecordingIntake();
     const { post } = make(intake);

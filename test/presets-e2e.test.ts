@@ -16,6 +16,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { localConversation } from '../src/adapters/local/index.js';
+import { releaseServiceFor } from '../src/cli/releases.js';
 import { encodeConversation } from '../src/adapters/slack/index.js';
 import { PRESETS } from '../src/governance/presets.js';
 import { connectDocker } from '../src/sandbox/docker/engine.js';
@@ -91,8 +92,15 @@ beforeAll(async () => {
     approvalTimeoutMs: 120_000,
   });
   sd = slackDriver({ gw, slack, secret: 'presets-e2e-signing-secret', team: TEAM, user: HUMAN });
+  // L2 runs only an image pinned by digest in a release (issue 17): pin each profile's preset
+  // image as an operator would, one at a time (each health check starts the agent).
+  for (const id of [...Object.values(ids), denied, budgeted, failing, asker]) {
+    const [r] = await releaseServiceFor(gw.ctx).apply([id], { who: 'test' });
+    expect(r!.outcome, `${id}: ${r!.why}`).toBe('swapped');
+    await rest(id).catch(() => undefined);
+  }
   expect(claudeModel.requests).toEqual([]);
-});
+}, 600_000);
 
 afterAll(async () => {
   await gw?.close();

@@ -71,8 +71,14 @@ export interface ReleaseService {
   list(profile?: string, limit?: number): Promise<Release[]>;
 }
 
-/** Every relay variable blank: the trial sandbox's probe uses no model. */
-const blankRelay = (r: Release) => Object.fromEntries((r.spec.relayKeys ?? []).map((k) => [k, '']));
+/**
+ * The trial sandbox's probe uses no model, but an agent may refuse to start without its relay
+ * variables (Codex's entrypoint exits on an empty OPENAI_BASE_URL): each gets a placeholder that
+ * reaches nothing — an address where nothing listens, a key no relay honours.
+ */
+export const NO_MODEL_URL = 'http://127.0.0.1:9/agent-vm-health-check-has-no-model';
+const blankRelay = (r: Release) =>
+  Object.fromEntries((r.spec.relayKeys ?? []).map((k) => [k, /_URL$/.test(k) ? NO_MODEL_URL : 'agent-vm-health-check-has-no-model']));
 
 export function createReleaseService(d: ReleaseServiceDeps): ReleaseService {
   const repo = releaseRepo(d.store.db);

@@ -11,7 +11,7 @@ import { stream } from 'hono/streaming';
 import type { z } from 'zod';
 import { AgentVmError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { ApprovalDesk, ChannelAdapter, InboundEvent, Intake, ThreadOpener, TurnOutcome, TurnWatcher } from '../types.js';
+import type { ChannelAdapter, InboundEvent, Intake, ThreadOpener, TurnOutcome, TurnWatcher } from '../types.js';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { MESSAGES_PATH, NDJSON, messageAnswer, messageRequestSchema, outcomeToWire, type MessageHead, type MessageRequest, type StreamLine } from './wire.js';
 
@@ -45,9 +45,11 @@ function tokenMatches(given: string | undefined, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; apiToken?: string; logger: Logger; approvals?: ApprovalDesk }): ChannelAdapter & ThreadOpener {
+export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; apiToken?: string; logger: Logger }): ChannelAdapter & ThreadOpener {
   const routes = new Hono();
-  routes.use('/v1/*', async (c, next) => {
+  // Only its own route: the operator API (approvals, pins, releases…) lives in src/operator with
+  // its own tokens, and a guard on all of /v1/* would answer for paths this adapter does not own.
+  routes.use(MESSAGES_PATH, async (c, next) => {
     if (!o.apiToken) {
       throw new AgentVmError('api_disabled', 'the local HTTP API is disabled; set AGENTVM_API_TOKEN to enable it', { status: 403 });
     }
@@ -59,19 +61,6 @@ export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; ap
       throw new AgentVmError('unauthorized', 'missing or wrong bearer token', { status: 401 });
     }
     await next();
-  });
-  routes.get('/v1/approvals', async (c) => c.json({ pending: (await o.approvals?.pending()) ?? [] }));
-  routes.post('/v1/approvals/:id', async (c) => {
-    const body = (await c.req.json().catch(() => undefined)) as { decision?: unknown } | undefined;
-    const decision = body?.decision;
-    if (decision !== 'approved' && decision !== 'denied') {
-      return c.json({ error: 'bad_request', message: 'body must be {"decision": "approved"} or {"decision": "denied"}' }, 400);
-    }
-    const result = await o.approvals?.answer(c.req.param('id'), decision);
-    if (result?.status !== 'answered') {
-      return c.json({ error: 'not_found', message: 'no such pending approval (already answered, expired, or unknown)' }, 404);
-    }
-    return c.json({ id: c.req.param('id'), decision });
   });
   routes.post(MESSAGES_PATH, limitBody(DEFAULT_MAX_BODY_BYTES), async (c) => {
     let body: unknown;

@@ -84,7 +84,7 @@ export async function runExec(
   const durationMs = performance.now() - started;
   const gaveUp = ended === 'deadline';
 
-  const exitCode = ended === 'stream' ? await settledExitCode(exec) : null;
+  const exitCode = ended === 'stream' ? await settledExitCode(exec, container) : null;
   // `timeout -s KILL` makes the command exit 137 at its deadline; an early 137 is some other kill.
   const timedOut = gaveUp || (exitCode === 137 && durationMs >= options.timeoutMs * 0.95);
   return {
@@ -97,20 +97,36 @@ export async function runExec(
   };
 }
 
-/** How long we keep asking for an exec's exit code after its stream closed. */
-const EXIT_SETTLE_MS = 3_000;
+/**
+ * How long we keep asking for an exec's exit code after its stream closed. 3 s was not enough on
+ * a loaded 2-core CI machine (an `exit 3` came back with no exit code); the wait costs nothing
+ * when the engine answers at once.
+ */
+const EXIT_SETTLE_MS = 15_000;
 
 /**
  * The engine can report the exec as still running for a moment after its output stream has
  * closed (seen under runsc under load), so the exit code is polled until it settles rather than
  * read once; `null` only if the engine never reports it.
  */
-async function settledExitCode(exec: { inspect(): Promise<{ Running: boolean; ExitCode: number | null }> }): Promise<number | null> {
-  const giveUpAt = performance.now() + EXIT_SETTLE_MS;
+async function settledExitCode(
+  exec: { inspect(): Promise<{ Running: boolean; ExitCode: number | null }> },
+  container: { inspect(): Promise<{ State: { Running: boolean } }> },
+): Promise<number | null> {
+  const started = performance.now();
+  let checkedSandboxAt = started;
   for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
     const info = await exec.inspect().catch(() => undefined);
     if (info && !info.Running && typeof info.ExitCode === 'number') return info.ExitCode;
-    if (!info || performance.now() >= giveUpAt) return null;
+    // A failed inspect (the engine busy) is asked again, like a still-running one.
+    const now = performance.now();
+    if (now - started >= EXIT_SETTLE_MS) return null;
+    // An exec that died with its sandbox never gets an exit code: stop asking once it is gone.
+    if (now - checkedSandboxAt >= 1_000) {
+      checkedSandboxAt = now;
+      const running = await container.inspect().then((c) => c.State.Running, () => true);
+      if (!running) return null;
+    }
     await new Promise((r) => setTimeout(r, delay));
   }
 }
