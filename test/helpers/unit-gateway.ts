@@ -15,6 +15,7 @@ import { openStore, type Store } from '../../src/store/index.js';
 import { tempDir, testConfig } from './env.js';
 import { makeFakeDriver } from './fake.js';
 import { writeProfiles } from './gateway.js';
+import { seedFromTemplate } from './pglite-template.js';
 
 export interface FakeGateway {
   ctx: Context;
@@ -45,6 +46,7 @@ export async function startFakeGateway(o: FakeGatewayOptions): Promise<FakeGatew
   if (!o.reuse) await writeProfiles(profilesDir, o.manifests);
   const config = testConfig({ AGENTVM_DATA_DIR: dataDir, AGENTVM_PROFILES_DIR: profilesDir, ...o.env });
   const logger = createLogger(process.env.TEST_LOG_LEVEL === 'debug' ? 'debug' : 'silent');
+  if (!o.reuse) seedFromTemplate(dataDir);
   const store = o.reuse?.store ?? (await openStore({ dataDir }));
   if (!o.reuse) await store.migrate();
   const driver = o.reuse?.driver ?? makeFakeDriver();

@@ -12,6 +12,7 @@ import { createJobRunner, jobSandboxId, type JobRunner } from '../../src/jobs/in
 import { createLogger } from '../../src/log.js';
 import { conversationPaths } from '../../src/sandbox/layout.js';
 import { openStore, type Store } from '../../src/store/index.js';
+import { seedFromTemplate } from '../helpers/pglite-template.js';
 import { makeFakeDriver } from '../helpers/fake.js';
 import { tempDir } from '../helpers/env.js';
 import type { FakeDriver } from '../../src/sandbox/fake.js';
@@ -22,7 +23,9 @@ let driver: FakeDriver;
 const runners: JobRunner[] = [];
 
 beforeAll(async () => {
-  store = await openStore({ dataDir: tempDir('jobs-unit') });
+  const dataDir = tempDir('jobs-unit');
+  seedFromTemplate(dataDir);
+  store = await openStore({ dataDir });
   await store.migrate();
   driver = makeFakeDriver();
 });
