@@ -21,6 +21,12 @@ export default defineConfig({
           include: ['src/**/*.test.ts', 'agents/**/*.test.ts', 'test/unit/**/*.test.ts'],
           globalSetup: ['test/unit/setup.ts'],
           testTimeout: 20_000,
+          // Mostly waiting (timers, child agents), not CPU: `npm run test:unit` alone runs more
+          // files at once than cores; inside `npm test` it shares the machine with Docker.
+          maxWorkers: Number(process.env.AGENTVM_UNIT_WORKERS ?? 2),
+          // Files of a worker share loaded modules (each test builds its own gateway, store and
+          // fakes): importing the app once per worker, not once per file, halves the CPU.
+          isolate: false,
         },
       },
       {
