@@ -133,7 +133,8 @@ try {
     // Now and then, let the idle sleep (snapshot + stop) happen so the next turn wakes from it.
     if (rand() < 0.15) await new Promise((r) => setTimeout(r, 6000));
   }
-  const list = await front.send({ profile: id, text: 'sh ls ../../soak', conversation: 'check' });
+  // A shell glob, not ls: Debian 12's runsc refuses coreutils' statx (README, sandbox hardening).
+  const list = await front.send({ profile: id, text: 'sh cd ../../soak && for f in f*; do echo $f; done', conversation: 'check' });
   const present = new Set(replyText(list.outcome).split('\n').filter((l) => /^f\d+$/.test(l)));
   const lost = completed.filter((n) => !present.has(`f${n}`));
   console.log(
@@ -146,6 +147,7 @@ try {
         notices: noticed.slice(0, 10),
         lostFiles: lost.length,
         lost,
+        ...(lost.length > 0 ? { listing: replyText(list.outcome).slice(0, 2000) } : {}),
         generations: (await store.list(id)).length,
       },
       null,
