@@ -12,6 +12,7 @@ import type { ApprovalDesk, ApprovalPrompt, InboundEvent, IntakeResult, Outbound
 import { mounted } from './helpers/app.js';
 import { startFakeDiscord, type FakeDiscord } from './fakes/discord-api.js';
 import { PUBLIC_KEY_HEX, postInteraction as postTo, signed, slashCommand } from './helpers/discord.js';
+import { until } from './helpers/wait.js';
 
 const GUILD = '900000000000000001';
 const CHANNEL = '900000000000000002';
@@ -472,20 +473,14 @@ describe('gateway: @mentions and DMs', () => {
     };
   }
 
-  async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!check()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
+  const waitFor = (what: string, check: () => boolean) => until(what, () => (check() ? true : undefined), { timeoutMs: 5000, everyMs: 20 });
 
   async function started() {
     const made = makeAdapter();
     const identified = fake.gateway.identifies.length;
     await made.adapter.start();
-    await until(() => fake.gateway.identifies.length > identified, 'IDENTIFY');
-    await until(() => made.adapter.gateway?.client.isReady() === true, 'client ready');
+    await waitFor('IDENTIFY', () => fake.gateway.identifies.length > identified);
+    await waitFor('client ready', () => made.adapter.gateway?.client.isReady() === true);
     return made;
   }
 
@@ -502,7 +497,7 @@ describe('gateway: @mentions and DMs', () => {
     const { adapter, intake } = await started();
     const msg = messageCreate({ attachments: [{ id: '800000000000000009', filename: 'notes.txt', size: 4, url: fake.addFile('notes.txt', Buffer.from('hey!')), content_type: 'text/plain' }] });
     fake.gateway.dispatch('MESSAGE_CREATE', msg);
-    await until(() => intake.events.length === 1, 'the intake');
+    await waitFor('the intake', () => intake.events.length === 1);
     await adapter.gateway!.idle();
     const [thread] = fake.find('POST', `/channels/${CHANNEL}/messages/${msg.id}/threads`);
     expect(thread!.json).toMatchObject({ name: 'draft the release notes', auto_archive_duration: 1440 });
@@ -530,7 +525,7 @@ describe('gateway: @mentions and DMs', () => {
     const dm = messageCreate({ channel_id: '950000000000000001', channel_type: 1, content: 'hello in private', mentions: [] });
     delete (dm as { guild_id?: string }).guild_id;
     fake.gateway.dispatch('MESSAGE_CREATE', dm);
-    await until(() => intake.events.length >= 1, 'the DM');
+    await waitFor('the DM', () => intake.events.length >= 1);
     await new Promise((r) => setTimeout(r, 100));
     await adapter.gateway!.idle();
     expect(intake.events).toHaveLength(1);
@@ -547,7 +542,7 @@ describe('gateway: @mentions and DMs', () => {
     const { adapter, intake } = await started();
     const msg = messageCreate({ channel_id: THREAD, channel_type: 11, content: 'and also the changelog', mentions: [] });
     fake.gateway.dispatch('MESSAGE_CREATE', msg);
-    await until(() => intake.events.length === 1, 'the intake');
+    await waitFor('the intake', () => intake.events.length === 1);
     await adapter.gateway!.idle();
     expect(intake.events[0]).toMatchObject({
       address: { platform: 'discord', guild: GUILD, channel: CHANNEL },
@@ -562,7 +557,7 @@ describe('gateway: @mentions and DMs', () => {
     const intake = recordingIntake(() => ({ status: 'rejected', reason: 'unbound', message }));
     const { adapter } = makeAdapter({ intake });
     await adapter.start();
-    await until(() => adapter.gateway?.client.isReady() === true, 'client ready');
+    await waitFor('client ready', () => adapter.gateway?.client.isReady() === true);
     const dm = messageCreate({ channel_id: '950000000000000002', channel_type: 1, content: 'anyone?', mentions: [] });
     delete (dm as { guild_id?: string }).guild_id;
     fake.gateway.dispatch('MESSAGE_CREATE', dm);

@@ -13,6 +13,7 @@ import { signSlackRequest } from '../src/adapters/slack/index.js';
 import { startFakeSlack, type FakeSlack } from './fakes/slack-api.js';
 import { startFakeUpstream, type FakeUpstream } from './fakes/mcp-upstream.js';
 import { manifest, profileId, replyText, startTestGateway, type TestGateway } from './helpers/gateway.js';
+import { until } from './helpers/wait.js';
 
 const SECRET = 'up-token-3f9c1d7e5a2b4c6d';
 const tooly = profileId('gov-tools');
@@ -101,8 +102,7 @@ describe('tools through the gateway', () => {
 
     const e = localEvent(localMessageSchema.parse({ profile: tooly, text: 'mcp srv__add {"a":2,"b":3}', conversation: 'tools' }), 'test');
     await gw.running.gateway.intake.accept(e);
-    const deadline = Date.now() + 10_000;
-    while ((await gw.running.gateway.approvals.pending()).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await until('the approval request', async () => ((await gw.running.gateway.approvals.pending()).length > 0 ? true : undefined), { timeoutMs: 10_000 });
     const [pending] = await gw.running.gateway.approvals.pending();
     // The person who asked may answer through the channel; the local channel's user is the caller.
     expect(pending).toMatchObject({ profile: tooly, tool: 'srv.add', eventId: e.id, approvers: [`local:${e.user.id}`] });
@@ -136,15 +136,11 @@ async function slackPost(path: string, body: string, contentType: string): Promi
   });
 }
 
-async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; Slack calls: ${slack.calls.map((c) => c.method).join(', ')}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+/** Waits until `probe` returns something truthy; a timeout names the Slack calls made so far. */
+const waitFor = <T>(what: string, probe: () => T | undefined | false): Promise<T> =>
+  until(what, () => probe() || undefined, { timeoutMs: 30_000, everyMs: 25 }).catch((err: Error) => {
+    throw new Error(`${err.message}; Slack calls: ${slack.calls.map((c) => c.method).join(', ')}`);
+  });
 
 describe('approval buttons in Slack, through the gateway', () => {
   it('asks in the thread; only the person who asked can approve; the call then runs and the answer arrives', async () => {
@@ -158,7 +154,7 @@ describe('approval buttons in Slack, through the gateway', () => {
     const addsBefore = upstream.calls.get('add') ?? 0;
     expect((await slackPost('/slack/events', JSON.stringify(envelope), 'application/json')).status).toBe(200);
 
-    const asking = await until('the approval request in the thread', () =>
+    const asking = await waitFor('the approval request in the thread', () =>
       slack.messages.find((m) => m.channel === CHANNEL && m.thread_ts === ts && JSON.stringify(m.blocks ?? []).includes('agentvm_approve')),
     );
     expect(asking.text).toContain('srv.add');
@@ -178,14 +174,14 @@ describe('approval buttons in Slack, through the gateway', () => {
       );
     // Someone else in the channel cannot approve: told privately, and the request still waits.
     expect((await press('UMALLORY1', 'agentvm_approve')).status).toBe(200);
-    await until('the refusal', () => slack.ephemerals.find((e) => e.user === 'UMALLORY1'));
+    await waitFor('the refusal', () => slack.ephemerals.find((e) => e.user === 'UMALLORY1'));
     expect(upstream.calls.get('add') ?? 0).toBe(addsBefore);
     expect((await gw.running.gateway.approvals.pending()).map((p) => p.id)).toContain(id);
 
     expect((await press(HUMAN, 'agentvm_approve')).status).toBe(200);
-    const answer = await until('the answer', () => slack.messages.find((m) => m.channel === CHANNEL && m.thread_ts === ts && m.text === '42'));
+    const answer = await waitFor('the answer', () => slack.messages.find((m) => m.channel === CHANNEL && m.thread_ts === ts && m.text === '42'));
     expect(answer).toBeDefined();
-    await until('the request rewritten without buttons', () => !JSON.stringify(asking.blocks).includes('agentvm_approve') && asking);
+    await waitFor('the request rewritten without buttons', () => !JSON.stringify(asking.blocks).includes('agentvm_approve') && asking);
     expect(JSON.stringify(asking.blocks)).toContain(`Approved by <@${HUMAN}>`);
 
     const decisions = (await gw.running.gateway.audit.tail(200)).filter((a) => a.action === 'tool.approval' && a.profile === tooly);

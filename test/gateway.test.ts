@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localEvent, localMessageSchema } from '../src/adapters/local/index.js';
 import { manifest, profileId, replyText, startTestGateway, type TestGateway } from './helpers/gateway.js';
+import { until } from './helpers/wait.js';
 
 const main = profileId('gw-main');
 const other = profileId('gw-other');
@@ -30,14 +31,8 @@ afterAll(async () => {
   await gw?.close();
 });
 
-async function waitForState(agentId: string, state: string, timeoutMs = 15_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if ((await gw.ctx.driver.status(agentId)).state === state) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${agentId} did not reach ${state} in ${timeoutMs} ms`);
-}
+const waitForState = (agentId: string, state: string): Promise<true> =>
+  until(`${agentId} to reach ${state}`, async () => ((await gw.ctx.driver.status(agentId)).state === state ? true : undefined), { timeoutMs: 15_000, everyMs: 100 });
 
 describe('a conversation', () => {
   it('runs three turns, sleeping between them; turn 3 uses what turn 1 stored in the workspace', async () => {

@@ -7,20 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApprovalBroker, type ApprovalStore, type PendingApproval } from '../src/governance/approvals.js';
 import type { Store } from '../src/store/index.js';
 import { storeBackends } from './helpers/stores.js';
+import { until } from './helpers/wait.js';
 
 const backends = storeBackends('approvals');
 
 const req = { profile: 'p', sessionKey: 's', tool: 'gh.create_issue', argsHash: 'h' };
-
-async function until<T>(get: () => T | undefined): Promise<T> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const v = get();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 describe.each(backends)('approvals in the database ($kind)', (backend) => {
   let store: Store;
@@ -46,7 +37,7 @@ describe.each(backends)('approvals in the database ($kind)', (backend) => {
     });
     const frontDoor = createApprovalBroker({ store: rows, timeoutMs: 10_000 });
     const decided = unit.request(req);
-    const { id } = await until(() => seen[0]);
+    const { id } = await until('the request at the unit', () => seen[0], { timeoutMs: 5000, everyMs: 5 });
     expect((await frontDoor.pending()).find((p) => p.id === id)).toMatchObject({ ...req, eventId: 'slack:Ev1', approvers: ['slack:UASKER'] });
     expect(await frontDoor.answer(id, 'approved', { platform: 'slack', user: 'UMALLORY' })).toEqual({ status: 'not_allowed', approvers: ['slack:UASKER'] });
     const [a, b] = await Promise.all([

@@ -22,6 +22,7 @@ import { createOperatorApi } from '../src/operator/index.js';
 import type { OpenStoreOptions, Store } from '../src/store/index.js';
 import { mcpClient, startFakeUpstream, type FakeUpstream } from './fakes/mcp-upstream.js';
 import { storeBackends } from './helpers/stores.js';
+import { until } from './helpers/wait.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const logger = createLogger('silent');
@@ -44,14 +45,6 @@ function manifest(id: string, url: string): Profile {
   );
   if (!r.profile) throw new Error(JSON.stringify(r.issues));
   return r.profile;
-}
-
-async function until(check: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe.each(storeBackends('pins'))('re-pinning ($kind)', (backend) => {
@@ -130,7 +123,7 @@ describe.each(storeBackends('pins'))('re-pinning ($kind)', (backend) => {
       expect(res.status).toBe(200);
       expect(await res.json()).toMatchObject({ pin: { tool: 'srv.echo', state: 'pinned', hash: seen, pinnedBy: 'local:api' } });
     }
-    await until(async () => (await names()).includes('srv__echo'));
+    await until('srv__echo listed again', async () => ((await names()).includes('srv__echo') ? true : undefined), { timeoutMs: 5000, everyMs: 20 });
     expect((await client.callTool({ name: 'srv__echo', arguments: { text: 'back' } })).isError).toBeFalsy();
     const row = (await store.audit.tail(200)).filter((r) => r.action === 'tool.pin' && r.subject === 'srv.echo').at(-1);
     // The CLI records the operating-system user who ran it.

@@ -16,6 +16,7 @@ import { createScheduler, scheduleListing, type Scheduler } from '../src/schedul
 import type { Store } from '../src/store/index.js';
 import { createTestDatabase } from './helpers/pg.js';
 import { storeBackends } from './helpers/stores.js';
+import { until } from './helpers/wait.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const redisUrl = process.env.AGENTVM_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -34,14 +35,6 @@ function profileOf(m: Record<string, unknown>): Profile {
   if (!v.profile) throw new Error(JSON.stringify(v.issues));
   return v.profile;
 }
-
-const until = async (what: string, ok: () => Promise<boolean> | boolean, ms = 20_000) => {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-};
 
 describe('across two gateway processes on one Redis', () => {
   it('a schedule every second runs exactly once per tick', async () => {
@@ -141,7 +134,7 @@ for (const backend of storeBackends('schedules')) {
       const p = profileOf(manifest(`skt-${randomBytes(3).toString('hex')}`, { overlap: 'skip' }));
       const { s, accepted } = scheduler(p);
       await s.start();
-      await until('three ticks', async () => (await countRuns(store, p.id)) >= 3);
+      await until('three ticks', async () => ((await countRuns(store, p.id)) >= 3 ? true : undefined), { everyMs: 100 });
       await s.close();
       expect(accepted).toHaveLength(1);
       const statuses: string[] = [];
@@ -156,7 +149,7 @@ for (const backend of storeBackends('schedules')) {
       const t0 = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
       await s.fire(p.id, 'tick', t0);
       const second = s.fire(p.id, 'tick', new Date(t0.getTime() + 1000));
-      await until('the second tick to wait', async () => (await store.scheduleRuns.last(p.id, 'tick'))?.status === 'waiting');
+      await until('the second tick to wait', async () => ((await store.scheduleRuns.last(p.id, 'tick'))?.status === 'waiting' ? true : undefined), { everyMs: 100 });
       expect(accepted).toHaveLength(1);
       await store.gateway.setStatus(accepted[0]!.id, 'failed', 'done');
       expect((await second).status).toBe('started');

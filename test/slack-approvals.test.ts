@@ -10,6 +10,7 @@ import type { ApprovalDesk, ApprovalPrompt } from '../src/adapters/types.js';
 import { createLogger } from '../src/log.js';
 import { mounted } from './helpers/app.js';
 import { startFakeSlack, type FakeSlack } from './fakes/slack-api.js';
+import { until } from './helpers/wait.js';
 
 const SECRET = 'test-signing-secret';
 const NOW = 1_700_000_000_000;
@@ -107,13 +108,7 @@ async function postInteraction(adapter: ReturnType<typeof makeAdapter>, payload:
   });
 }
 
-async function until(ok: () => boolean): Promise<void> {
-  const deadline = Date.now() + 3000;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const waitFor = (what: string, ok: () => boolean) => until(what, () => (ok() ? true : undefined), { timeoutMs: 3000, everyMs: 10 });
 
 const buttons = (blocks: unknown[] | undefined) =>
   (blocks ?? []).flatMap((b) => ((b as { type: string }).type === 'actions' ? ((b as { elements: Array<{ action_id: string; value: string; style?: string }> }).elements) : []));
@@ -140,11 +135,11 @@ describe('Slack approval buttons', () => {
 
     const mallory = await postInteraction(adapter, press('UMALLORY', 'agentvm_approve'));
     expect(mallory.status).toBe(200);
-    await until(() => fake.ephemerals.length === 1);
+    await waitFor('the private notice', () => fake.ephemerals.length === 1);
     expect(fake.ephemerals[0]).toMatchObject({ channel: CHANNEL, user: 'UMALLORY', thread_ts: THREAD, text: 'Only <@UASKER> can answer this request.' });
 
     expect((await postInteraction(adapter, press('UASKER', 'agentvm_deny'))).status).toBe(200);
-    await until(() => desk.answers.length === 2);
+    await waitFor('both answers at the desk', () => desk.answers.length === 2);
     expect(desk.answers).toEqual([
       { id: 'apr-1', decision: 'approved', by: { platform: 'slack', user: 'UMALLORY' } },
       { id: 'apr-1', decision: 'denied', by: { platform: 'slack', user: 'UASKER' } },
@@ -157,7 +152,7 @@ describe('Slack approval buttons', () => {
 
     // A second press after the request settled is told so, privately.
     await postInteraction(adapter, press('UASKER', 'agentvm_approve'), { path: '/slack/events' });
-    await until(() => fake.ephemerals.length === 2);
+    await waitFor('the second private notice', () => fake.ephemerals.length === 2);
     expect(fake.ephemerals[1]!.text).toMatch(/no longer waiting/);
   });
 
@@ -187,7 +182,7 @@ describe('Slack approval buttons', () => {
     const adapter = makeAdapter({ withDesk: false });
     expect((await postInteraction(adapter, { type: 'shortcut', callback_id: 'x', user: { id: 'UASKER' } })).status).toBe(200);
     expect((await postInteraction(adapter, press('UASKER', 'agentvm_approve'))).status).toBe(200);
-    await until(() => fake.ephemerals.length === 1);
+    await waitFor('the private notice', () => fake.ephemerals.length === 1);
     expect(fake.ephemerals[0]!.text).toMatch(/not answered from Slack/);
   });
 
@@ -195,7 +190,7 @@ describe('Slack approval buttons', () => {
     const adapter = makeAdapter({ appToken: fake.appToken });
     await adapter.start();
     expect(await fake.deliverSocket(press('UASKER', 'agentvm_approve'), { type: 'interactive' })).toEqual({ acked: true });
-    await until(() => desk.answers.length === 1);
+    await waitFor('the answer at the desk', () => desk.answers.length === 1);
     expect(desk.answers[0]).toEqual({ id: 'apr-1', decision: 'approved', by: { platform: 'slack', user: 'UASKER' } });
   });
 });

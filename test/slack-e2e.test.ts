@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signSlackRequest } from '../src/adapters/slack/index.js';
 import { startFakeSlack, type FakeMessage, type FakeSlack } from './fakes/slack-api.js';
 import { manifest, profileId, startTestGateway, type TestGateway } from './helpers/gateway.js';
+import { until } from './helpers/wait.js';
 
 const SECRET = 'slack-e2e-signing-secret';
 const TEAM = 'T0FAKE';
@@ -83,16 +84,6 @@ async function post(payload: unknown, o: { secret?: string; headers?: Record<str
 
 const slackCalls = () => fake.calls.map((c) => c.method).join(', ');
 
-async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; Slack calls: ${slackCalls()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 const inThread = (ts: string): FakeMessage[] => fake.messages.filter((m) => m.channel === BOUND && m.thread_ts === ts);
 const postsTo = (ts: string, channel = BOUND) => fake.callsTo('chat.postMessage').filter((c) => c.body.channel === channel && c.body.thread_ts === ts);
 /** Messages started in the thread: a post, or a stream (an answer streams when the turn outlasts the first progress). */
@@ -105,9 +96,15 @@ describe('Slack end to end', () => {
     const { ts, eventId } = ids();
     const res = await post(envelope({ eventId, ts, text: 'echo anyone?', channel: UNBOUND }));
     expect(res.status).toBe(200);
-    const [notice] = await until('the rejection notice', () => {
-      const m = fake.messages.filter((x) => x.channel === UNBOUND && x.thread_ts === ts);
-      return m.length > 0 && m;
+    const [notice] = await until(
+      'the rejection notice',
+      () => {
+        const m = fake.messages.filter((x) => x.channel === UNBOUND && x.thread_ts === ts);
+        return m.length > 0 ? m : undefined;
+      },
+      { timeoutMs: 30_000 },
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; Slack calls: ${slackCalls()}`);
     });
     expect(notice!.text).toContain('No agent is bound here');
     expect((await gw.ctx.store.gateway.getEvent(`slack:${eventId}`))?.status).toBe('rejected');

@@ -19,6 +19,7 @@ import { localEvent, localMessageSchema } from '../src/adapters/local/index.js';
 import { startFakeUpstream, type FakeUpstream } from './fakes/mcp-upstream.js';
 import { tempDir } from './helpers/env.js';
 import { manifest, profileId, replyText, startTestGateway, type TestGateway } from './helpers/gateway.js';
+import { until } from './helpers/wait.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const ARTIFACTS = path.join(ROOT, 'test-artifacts', 'ui');
@@ -34,16 +35,6 @@ let page: Page;
 let foreign: http.Server;
 
 const shot = (name: string) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
-
-async function until<T>(what: string, probe: () => Promise<T | undefined | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Accepts a message without waiting; returns a promise of its outcome text. */
 async function post(text: string, conversation = 'browser'): Promise<{ id: string; outcome: Promise<string> }> {
@@ -134,7 +125,7 @@ describe('the dashboard in Chromium', () => {
 
   it('approves a pending tool call from the page', async () => {
     const m = await post('mcp srv__add {"a":2,"b":3}', 'approval');
-    await until('the approval request', async () => (await gw.running.gateway.approvals.pending()).length > 0);
+    await until('the approval request', async () => ((await gw.running.gateway.approvals.pending()).length > 0 ? true : undefined), { timeoutMs: 60_000, everyMs: 100 });
     await page.goto(`${base}/ui/approvals`);
     const row = page.locator('tr[data-approval]');
     expect(await row.textContent()).toContain('srv.add');
@@ -160,9 +151,9 @@ describe('the dashboard in Chromium', () => {
       async () => {
         const r = replyText((await gw.send({ profile: P, text: 'mcp srv__echo {"text":"hidden?"}', conversation: `pin2-${tries++}` })).outcome);
         if (!/Unknown tool/.test(r)) await new Promise((w) => setTimeout(w, 3000));
-        return /Unknown tool/.test(r);
+        return /Unknown tool/.test(r) ? true : undefined;
       },
-      150_000,
+      { timeoutMs: 150_000, everyMs: 100 },
     );
     await page.goto(`${base}/ui/pins`);
     const pin = page.locator(`div[data-pin="${P}/srv.echo"]`);
@@ -179,8 +170,8 @@ describe('the dashboard in Chromium', () => {
     // Running proxies re-read a mismatched pin at most once a second.
     const after = await until('the re-pinned tool', async () => {
       last = replyText((await gw.send({ profile: P, text: 'mcp srv__echo {"text":"after"}', conversation: `pin3-${tries++}` })).outcome);
-      return last === 'after' && last;
-    });
+      return last === 'after' ? last : undefined;
+    }, { timeoutMs: 60_000, everyMs: 100 });
     expect(after).toBe('after');
     expect((await gw.running.gateway.audit.tail(200)).filter((r) => r.action === 'tool.pin' && r.subject === 'srv.echo').at(-1)!.reason).toMatch(/^re-pinned by ui:[0-9a-f]{12}$/);
   });

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { createModelRelay, memoryBudget, type ModelBinding, type ModelProvider, type ModelRelay, type ModelRelayEvent, type ModelRelayOptions } from '../../../src/governance/model-relay/index.js';
 import { createSecretResolver } from '../../../src/governance/secrets.js';
 import { createLogger } from '../../../src/log.js';
+import { until } from '../../helpers/wait.js';
 import { startFakeAnthropic } from './anthropic.js';
 import { startFakeGemini } from './gemini.js';
 import { startFakeOpenAI } from './openai.js';
@@ -61,14 +62,10 @@ export async function startHarness(over: Partial<ModelRelayOptions> = {}): Promi
       return relay.issueToken({ profile: 'p1', provider, key: `secret://${keyRef[provider]}`, allow: DEFAULT_ALLOW[provider], ...o });
     },
     eventsOf,
-    async waitFor(type, pred = () => true, timeoutMs = 3000) {
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const hit = eventsOf(type).find(pred);
-        if (hit) return hit;
-        if (Date.now() > until) throw new Error(`no ${type} event; saw ${events.map((e) => e.type).join(', ')}`);
-        await new Promise((r) => setTimeout(r, 5));
-      }
+    waitFor(type, pred = () => true, timeoutMs = 3000) {
+      return until(`a ${type} event`, () => eventsOf(type).find(pred), { timeoutMs, everyMs: 5 }).catch((err: Error) => {
+        throw new Error(`${err.message}; saw ${events.map((e) => e.type).join(', ')}`);
+      });
     },
     async close() {
       await relay.close();
