@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
-import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, SUPPORTED_PROTOCOL_VERSIONS, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { AgentVmError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -70,6 +70,36 @@ function messagesOf(body: unknown): Array<{ id?: unknown; method?: unknown; para
 }
 
 const isRpcId = (v: unknown): v is RpcId => typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v));
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/**
+ * A body that is exactly one well-formed `tools/call` with headers the SDK's transport would
+ * accept: the hot path, answered here without building an SDK Server and transport (they cost
+ * about a millisecond per call). Anything else (lists, batches, notifications, odd headers,
+ * malformed params) goes through the SDK, which answers it as the protocol says.
+ */
+function plainToolCall(req: http.IncomingMessage, body: unknown): { id: RpcId; name: string; args: Record<string, unknown> | undefined } | undefined {
+  if (!isRecord(body) || body.jsonrpc !== '2.0' || body.method !== 'tools/call' || !isRpcId(body.id)) return undefined;
+  const params = body.params;
+  if (!isRecord(params) || typeof params.name !== 'string') return undefined;
+  if (params.arguments !== undefined && !isRecord(params.arguments)) return undefined;
+  if (params.task !== undefined) return undefined;
+  const accept = req.headers.accept ?? '';
+  if (!accept.includes('application/json') || !accept.includes('text/event-stream')) return undefined;
+  if ((req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() !== 'application/json') return undefined;
+  const version = req.headers['mcp-protocol-version'];
+  if (version !== undefined && (typeof version !== 'string' || !SUPPORTED_PROTOCOL_VERSIONS.includes(version))) return undefined;
+  if (req.headers['mcp-session-id'] !== undefined) return undefined;
+  return { id: body.id, name: params.name, args: params.arguments as Record<string, unknown> | undefined };
+}
+
+/** A handler's failure as the SDK's protocol layer renders it. */
+function rpcErrorOf(err: unknown): { code: number; message: string; data?: unknown } {
+  const e = err as { code?: unknown; message?: unknown; data?: unknown } | null;
+  const code = typeof e?.code === 'number' && Number.isSafeInteger(e.code) ? e.code : ErrorCode.InternalError;
+  const message = typeof e?.message === 'string' ? e.message : 'Internal error';
+  return { code, message, ...(e?.data !== undefined ? { data: e.data } : {}) };
+}
 
 export async function startMcpHttpServer<B extends object>(
   listen: { host: string; port: number },
@@ -114,6 +144,24 @@ export async function startMcpHttpServer<B extends object>(
         mine.set(idKey(m.id), new AbortController());
         started.push(idKey(m.id));
       }
+    }
+    const plain = plainToolCall(req, body);
+    // A repeated id still in flight is left to the SDK path below, as before.
+    const own = plain && started.includes(idKey(plain.id)) ? mine.get(idKey(plain.id)) : undefined;
+    if (plain && own) {
+      const key = idKey(plain.id);
+      res.on('close', () => {
+        // A client that hung up before its answer has given up on the call.
+        if (!res.writableFinished) own.abort(new Error('the client went away'));
+        mine.delete(key);
+      });
+      let reply: object;
+      try {
+        reply = { jsonrpc: '2.0', id: plain.id, result: await handlers.call(binding, plain.name, plain.args, own.signal) };
+      } catch (err) {
+        reply = { jsonrpc: '2.0', id: plain.id, error: rpcErrorOf(err) };
+      }
+      return sendJson(res, 200, reply);
     }
     const server = new Server(
       { name: 'agent-vm', version: '1.0.0' },
