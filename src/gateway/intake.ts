@@ -23,8 +23,11 @@ import { stripMention, type Router } from './router.js';
 
 /** Most events in one insert; a burst larger than this is written in several. */
 const MAX_BATCH = 250;
-/** A write within this long after the previous one counts as part of a burst. */
-const BURST_WINDOW_MS = 50;
+/**
+ * An event arriving sooner than this many times the last write took after the previous arrival
+ * is part of a burst: events come faster than they can be written one by one.
+ */
+const BURST_FACTOR = 2;
 /** How long a write in a burst waits for company (measured: bench/ack-burst.ts). */
 const GATHER_MS = 5;
 
@@ -37,11 +40,14 @@ type Stored = { row: EventRow; inserted: boolean };
 function groupCommit(write: (rows: NewEvent[]) => Promise<Stored[]>, log: Logger): (row: NewEvent) => Promise<Stored> {
   let pending: Array<{ row: NewEvent; resolve: (s: Stored) => void; reject: (e: unknown) => void }> = [];
   let busy = false;
-  let lastWrite = Number.NEGATIVE_INFINITY;
+  let lastArrival = Number.NEGATIVE_INFINITY;
+  /** How long the last write took (ms): the pace a burst is measured against. */
+  let lastWriteMs = 1;
   async function drain(): Promise<void> {
     while (pending.length > 0) {
       const batch = pending.slice(0, MAX_BATCH);
       pending = pending.slice(batch.length);
+      const t0 = performance.now();
       try {
         const stored = await write(batch.map((b) => b.row));
         batch.forEach((b, i) => b.resolve(stored[i]!));
@@ -59,7 +65,7 @@ function groupCommit(write: (rows: NewEvent[]) => Promise<Stored[]>, log: Logger
           }
         }
       } finally {
-        lastWrite = performance.now();
+        lastWriteMs = Math.max(0.5, performance.now() - t0);
       }
     }
     busy = false;
@@ -67,12 +73,17 @@ function groupCommit(write: (rows: NewEvent[]) => Promise<Stored[]>, log: Logger
   return (row) =>
     new Promise<Stored>((resolve, reject) => {
       pending.push({ row, resolve, reject });
+      const now = performance.now();
+      const gap = now - lastArrival;
+      lastArrival = now;
       if (busy) return;
       busy = true;
-      // A lone event is written at once. Right after another write (a burst), wait a moment for
-      // company: an embedded database runs each write on this thread, so a write started at once
-      // finishes before the next request is even read, and every event would pay a whole commit.
-      if (performance.now() - lastWrite < BURST_WINDOW_MS) setTimeout(() => void drain(), GATHER_MS);
+      // A lone event is written at once, and so is each of a steady stream of events that come
+      // slower than they are written (one conversation's messages, turn after turn). In a burst,
+      // wait a moment for company: an embedded database runs each write on this thread, so a
+      // write started at once finishes before the next request is even read, and every event
+      // would pay a whole commit.
+      if (gap < lastWriteMs * BURST_FACTOR) setTimeout(() => void drain(), GATHER_MS);
       else queueMicrotask(() => void drain());
     });
 }

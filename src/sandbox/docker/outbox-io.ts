@@ -2,10 +2,18 @@
  * Reading and clearing a conversation's outbox through the engine: the archive endpoint (never
  * code in the sandbox) for reading, validated by ../outbox.ts; `rm` in the sandbox for clearing.
  *
- * The common case — a turn that wrote no file — costs one HEAD: a directory this driver saw or
- * left empty is only read again when its mtime says something was added or removed since the
- * turn began. The engine reports whole seconds, so only an mtime clearly before the turn counts.
+ * The common case — a turn that wrote no file — costs no engine call when the workspace volume is
+ * on this machine (a local engine): the outbox is looked at host-side, each path component from
+ * the volume's root checked with lstat to be a real directory (no symlink is ever followed), and
+ * only its first entry read, never a file's name or contents beyond "there is one". Anything but
+ * a real, empty directory goes to the engine's archive as before. With a remote engine it costs
+ * one HEAD: a directory this driver saw or left empty is only read again when its mtime says
+ * something was added or removed since the turn began. The engine reports whole seconds, so only
+ * an mtime clearly before the turn counts. (bench:turn: the HEAD was 2 ms p50, 40 ms p95 under
+ * runsc; the host-side look is well under a millisecond.)
  */
+import { lstat, opendir } from 'node:fs/promises';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { AgentVmError } from '../../errors.js';
 import { relativeName, WORKSPACE, workspaceDir } from '../layout.js';
@@ -27,6 +35,41 @@ export function createOutboxIo(o: {
 }) {
   /** Outbox directories seen or left empty (agent NUL dir); forgotten when the sandbox changes. */
   const empty = new Set<string>();
+  /** The workspace volume's directory on this machine, per container (null: not reachable here). */
+  const hostRoots = new Map<string, string | null>();
+
+  async function hostRoot(container: string): Promise<string | null> {
+    const known = hostRoots.get(container);
+    if (known !== undefined) return known;
+    const info = await o.inspect(container).catch(() => undefined);
+    const mount = info?.Mounts?.find((m) => m.Destination === WORKSPACE && m.Type === 'volume');
+    let root: string | null = null;
+    if (mount?.Source && path.isAbsolute(mount.Source)) {
+      const st = await lstat(mount.Source).catch(() => undefined);
+      if (st?.isDirectory()) root = mount.Source;
+    }
+    hostRoots.set(container, root);
+    return root;
+  }
+
+  /** True only when `rel` under the volume is a real directory (no symlink on the way) with no entry. */
+  async function emptyOnHost(container: string, rel: string): Promise<boolean> {
+    const root = await hostRoot(container);
+    if (!root) return false;
+    let at = root;
+    for (const part of rel.split('/')) {
+      at = path.join(at, part);
+      const st = await lstat(at).catch(() => undefined);
+      if (!st?.isDirectory()) return false;
+    }
+    const dir = await opendir(at).catch(() => undefined);
+    if (!dir) return false;
+    try {
+      return (await dir.read()) === null;
+    } finally {
+      await dir.close().catch(() => undefined);
+    }
+  }
 
   async function pathMtime(container: string, path: string): Promise<number | undefined> {
     try {
@@ -45,6 +88,7 @@ export function createOutboxIo(o: {
   return {
     forget(agentId: string): void {
       for (const k of empty) if (k.startsWith(`${agentId}\u0000`)) empty.delete(k);
+      hostRoots.clear();
     },
 
     async *read(agentId: string, dir: string, limits?: Partial<OutboxLimits>, opts?: { unchangedSince?: Date }): AsyncGenerator<OutboxEntry> {
@@ -52,15 +96,16 @@ export function createOutboxIo(o: {
       const rel = workspaceDir(dir);
       const name = await o.container(agentId);
       const key = `${agentId}\u0000${name}\u0000${rel}`;
-      const path = `${WORKSPACE}/${rel}`;
+      const inside = `${WORKSPACE}/${rel}`;
+      if (await emptyOnHost(name, rel)) return;
       if (opts?.unchangedSince && empty.has(key)) {
-        const mtime = await pathMtime(name, path);
+        const mtime = await pathMtime(name, inside);
         if (mtime !== undefined && mtime < opts.unchangedSince.getTime() - MTIME_MARGIN_MS) return;
       }
       empty.delete(key);
       let archive: NodeJS.ReadableStream;
       try {
-        archive = await o.call(() => o.docker.getContainer(name).getArchive({ path }));
+        archive = await o.call(() => o.docker.getContainer(name).getArchive({ path: inside }));
       } catch (err) {
         if (!isNotFound(err)) throw err;
         if (!(await o.inspect(name))) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
