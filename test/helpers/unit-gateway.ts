@@ -3,6 +3,7 @@
  * fake sandbox driver: the reference agent runs as a child process of the test. For gateway logic
  * (timeouts, hang-ups, shutdown, outbox, recovery, leases) in milliseconds, without Docker.
  */
+import { afterEach } from 'vitest';
 import { localEvent, type LocalMessage, localMessageSchema } from '../../src/adapters/local/index.js';
 import type { TurnOutcome } from '../../src/adapters/types.js';
 import { startGatewayApp, type Running } from '../../src/app.js';
@@ -93,6 +94,28 @@ export async function startFakeGateway(o: FakeGatewayOptions): Promise<FakeGatew
       stopped = true;
       await driver.close();
       await store.close();
+    },
+  };
+}
+
+/**
+ * A test file's fake gateways: each one `start`ed is closed after its test; `release` takes one
+ * off that list (its store and driver handed to a successor that closes them).
+ */
+export function fakeGatewaysClosedAfterEach() {
+  const open: FakeGateway[] = [];
+  afterEach(async () => {
+    for (const g of open.splice(0)) await g.close().catch(() => undefined);
+  });
+  return {
+    async start(o: FakeGatewayOptions) {
+      const g = await startFakeGateway(o);
+      open.push(g);
+      return g;
+    },
+    release(g: FakeGateway): void {
+      const i = open.indexOf(g);
+      if (i >= 0) open.splice(i, 1);
     },
   };
 }

@@ -2,20 +2,12 @@
  * Every fault ends in exactly one answer (issue 11) and nothing crosses between conversations
  * (issue 10), through the real gateway with the fake sandbox driver.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { profileId, manifest, replyText } from '../helpers/gateway.js';
-import { startFakeGateway, type FakeGateway } from '../helpers/unit-gateway.js';
+import { fakeGatewaysClosedAfterEach } from '../helpers/unit-gateway.js';
 
-const open: FakeGateway[] = [];
-afterEach(async () => {
-  for (const g of open.splice(0)) await g.close().catch(() => undefined);
-});
-
-async function gateway(o: Parameters<typeof startFakeGateway>[0]) {
-  const g = await startFakeGateway(o);
-  open.push(g);
-  return g;
-}
+const gateways = fakeGatewaysClosedAfterEach();
+const gateway = gateways.start;
 
 describe('per-conversation files', () => {
   it("a file written for one conversation is uploaded only into that conversation, even while another conversation's turn ends first", async () => {
@@ -80,7 +72,7 @@ describe('graceful stop', () => {
     expect(left?.attempts).toBe(0); // our own hang-up is not an attempt
     expect((await first.store.gateway.eventTranscript(slow.eventId)).filter((t) => t.kind === 'notice')).toEqual([]);
 
-    open.splice(open.indexOf(first), 1);
+    gateways.release(first);
     const second = await gateway({ manifests: [], reuse: { store: first.store, driver: first.driver, dataDir: first.dataDir, profilesDir: first.profilesDir } });
     expect(replyText(await second.outcome(slow.eventId))).toBe('slept 3000');
     expect((await second.store.gateway.eventTranscript(slow.eventId)).filter((t) => t.kind === 'reply')).toHaveLength(1);

@@ -4,21 +4,13 @@
  * (Split from turn-faults.test.ts so the unit project runs them in parallel.)
  */
 import os from 'node:os';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { profileId, manifest, replyText } from '../helpers/gateway.js';
-import { startFakeGateway, type FakeGateway } from '../helpers/unit-gateway.js';
+import { fakeGatewaysClosedAfterEach } from '../helpers/unit-gateway.js';
 import { until } from '../helpers/wait.js';
 
-const open: FakeGateway[] = [];
-afterEach(async () => {
-  for (const g of open.splice(0)) await g.close().catch(() => undefined);
-});
-
-async function gateway(o: Parameters<typeof startFakeGateway>[0]) {
-  const g = await startFakeGateway(o);
-  open.push(g);
-  return g;
-}
+const gateways = fakeGatewaysClosedAfterEach();
+const gateway = gateways.start;
 
 describe('limits that are settings', () => {
   it('gives up after AGENTVM_MAX_ATTEMPTS with a note that says why and what the limit is', async () => {
