@@ -11,18 +11,16 @@
  *     AGENT_WORKSPACE (the reference agent maps its session cwd with it);
  *   - `programs` maps sandbox paths to host paths (e.g. the image's reference agent to the local
  *     bundle); `node` and `sh` are the host's;
- *   - images are names with a made-up id; `defineImage` (re)builds one with labels and an
- *     environment its processes get, as a Dockerfile's ENV would (how tests make a "broken" image);
- *   - the outbox is read through the same tar validation as the engine's archive (hard links,
- *     symlinks, sizes, names), so refusals match.
+ *   - images are names with a made-up id; `defineImage` (re)builds one with labels and an env
+ *     its processes get, as a Dockerfile's ENV would (how tests make a "broken" image);
+ *   - the outbox is read through the engine archive's tar validation, so refusals match.
  *
  * Snapshots are real generations in a real SnapshotStore (default: a local store under the root),
  * restored with the same verification as the Docker driver; `pause` stops the main process
- * (SIGSTOP) and `ensure` continues it (SIGCONT). Slots a and b share the workspace directory.
+ * (SIGSTOP), `ensure` continues it (SIGCONT). Slots a and b share the workspace directory.
  *
  * Deliberately left out: every isolation property (users, capabilities, read-only root, network,
- * limits). Those are the Docker driver's and are proven against it only. `close()` ends every
- * child process (a real sandbox outlives the gateway; a fake one must not outlive the test).
+ * limits): the Docker driver's, proven against it only. `close()` ends every child process.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -36,8 +34,7 @@ import { relativeName, WORKSPACE, workspaceDir } from './layout.js';
 import { readOutboxTar } from './outbox.js';
 import { assertAgentId, hashOf, validateSpec } from './spec.js';
 import type {
-  DestroyReport, ImageInfo, OutboxEntry, OutboxLimits, RestoredFrom, RuntimeName, SandboxDriver, SandboxHandle, SandboxSpec, SandboxStatus, SlotName, SlotRef,
-  SnapshotInfo, SnapshotMeta,
+  DestroyReport, ImageInfo, OutboxEntry, OutboxLimits, RestoredFrom, RuntimeName, SandboxDriver, SandboxHandle, SandboxSpec, SandboxStatus, SlotName, SlotRef, SnapshotInfo, SnapshotMeta,
 } from './types.js';
 import { extractInto, packDirectory } from './snapshots/fs-archive.js';
 import { createLocalSnapshotStore } from './snapshots/local.js';
@@ -381,6 +378,10 @@ export function createFakeDriver(o: FakeDriverOptions): FakeDriver {
         await fs.mkdir(target, { recursive: true });
         for (const [i, f] of files.entries()) await fs.writeFile(path.join(target, names[i]!), f.data);
         return names.map((n) => `${WORKSPACE}/${dir}/${n}`);
+      },
+
+      async makeDirs(agentId, dirs) {
+        for (const dir of dirs) await d.writeFiles(agentId, dir, []);
       },
 
       snapshot(agentId, meta) {

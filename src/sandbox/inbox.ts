@@ -96,10 +96,33 @@ export interface PackedFiles {
  * `conversations/x/inbox/ev1`), its parents included, all owned by the sandbox user. The names
  * returned are the names written: tell the agent those.
  */
-export function packFiles(dir: string, files: ReadonlyArray<{ name: string; data: Buffer }>): PackedFiles {
+function checkDir(dir: string): void {
   if (!DIR.test(dir) || dir.split('/').some((s) => s === '..' || s === '.')) {
     throw new AgentVmError('bad_inbox_dir', `invalid inbox folder "${dir}"`, { status: 400 });
   }
+}
+
+/** A tar of directories only: each of `dirs` and its parents, owned by the sandbox user. */
+export function packDirs(dirs: readonly string[]): Readable {
+  for (const d of dirs) checkDir(d);
+  const pack = tar.pack();
+  const mtime = new Date();
+  const seen = new Set<string>();
+  for (const dir of dirs) {
+    const parts = dir.split('/');
+    for (let i = 1; i <= parts.length; i++) {
+      const name = `${parts.slice(0, i).join('/')}/`;
+      if (seen.has(name)) continue;
+      seen.add(name);
+      pack.entry({ name, type: 'directory', mode: 0o755, uid: UID, gid: GID, mtime });
+    }
+  }
+  pack.finalize();
+  return pack as unknown as Readable;
+}
+
+export function packFiles(dir: string, files: ReadonlyArray<{ name: string; data: Buffer }>): PackedFiles {
+  checkDir(dir);
   const names = inboxFileNames(files);
   const pack = tar.pack();
   const mtime = new Date();

@@ -292,6 +292,12 @@ export interface SandboxDriver {
    */
   writeFiles(agentId: string, dir: string, files: Array<{ name: string; data: Buffer }>): Promise<string[]>;
   /**
+   * Creates each `/workspace/<dir>` (relative, as writeFiles takes it) and its parents, owned by
+   * the sandbox user, in one operation (one engine upload: a conversation's outbox and inbox at
+   * the first turn of a wake cost one round trip, not two). Existing directories are kept.
+   */
+  makeDirs(agentId: string, dirs: string[]): Promise<void>;
+  /**
    * Writes /workspace to the snapshot store as a new generation (running, paused or stopped
    * sandbox), with the caller's metadata (ACP session ids, release, why). Atomic: a failed
    * snapshot leaves the previous generation the newest. Older generations beyond the store's

@@ -113,10 +113,7 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
       await driver.ensure(h.spec(a, { command: h.referenceAgent, stdin: true }));
       const p1 = conversationPaths('local:x:one');
       const p2 = conversationPaths('local:x:two');
-      for (const p of [p1, p2]) {
-        await driver.writeFiles(a, p.outbox, []);
-        await driver.writeFiles(a, p.inbox, []);
-      }
+      for (const p of [p1, p2]) await driver.makeDirs(a, [p.outbox, p.inbox]);
       const io = await driver.attach(a);
       const conn = acp.client({ name: 'contract' }).connect(
         acp.ndJsonStream(Writable.toWeb(io.stdin as Writable) as WritableStream<Uint8Array>, Readable.toWeb(io.stdout as Readable) as ReadableStream<Uint8Array>),
@@ -183,6 +180,19 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
       for (const p of paths) expect(p.startsWith('/workspace/conversations/c/inbox/e1/')).toBe(true);
       const r = await sh(a, `cat ${paths.map((p) => `'${p}'`).join(' ')}`);
       expect(r.stdout).toBe('ABC');
+    }, h.timeoutMs);
+
+    it('makes directories in one call, keeping what is in them; refuses a path out of the workspace', async () => {
+      const a = id('dirs');
+      await driver.ensure(h.spec(a));
+      const p = conversationPaths('local:x:dirs');
+      await driver.makeDirs(a, [p.outbox, p.inbox]);
+      await sh(a, `echo kept > '/workspace/${p.outbox}/f'`);
+      await driver.makeDirs(a, [p.outbox, p.inbox]);
+      const r = await sh(a, `cat '/workspace/${p.outbox}/f' && test -d '/workspace/${p.inbox}' && test -w '/workspace/${p.inbox}' && echo writable`);
+      expect(r.stdout).toBe('kept\nwritable\n');
+      expect(await code(driver.makeDirs(a, ['conversations/../../etc']))).toBe('workspace_dir_invalid');
+      expect(await code(driver.makeDirs(agentId('nobody'), [p.outbox]))).toBe('sandbox_missing');
     }, h.timeoutMs);
 
     it('restores the workspace from its snapshot when the volume is gone', async () => {

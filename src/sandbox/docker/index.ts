@@ -8,7 +8,8 @@ import { PassThrough, type Duplex } from 'node:stream';
 import { AgentVmError, isAgentVmError } from '../../errors.js';
 import type { DockerConnection } from '../../config.js';
 import type { Logger } from '../../log.js';
-import { packFiles } from '../inbox.js';
+import { packDirs, packFiles } from '../inbox.js';
+import { workspaceDir } from '../layout.js';
 import { createOutboxIo } from './outbox-io.js';
 import { selectRuntime, type RuntimeChoice } from '../runtime.js';
 import { assertAgentId, hashOf, validateSpec } from '../spec.js';
@@ -390,6 +391,18 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
           throw err;
         }
         return written.map((n) => `${WORKSPACE}/${dir}/${n}`);
+      },
+
+      async makeDirs(agentId, dirs) {
+        assertAgentId(agentId);
+        if (dirs.length === 0) return;
+        const archive = packDirs(dirs.map(workspaceDir));
+        try {
+          await call(async () => docker.getContainer(await containerName(agentId)).putArchive(archive, { path: WORKSPACE }));
+        } catch (err) {
+          if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
+          throw err;
+        }
       },
 
       snapshot(agentId, meta) {
