@@ -145,16 +145,17 @@ export async function startMcpHttpServer<B extends object>(
         started.push(idKey(m.id));
       }
     }
+    res.on('close', () => {
+      for (const k of started) {
+        // A client that hung up before its answer has given up on the call.
+        if (!res.writableFinished) mine.get(k)?.abort(new Error('the client went away'));
+        mine.delete(k);
+      }
+    });
     const plain = plainToolCall(req, body);
     // A repeated id still in flight is left to the SDK path below, as before.
     const own = plain && started.includes(idKey(plain.id)) ? mine.get(idKey(plain.id)) : undefined;
     if (plain && own) {
-      const key = idKey(plain.id);
-      res.on('close', () => {
-        // A client that hung up before its answer has given up on the call.
-        if (!res.writableFinished) own.abort(new Error('the client went away'));
-        mine.delete(key);
-      });
       let reply: object;
       try {
         reply = { jsonrpc: '2.0', id: plain.id, result: await handlers.call(binding, plain.name, plain.args, own.signal) };
@@ -174,11 +175,6 @@ export async function startMcpHttpServer<B extends object>(
     });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => {
-      for (const k of started) {
-        // A client that hung up before its answer has given up on the call.
-        if (!res.writableFinished) mine.get(k)?.abort(new Error('the client went away'));
-        mine.delete(k);
-      }
       void transport.close().catch(() => undefined);
       void server.close().catch(() => undefined);
     });

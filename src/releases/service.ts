@@ -76,7 +76,7 @@ export interface ReleaseService {
  * variables (Codex's entrypoint exits on an empty OPENAI_BASE_URL): each gets a placeholder that
  * reaches nothing — an address where nothing listens, a key no relay honours.
  */
-export const NO_MODEL_URL = 'http://127.0.0.1:9/agent-vm-health-check-has-no-model';
+const NO_MODEL_URL = 'http://127.0.0.1:9/agent-vm-health-check-has-no-model';
 const blankRelay = (r: Release) =>
   Object.fromEntries((r.spec.relayKeys ?? []).map((k) => [k, /_URL$/.test(k) ? NO_MODEL_URL : 'agent-vm-health-check-has-no-model']));
 

@@ -91,22 +91,15 @@ export interface PackedFiles {
   names: string[];
 }
 
-/**
- * Packs `files` for extraction at the workspace root into `dir` (relative, e.g.
- * `conversations/x/inbox/ev1`), its parents included, all owned by the sandbox user. The names
- * returned are the names written: tell the agent those.
- */
 function checkDir(dir: string): void {
   if (!DIR.test(dir) || dir.split('/').some((s) => s === '..' || s === '.')) {
     throw new AgentVmError('bad_inbox_dir', `invalid inbox folder "${dir}"`, { status: 400 });
   }
 }
 
-/** A tar of directories only: each of `dirs` and its parents, owned by the sandbox user. */
-export function packDirs(dirs: readonly string[]): Readable {
+/** Directory entries for each of `dirs` and its parents (each once), owned by the sandbox user. */
+function addDirs(pack: tar.Pack, dirs: readonly string[], mtime: Date): void {
   for (const d of dirs) checkDir(d);
-  const pack = tar.pack();
-  const mtime = new Date();
   const seen = new Set<string>();
   for (const dir of dirs) {
     const parts = dir.split('/');
@@ -117,19 +110,27 @@ export function packDirs(dirs: readonly string[]): Readable {
       pack.entry({ name, type: 'directory', mode: 0o755, uid: UID, gid: GID, mtime });
     }
   }
+}
+
+/** A tar of directories only: each of `dirs` and its parents, owned by the sandbox user. */
+export function packDirs(dirs: readonly string[]): Readable {
+  const pack = tar.pack();
+  addDirs(pack, dirs, new Date());
   pack.finalize();
   return pack as unknown as Readable;
 }
 
+/**
+ * Packs `files` for extraction at the workspace root into `dir` (relative, e.g.
+ * `conversations/x/inbox/ev1`), its parents included, all owned by the sandbox user. The names
+ * returned are the names written: tell the agent those.
+ */
 export function packFiles(dir: string, files: ReadonlyArray<{ name: string; data: Buffer }>): PackedFiles {
   checkDir(dir);
   const names = inboxFileNames(files);
   const pack = tar.pack();
   const mtime = new Date();
-  const parts = dir.split('/');
-  for (let i = 1; i <= parts.length; i++) {
-    pack.entry({ name: `${parts.slice(0, i).join('/')}/`, type: 'directory', mode: 0o755, uid: UID, gid: GID, mtime });
-  }
+  addDirs(pack, [dir], mtime);
   for (const [i, f] of files.entries()) {
     pack.entry({ name: `${dir}/${names[i]!}`, type: 'file', mode: 0o644, uid: UID, gid: GID, mtime, size: f.data.length }, f.data);
   }

@@ -3,21 +3,17 @@
  * arrives while the idle sleep runs waits for it and is answered from a fresh wake. (Split from
  * lifecycle.test.ts so the unit project runs them in parallel.)
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { manifest, profileId, replyText } from '../helpers/gateway.js';
-import { startFakeGateway, type FakeGateway } from '../helpers/unit-gateway.js';
+import { fakeGatewaysClosedAfterEach } from '../helpers/unit-gateway.js';
 import { until } from '../helpers/wait.js';
 
-const open: FakeGateway[] = [];
-afterEach(async () => {
-  for (const g of open.splice(0)) await g.close().catch(() => undefined);
-});
+const gateways = fakeGatewaysClosedAfterEach();
 
 describe('idle tiers', () => {
   it('pauses an idle agent, and a message unpauses it on the same connection; later it sleeps', async () => {
     const id = profileId('tiers');
-    const g = await startFakeGateway({ manifests: [manifest(id, { idle: { pauseAfterSeconds: 1, sleepAfterSeconds: 4 } })] });
-    open.push(g);
+    const g = await gateways.start({ manifests: [manifest(id, { idle: { pauseAfterSeconds: 1, sleepAfterSeconds: 4 } })] });
     expect(replyText((await g.send({ profile: id, text: 'echo one', conversation: 't' })).outcome)).toBe('one');
     await until('the agent to be paused', async () => ((await g.driver.status(id)).state === 'paused' ? true : undefined), { timeoutMs: 10_000 });
     expect(replyText((await g.send({ profile: id, text: 'echo two', conversation: 't' })).outcome)).toBe('two');
@@ -30,8 +26,7 @@ describe('idle tiers', () => {
 describe('idle sleep against a message arriving', () => {
   it('a message that comes in while the idle sleep snapshots waits for it and is answered from a fresh wake', async () => {
     const id = profileId('race');
-    const g = await startFakeGateway({ manifests: [manifest(id, { idle: { sleepAfterSeconds: 1 } })] });
-    open.push(g);
+    const g = await gateways.start({ manifests: [manifest(id, { idle: { sleepAfterSeconds: 1 } })] });
     expect(replyText((await g.send({ profile: id, text: 'echo one', conversation: 'r' })).outcome)).toBe('one');
     // A slow snapshot holds the idle sleep open long enough for a message to land in the middle of it.
     const snapshot = g.driver.snapshot.bind(g.driver);

@@ -3,21 +3,17 @@
  * stop) unless told to keep it awake; a gateway that finds an awake sandbox nobody serves applies
  * the idle rules to it.
  */
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { manifest, profileId, replyText } from '../helpers/gateway.js';
-import { startFakeGateway, type FakeGateway } from '../helpers/unit-gateway.js';
+import { fakeGatewaysClosedAfterEach } from '../helpers/unit-gateway.js';
 import { until } from '../helpers/wait.js';
 
-const open: FakeGateway[] = [];
-afterEach(async () => {
-  for (const g of open.splice(0)) await g.close().catch(() => undefined);
-});
+const gateways = fakeGatewaysClosedAfterEach();
 
 describe('shut-down hygiene', () => {
   it('a graceful stop snapshots and stops the agents it woke', async () => {
     const id = profileId('hyg');
-    const g = await startFakeGateway({ manifests: [manifest(id)] });
-    open.push(g);
+    const g = await gateways.start({ manifests: [manifest(id)] });
     expect(replyText((await g.send({ profile: id, text: 'remember colour teal', conversation: 'h' })).outcome)).toBe('remembered colour');
     expect((await g.driver.status(id)).state).toBe('running');
     await g.stop();
@@ -28,14 +24,12 @@ describe('shut-down hygiene', () => {
 
   it('with keepAwake it leaves them running; the next gateway applies the idle rules to them', async () => {
     const id = profileId('keep');
-    const first = await startFakeGateway({ manifests: [manifest(id, { idle: { sleepAfterSeconds: 1 } })], unit: { keepAwake: true } });
-    open.push(first);
+    const first = await gateways.start({ manifests: [manifest(id, { idle: { sleepAfterSeconds: 1 } })], unit: { keepAwake: true } });
     await first.send({ profile: id, text: 'echo hi', conversation: 'k' });
     await first.stop();
     expect((await first.driver.status(id)).state).toBe('running');
-    open.splice(open.indexOf(first), 1);
-    const second = await startFakeGateway({ manifests: [], reuse: { store: first.store, driver: first.driver, dataDir: first.dataDir, profilesDir: first.profilesDir } });
-    open.push(second);
+    gateways.release(first);
+    const second = await gateways.start({ manifests: [], reuse: { store: first.store, driver: first.driver, dataDir: first.dataDir, profilesDir: first.profilesDir } });
     await until('the unserved sandbox to be put to sleep', async () => ((await second.driver.status(id)).state === 'stopped' ? true : undefined), { timeoutMs: 10_000 });
   });
 });
@@ -43,8 +37,7 @@ describe('shut-down hygiene', () => {
 describe('warm pool', () => {
   it('prepares agents without a sandbox ahead of their first message; a first message is a hit, and the pool moves on', async () => {
     const [a, b, c] = [profileId('pool-a'), profileId('pool-b'), profileId('pool-c')];
-    const g = await startFakeGateway({ manifests: [manifest(a), manifest(b), manifest(c)], env: { AGENTVM_WARM_POOL: '1' } });
-    open.push(g);
+    const g = await gateways.start({ manifests: [manifest(a), manifest(b), manifest(c)], env: { AGENTVM_WARM_POOL: '1' } });
     const state = async () => Promise.all([a, b, c].map(async (id) => (await g.driver.status(id)).state));
     await until('one agent prepared', async () => ((await state()).filter((s) => s === 'running').length === 1 ? true : undefined), { timeoutMs: 10_000 });
     const first = [a, b, c][(await state()).indexOf('running')]!;
@@ -67,8 +60,7 @@ describe('warm pool', () => {
 
   it('records a miss when a first wake has to create the sandbox cold', async () => {
     const id = profileId('pool-miss');
-    const g = await startFakeGateway({ manifests: [manifest(id)], env: { AGENTVM_WARM_POOL: '1' } });
-    open.push(g);
+    const g = await gateways.start({ manifests: [manifest(id)], env: { AGENTVM_WARM_POOL: '1' } });
     await until('prepared', async () => ((await g.driver.status(id)).state === 'running' ? true : undefined), { timeoutMs: 10_000 });
     await g.driver.destroy(id, { finalSnapshot: false }); // the prepared sandbox is lost behind the pool's back
     expect(replyText((await g.send({ profile: id, text: 'echo cold', conversation: 'm' })).outcome)).toBe('cold');

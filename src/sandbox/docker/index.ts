@@ -276,6 +276,16 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
       return info;
     }
 
+    /** Extracts a tar at /workspace: a volume, so the engine extracts into it even with a read-only root. */
+    async function upload(agentId: string, archive: NodeJS.ReadableStream): Promise<void> {
+      try {
+        await call(async () => docker.getContainer(await containerName(agentId)).putArchive(archive, { path: WORKSPACE }));
+      } catch (err) {
+        if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
+        throw err;
+      }
+    }
+
     const d: SandboxDriver = {
       async ensure(spec) {
         const valid = validateSpec(spec);
@@ -383,26 +393,14 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         assertAgentId(agentId);
         // The names packFiles wrote are the paths returned: duplicates were renamed there.
         const { archive, names: written } = packFiles(dir, files);
-        try {
-          // The workspace is a volume, so the engine extracts into it even with a read-only root.
-          await call(async () => docker.getContainer(await containerName(agentId)).putArchive(archive, { path: WORKSPACE }));
-        } catch (err) {
-          if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
-          throw err;
-        }
+        await upload(agentId, archive);
         return written.map((n) => `${WORKSPACE}/${dir}/${n}`);
       },
 
       async makeDirs(agentId, dirs) {
         assertAgentId(agentId);
         if (dirs.length === 0) return;
-        const archive = packDirs(dirs.map(workspaceDir));
-        try {
-          await call(async () => docker.getContainer(await containerName(agentId)).putArchive(archive, { path: WORKSPACE }));
-        } catch (err) {
-          if (isNotFound(err)) throw new AgentVmError('sandbox_missing', `agent ${agentId} has no sandbox`, { status: 404 });
-          throw err;
-        }
+        await upload(agentId, packDirs(dirs.map(workspaceDir)));
       },
 
       snapshot(agentId, meta) {
