@@ -224,7 +224,7 @@ describe('exec', () => {
     const ps = await sh(driver, a, 'for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr "\\0" " "; echo; done');
     expect(ps.stdout).not.toContain('sleep 30');
     const quick = await driver.exec(a, ['sh', '-c', 'exit 3'], { timeoutMs: 5000 });
-    expect(quick).toMatchObject({ exitCode: 3, timedOut: false });
+    expect(quick, JSON.stringify(quick)).toMatchObject({ exitCode: 3, timedOut: false });
   });
 
   it('refuses to exec in a sandbox that is not running', async () => {

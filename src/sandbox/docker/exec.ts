@@ -6,8 +6,6 @@ import type { ExecOptions, ExecResult } from '../types.js';
 const DEFAULT_MAX_OUTPUT = 1024 * 1024;
 /** How long past the in-sandbox kill we wait before giving up on the stream ourselves. */
 const OUTER_GRACE_MS = 2_000;
-/** How long a command runs before we also watch its sandbox (for the sandbox dying under it). */
-const WATCH_AFTER_MS = 200;
 
 class Capped extends Writable {
   private chunks: Buffer[] = [];
@@ -78,16 +76,10 @@ export async function runExec(
     stream.once('end', () => finish('stream'));
     stream.once('close', () => finish('stream'));
     stream.once('error', () => finish('stream'));
-    // Started only for a command still running after a moment: a quick one (most are) does not
-    // pay for a second request to the engine; a dead sandbox is still noticed within that moment.
-    const watcher = setTimeout(() => {
-      if (watch.signal.aborted) return;
-      container.wait({ condition: 'not-running', abortSignal: watch.signal }).then(
-        () => finish('sandbox'),
-        () => undefined, // aborted because the command finished first, or the engine went away
-      );
-    }, WATCH_AFTER_MS);
-    watch.signal.addEventListener('abort', () => clearTimeout(watcher), { once: true });
+    container.wait({ condition: 'not-running', abortSignal: watch.signal }).then(
+      () => finish('sandbox'),
+      () => undefined, // aborted because the command finished first, or the engine went away
+    );
   });
   const durationMs = performance.now() - started;
   const gaveUp = ended === 'deadline';
