@@ -6,9 +6,10 @@
  * later, writes `fromB.txt`; each file is uploaded only where its conversation lives, each reply
  * carries only its own file, and the transcripts agree.
  *
- * Under runsc the sandbox sometimes exits (code 2) while the two turns overlap; the gateway then
- * restarts the agent and runs the interrupted turns once more (converse.ts, agentGone), so a turn
- * here may take ~10 s instead of ~6 s, and the files still leave once, each into its own place.
+ * Under runsc the sandbox used to die (exit code 2) while the two turns overlapped: the host pids
+ * limit counted the sentry's threads, not the agent's processes (hardening.ts, pidsLimits). If it
+ * ever dies again, the gateway restarts the agent and runs the interrupted turns once more
+ * (converse.ts, agentGone), and the files still leave once, each into its own place.
  *
  * The hostile half (an agent in one conversation writing into another's directory) is in
  * conversation-isolation-hostile.test.ts.

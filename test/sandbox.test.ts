@@ -197,6 +197,21 @@ describe('a hostile agent inside its sandbox', () => {
     expect((await sh(driver, bomber, 'echo back')).stdout).toBe('back\n');
   });
 
+  it('runs dozens of concurrent processes; a flood past the process limit is refused inside, the sandbox stays up', async () => {
+    // Under runsc the engine's PidsLimit counts the sentry's host threads (about a dozen per guest
+    // process): with it set to the agent's limit, a few concurrent execs panicked the sentry and the
+    // sandbox died with exit code 2 (two conversations' turns at once, an exec after a timeout).
+    const busy = id('procs');
+    await driver.ensure(spec(busy, { limits: { cpus: 1, memoryMiB: 256, pids: 128 } }));
+    const runs = await Promise.all([1, 2, 3, 4].map(() => sh(driver, busy, 'for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; ls / >/dev/null; wait; echo ok')));
+    expect(runs.map((r) => [r.exitCode, r.stdout])).toEqual(runs.map(() => [0, 'ok\n']));
+    const flood = await sh(driver, busy, 'n=0; while [ $n -lt 300 ]; do sleep 3 & n=$((n+1)); done; echo spawned', 30_000);
+    expect(flood.exitCode, JSON.stringify(flood)).not.toBe(0);
+    expect(flood.sandboxStopped, JSON.stringify(flood)).toBeUndefined();
+    expect((await driver.status(busy)).state).toBe('running');
+    expect((await sh(driver, busy, 'sleep 3.5; echo still here')).stdout).toBe('still here\n');
+  });
+
   it('is stopped by the memory limit on a memory hog; others keep working', async () => {
     const hog = id('memhog');
     await driver.ensure(spec(hog, { limits: { cpus: 1, memoryMiB: 128, pids: 128 } }));

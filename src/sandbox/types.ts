@@ -35,7 +35,11 @@ export interface SandboxLimits {
   /** CPU share, in cores (0.5 = half a core). */
   cpus: number;
   memoryMiB: number;
-  /** Maximum number of processes/threads in the sandbox; a fork bomb stops here. */
+  /**
+   * Maximum number of processes/threads of the agent (the sandbox user's RLIMIT_NPROC, enforced by
+   * the guest kernel): past it a fork fails inside and the sandbox keeps running; a fork bomb stops
+   * here. The host's own cgroup limit is sized from it per runtime (docker/hardening.ts).
+   */
   pids: number;
 }
 

@@ -66,6 +66,30 @@ export function dnsFor(i: Pick<CreateInputs, 'networkName' | 'hostAddress'>): { 
   return { Dns: [i.hostAddress] };
 }
 
+/**
+ * Host threads per guest process under gVisor, and the sandbox's own threads at rest. Measured
+ * on runsc 20221219 (ptrace platform, cgroup v1): an idle sandbox holds 39 host pids; three
+ * concurrent execs of three processes each brought it to 116-133. Each guest address space is a
+ * host stub process with a thread for every sentry thread that entered it.
+ */
+const RUNSC_HOST_PIDS_PER_PROCESS = 12;
+const RUNSC_HOST_PIDS_BASE = 256;
+
+/**
+ * The process limit, enforced where it means "processes of the agent". RLIMIT_NPROC (for the
+ * sandbox user, uid 1000, which runs everything in it) is enforced by the guest's kernel: gVisor's
+ * sentry, Kata's VM kernel, or the host's under runc. The engine's PidsLimit is the host cgroup's:
+ * under runc it counts the agent's processes too, but under runsc it counts the sentry's host
+ * threads, about a dozen per guest process, so `pids` there let an agent run about ten processes
+ * and a clone past it panicked the sentry ("error initializing first thread: resource temporarily
+ * unavailable", the sandbox gone with exit code 2, mid-turn). Under runsc the host limit stays a
+ * bound on the sandbox's host threads, sized from `pids`, and the guest limit is NPROC.
+ */
+export function pidsLimits(engineRuntime: string, pids: number): { PidsLimit: number; Ulimits: { Name: string; Soft: number; Hard: number }[] } {
+  const host = engineRuntime === 'runsc' ? pids * RUNSC_HOST_PIDS_PER_PROCESS + RUNSC_HOST_PIDS_BASE : pids;
+  return { PidsLimit: host, Ulimits: [{ Name: 'nproc', Soft: pids, Hard: pids }] };
+}
+
 /** The create body without labels: exactly what the spec hash covers. */
 export function createBody(i: CreateInputs): ContainerCreateOptions {
   const { spec } = i;
@@ -96,7 +120,7 @@ export function createBody(i: CreateInputs): ContainerCreateOptions {
       Memory: memory,
       MemorySwap: memory,
       NanoCpus: Math.round(spec.limits.cpus * 1e9),
-      PidsLimit: spec.limits.pids,
+      ...pidsLimits(i.engineRuntime, spec.limits.pids),
       Mounts: [{ Type: 'volume', Source: i.volumeName, Target: WORKSPACE, ReadOnly: false }],
       ...dnsFor(i),
     },
