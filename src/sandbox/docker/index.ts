@@ -29,7 +29,13 @@ import { destroyAgent } from './destroy.js';
 import { pickCurrent, releaseLabels, slotNames, slotOf, startedIso } from './slots.js';
 
 /** How long exec waits for the engine to report a sandbox stopped after an exec died with it. */
-const SANDBOX_STOP_SETTLE_MS = 3_000;
+const SANDBOX_STOP_SETTLE_MS = 10_000;
+/**
+ * What runsc's exec helper prints (and exits 128 with) when the sandbox's sentry went away under
+ * the command, e.g. killed by the memory limit. A command can print this too; it then only costs
+ * the wait above, since the sandbox keeps running and its 128 is kept.
+ */
+const RUNSC_SENTRY_LOST = /containerManager\.WaitPID"? failed: EOF/;
 
 export interface DockerDriverOptions {
   docker: DockerConnection;
@@ -345,14 +351,18 @@ export function createDockerDriver(options: DockerDriverOptions): SandboxDriver 
         }
         if (result.exitCode !== 0) {
           let after = await inspect(info.Id);
-          // No exit code at all means the exec died with its sandbox (gVisor's WaitPID fails with
-          // EOF); the engine may take a moment longer to report the container stopped.
-          for (let waited = 0; result.exitCode === null && !result.timedOut && after?.State.Running && waited < SANDBOX_STOP_SETTLE_MS; waited += 100) {
+          // The exec may have died with its sandbox: no exit code at all, or under runsc the exec
+          // helper's own 128 once the sentry is gone ("WaitPID failed: EOF"). The engine may take
+          // a moment longer to report the container stopped (seen: still running 350 ms later).
+          const lostSandbox = result.exitCode === null || (result.exitCode === 128 && RUNSC_SENTRY_LOST.test(result.stderr));
+          for (let waited = 0; lostSandbox && !result.timedOut && after?.State.Running && waited < SANDBOX_STOP_SETTLE_MS; waited += 100) {
             await new Promise((r) => setTimeout(r, 100));
             after = await inspect(info.Id);
           }
           if (after && !after.State.Running) {
             result.sandboxStopped = { exitCode: after.State.ExitCode, oomKilled: after.State.OOMKilled === true };
+            // The 128 was runsc's, not the command's.
+            if (lostSandbox) result.exitCode = null;
           }
         }
         return result;
