@@ -56,11 +56,14 @@ describe('across two gateway processes on one Redis', () => {
           child.on('exit', (code) => (code === 0 ? resolve(out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>)) : reject(new Error(`schedule process exited ${code}: ${err.slice(-2000)}`))));
         });
       const [a, b] = await Promise.all([run(), run()]);
-      const seen = [...a, ...b].filter((l) => l.tick);
+      // BullMQ may hand one tick to both processes when both upsert the job scheduler at start
+      // (taskforcesh/bullmq#2988, #2876): that is why a tick is claimed in the database. What
+      // must hold is that exactly one claim of each tick wins, in whichever process.
+      const won = [...a, ...b].filter((l) => l.tick && (l.won as unknown) === true);
       const accepted = [...a, ...b].filter((l) => l.accepted);
       const perTick = new Map<string, number>();
-      for (const l of seen) perTick.set(l.tick!, (perTick.get(l.tick!) ?? 0) + 1);
-      // Several ticks ran, each handed to exactly one process, and each became exactly one event.
+      for (const l of won) perTick.set(l.tick!, (perTick.get(l.tick!) ?? 0) + 1);
+      // Several ticks ran, each in exactly one process, and each became exactly one event.
       expect(perTick.size).toBeGreaterThanOrEqual(3);
       expect([...perTick.values()].every((n) => n === 1), JSON.stringify([...perTick])).toBe(true);
       expect(accepted.length).toBe(perTick.size);

@@ -1,7 +1,7 @@
 /**
  * One "gateway process" for test/schedules.test.ts: a scheduler on Redis and PostgreSQL with an
- * intake that stores each event delivered at once. Prints one JSON line per tick it is handed
- * (before the database claim), so the parent can tell which process saw which tick.
+ * intake that stores each event delivered at once. Prints one JSON line per tick it is handed,
+ * with whether its database claim won, so the parent can tell which process ran which tick.
  * argv: <database url> <redis url> <prefix> <profile manifest json> <seconds to run>
  */
 import type { InboundEvent } from '../../src/adapters/types.js';
@@ -30,8 +30,9 @@ const runs = store.scheduleRuns;
 const counted = {
   ...runs,
   async claim(r: Parameters<typeof runs.claim>[0]) {
-    process.stdout.write(`${JSON.stringify({ tick: r.tick.toISOString(), pid: process.pid })}\n`);
-    return runs.claim(r);
+    const won = await runs.claim(r);
+    process.stdout.write(`${JSON.stringify({ tick: r.tick.toISOString(), pid: process.pid, won })}\n`);
+    return won;
   },
 };
 const scheduler = createScheduler({
