@@ -101,10 +101,12 @@ export async function runAckBurst(o: { store: 'pglite' | 'postgres'; queue: 'mem
   const beforeHandlerMs: number[] = [];
   const loop = monitorEventLoopDelay({ resolution: 5 });
   const server = serve({
-    fetch: async (req: Request) => {
+    // The Node request goes on to the app as `agent-vm up` passes it (the body is read from it
+    // directly, not through a Web stream).
+    fetch: async (req: Request, env: unknown) => {
       const t = performance.now();
       const sentAt = Number(req.headers.get('x-bench-sent-at'));
-      const res = await running.app.fetch(req);
+      const res = await running.app.fetch(req, env);
       if (new URL(req.url).pathname === '/slack/events') {
         handlerMs.push(performance.now() - t);
         if (sentAt > 0) beforeHandlerMs.push(performance.timeOrigin + t - sentAt);

@@ -7,7 +7,8 @@
  * The intake here is in memory (dedupe by id + enqueue to an array): it isolates the adapter.
  * Pass the real gateway intake through `runBench({ intake })` to measure store + queue as well.
  *
- *   node --import tsx bench/slack-ingest.ts -- [--events 5000] [--concurrency 8]
+ *   node --import tsx bench/slack-ingest.ts -- [--events 5000] [--concurrency 8] [--rounds 10]
+ *     [--intake memory|pglite|postgres] [--queue memory|redis]
  */
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -44,7 +45,14 @@ function mentionBody(eventId: string): string {
   });
 }
 
-async function drive(n: number, concurrency: number, one: (i: number) => Promise<number>): Promise<{ perSec: number; latencies: number[]; failures: number }> {
+interface Driven {
+  n: number;
+  ms: number;
+  latencies: number[];
+  failures: number;
+}
+
+async function drive(n: number, concurrency: number, one: (i: number) => Promise<number>): Promise<Driven> {
   const latencies: number[] = [];
   let failures = 0;
   let next = 0;
@@ -57,10 +65,10 @@ async function drive(n: number, concurrency: number, one: (i: number) => Promise
       if (status !== 200) failures++;
     }
   }));
-  return { perSec: Math.round((n / (performance.now() - started)) * 1000), latencies, failures };
+  return { n, ms: performance.now() - started, latencies, failures };
 }
 
-export async function runBench(o: { events: number; concurrency: number; intake?: Intake }) {
+export async function runBench(o: { events: number; concurrency: number; intake?: Intake; rounds?: number }) {
   const intake = o.intake ?? memoryIntake();
   const adapter = createSlackAdapter({
     signingSecret: SECRET, botToken: 'xoxb-bench', apiUrl: 'http://127.0.0.1:9/api/', intake, logger: createLogger('silent'),
@@ -71,7 +79,8 @@ export async function runBench(o: { events: number; concurrency: number; intake?
   const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
   await new Promise<void>((r) => (server.listening ? r() : server.once('listening', () => r())));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const ids = Array.from({ length: o.events }, () => `Ev${randomUUID().replace(/-/g, '').slice(0, 12)}`);
+  // The warm-up has ids of its own (after the measured ones), so no measured event is a duplicate of it.
+  const ids = Array.from({ length: o.events + 500 }, () => `Ev${randomUUID().replace(/-/g, '').slice(0, 12)}`);
 
   const slackOne = async (i: number) => {
     // Every tenth delivery repeats an earlier event, as Slack's retries do.
@@ -92,30 +101,46 @@ export async function runBench(o: { events: number; concurrency: number; intake?
     return res.status;
   };
 
-  // Warm up both paths, then alternate halves so drift and GC hit both alike.
+  // Warm up both paths, then alternate the two in rounds, so that drift in the machine's speed
+  // (steal, frequency, GC) hits both alike: on a shared 2-core VM the no-op rate alone moves by
+  // a third from one second to the next, and two long halves compared a fast stretch with a slow one.
   await drive(Math.min(500, o.events), o.concurrency, noopOne);
-  await drive(Math.min(500, o.events), o.concurrency, (i) => slackOne(i));
-  const half = Math.floor(o.events / 2);
-  const b1 = await drive(half, o.concurrency, noopOne);
-  const s1 = await drive(half, o.concurrency, slackOne);
-  const b2 = await drive(half, o.concurrency, (i) => noopOne(i + half));
-  const s2 = await drive(half, o.concurrency, (i) => slackOne(i + half));
+  await drive(Math.min(500, o.events), o.concurrency, (i) => slackOne(i + o.events));
+  const rounds = Math.max(1, Math.min(o.rounds ?? 10, Math.floor(o.events / (2 * o.concurrency))));
+  const per = Math.floor(o.events / (2 * rounds));
+  const slackRuns: Driven[] = [];
+  const baseRuns: Driven[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const offset = r * per * 2;
+    // Which goes first alternates too.
+    const order = r % 2 === 0 ? ['noop', 'slack'] : ['slack', 'noop'];
+    for (const which of order) {
+      if (which === 'noop') baseRuns.push(await drive(per, o.concurrency, (i) => noopOne(i + offset)));
+      else slackRuns.push(await drive(per, o.concurrency, (i) => slackOne(i + offset + per)));
+    }
+  }
 
   await adapter.close();
   server.close();
-  const slackLat = [...s1.latencies, ...s2.latencies];
-  const baseLat = [...b1.latencies, ...b2.latencies];
-  const slack = { eventsPerSec: Math.round((s1.perSec + s2.perSec) / 2), ackMs: summary(slackLat), non200: s1.failures + s2.failures };
-  const baseline = { requestsPerSec: Math.round((b1.perSec + b2.perSec) / 2), latencyMs: summary(baseLat), non200: b1.failures + b2.failures };
+  const slackLat = slackRuns.flatMap((d) => d.latencies);
+  const baseLat = baseRuns.flatMap((d) => d.latencies);
+  const rate = (runs: Driven[]) => Math.round((runs.reduce((a, d) => a + d.n, 0) / runs.reduce((a, d) => a + d.ms, 0)) * 1000);
+  const slack = { eventsPerSec: rate(slackRuns), ackMs: summary(slackLat), non200: slackRuns.reduce((a, d) => a + d.failures, 0) };
+  const baseline = { requestsPerSec: rate(baseRuns), latencyMs: summary(baseLat), non200: baseRuns.reduce((a, d) => a + d.failures, 0) };
+  const perRound = slackRuns.map((d, i) => d.ms > 0 ? baseRuns[i]!.ms / d.ms : 0).sort((a, b) => a - b);
+  const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return {
     bench: 'slack-ingest',
     intake: o.intake ? 'provided' : 'in-memory (dedupe + enqueue)',
-    events: half * 2,
+    events: per * rounds * 2,
     concurrency: o.concurrency,
+    rounds,
     slack,
     baseline,
     threeSecondRuleHeld: Math.max(...slackLat) < 3000,
-    ofBaseline: Math.round((slack.eventsPerSec / baseline.requestsPerSec) * 1000) / 1000,
+    ofBaseline: r3(slack.eventsPerSec / baseline.requestsPerSec),
+    /** The same ratio round by round (each round: the same number of no-op requests and events). */
+    ofBaselineRounds: { median: r3(perRound[Math.floor(perRound.length / 2)]!), min: r3(perRound[0]!), max: r3(perRound.at(-1)!) },
     target: { ofBaseline: 0.5, p99AckMs: 30 },
     meetsTarget: slack.eventsPerSec >= 0.5 * baseline.requestsPerSec && slack.ackMs.p99 <= 30 && slack.non200 === 0,
   };
@@ -166,6 +191,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     options: {
       events: { type: 'string', default: '5000' },
       concurrency: { type: 'string', default: '8' },
+      /** The measured events alternate between the no-op route and Slack in this many rounds. */
+      rounds: { type: 'string', default: '10' },
       /** memory: the adapter alone; pglite or postgres: the real gateway intake on that store. */
       intake: { type: 'string', default: 'pglite' },
       queue: { type: 'string', default: 'memory' },
@@ -175,7 +202,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const conditions = startConditions({ backend: { intake: kind, queue: kind === 'memory' ? 'array' : values.queue } });
   const real = kind === 'memory' ? undefined : await gatewayIntake(kind, values.queue as 'memory' | 'redis');
   try {
-    const result = await runBench({ events: Number(values.events), concurrency: Number(values.concurrency), intake: real?.intake });
+    const result = await runBench({ events: Number(values.events), concurrency: Number(values.concurrency), rounds: Number(values.rounds), intake: real?.intake });
     process.stdout.write(`${JSON.stringify({ ...result, intake: kind === 'memory' ? result.intake : `gateway (${kind}, ${values.queue} queue)`, conditions: conditions.end() }, null, 2)}\n`);
   } finally {
     await real?.close();

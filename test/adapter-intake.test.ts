@@ -72,6 +72,22 @@ for (const backend of storeBackends('intake')) {
       await t.close();
     });
 
+    it('stores hostile strings in a burst (NUL, lone surrogates, control characters, a megabyte) and keeps arrival order', async () => {
+      const store = await open();
+      const t = setup(store);
+      await t.intake.accept(slackEvent(1000));
+      const nasty = ['a\u0000b', 'lone \ud800 high', 'lone \udc00 low', '\u001b[31mred\u0007', 'x'.repeat(2 * 1024 * 1024)];
+      const burst = nasty.map((text, i): InboundEvent => ({ ...slackEvent(1001 + i), id: `slack:Ev${1001 + i}\u0000\ud800`, conversation: 'slack:T1:C1:same', text, user: { id: 'U\u0000', name: '\udfff' } }));
+      const results = await Promise.all(burst.map((e) => t.intake.accept(e)));
+      expect(results.map((r) => r.status)).toEqual(nasty.map(() => 'accepted'));
+      // Every one is a duplicate the second time (the stored id is the cleaned one, found again).
+      expect((await Promise.all(burst.map((e) => t.intake.accept(e)))).map((r) => r.status)).toEqual(nasty.map(() => 'duplicate'));
+      const open1 = await store.gateway.nextOpenEvent('cu', 'slack:T1:C1:same');
+      expect(open1?.id).toMatch(/^slack:Ev1001/);
+      expect(JSON.stringify(open1?.payload)).not.toMatch(/\\u0000/);
+      await t.close();
+    });
+
     it('holds a delivery before its address is known; every redelivery is a duplicate; routing runs one turn', async () => {
       const store = await open();
       const t = setup(store);

@@ -162,4 +162,26 @@ describe('request bodies', () => {
       await s.close();
     }
   });
+
+  it('hands the body read from the Node request to every way of reading it: Hono, the raw request, a clone', async () => {
+    const { Hono } = await import('hono');
+    const app = createApp({ logger, checks: [], registry: new Registry(), maxBodyBytes: 1024 });
+    const inner = new Hono();
+    inner.post('/json', async (c) => c.json({ json: await c.req.json(), text: await c.req.text(), bytes: (await c.req.arrayBuffer()).byteLength }));
+    inner.post('/raw', async (c) => c.json({ raw: await c.req.raw.text(), used: c.req.raw.bodyUsed, method: c.req.raw.method, sig: c.req.raw.headers.get('x-sig') }));
+    inner.post('/clone', async (c) => c.json({ clone: await c.req.raw.clone().text(), form: (await c.req.formData()).get('a') }));
+    app.route('/', inner);
+    const s = await serveApp(app);
+    try {
+      const body = JSON.stringify({ a: 'é\u0000', n: 1 });
+      const j = await (await fetch(`${s.url}/json`, { method: 'POST', body, headers: { 'content-type': 'application/json' } })).json();
+      expect(j).toEqual({ json: { a: 'é\u0000', n: 1 }, text: body, bytes: Buffer.byteLength(body) });
+      const r = await (await fetch(`${s.url}/raw`, { method: 'POST', body, headers: { 'x-sig': 'v0=1' } })).json();
+      expect(r).toEqual({ raw: body, used: true, method: 'POST', sig: 'v0=1' });
+      const form = await (await fetch(`${s.url}/clone`, { method: 'POST', body: 'a=b%20c', headers: { 'content-type': 'application/x-www-form-urlencoded' } })).json();
+      expect(form).toEqual({ clone: 'a=b%20c', form: 'b c' });
+    } finally {
+      await s.close();
+    }
+  });
 });

@@ -64,33 +64,51 @@ function toRow(r: NewAuditRow): AuditRow {
   return { ...r, data: r.data ?? null };
 }
 
+/**
+ * One process (PGlite): a plain VALUES insert. PGlite parses every statement anyway, and this is
+ * the cheapest form there (a 1-row append 0.7 ms, against 1.1 ms for the JSON form below).
+ */
+function valuesInsert(rows: NewAuditRow[]) {
+  const values = rows.map(
+    (r) =>
+      sql`(${r.seq}::bigint, ${r.at}::timestamptz, ${r.profile}::text, ${r.action}::text, ${r.decision}::text, ${r.reason}::text, ${r.subject}::text, ${r.data === null ? null : JSON.stringify(r.data)}::jsonb, ${r.prevHash}::text, ${r.hash}::text)`,
+  );
+  return sql`insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash) values ${sql.join(values, sql`, `)}`;
+}
+
+/**
+ * Many processes (PostgreSQL): rows are produced only after the chain lock's one row, so nothing
+ * is inserted before the lock is held. One constant statement whatever the number of rows: they
+ * travel as one JSON parameter, so PostgreSQL prepares it once per connection and nothing is
+ * built per row. `data` goes in as the JSON value it is (the same jsonb as a JSON string cast).
+ */
+function lockedInsert(rows: NewAuditRow[]) {
+  const batch = JSON.stringify(
+    rows.map((r) => ({ seq: r.seq, at: r.at, profile: r.profile, action: r.action, decision: r.decision, reason: r.reason, subject: r.subject, data: r.data ?? null, prev_hash: r.prevHash, hash: r.hash })),
+  );
+  return sql`
+    insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash)
+    select x.seq, x.at, x.profile, x.action, x.decision, x.reason, x.subject, x.data, x.prev_hash, x.hash
+      from jsonb_to_recordset(${batch}::jsonb)
+        as x(seq bigint, at timestamptz, profile text, action text, decision text, reason text, subject text, data jsonb, prev_hash text, hash text),
+        (select pg_advisory_xact_lock(${CHAIN_LOCK})) as chain_lock
+      order by x.seq`;
+}
+
 // One repository per database handle, so every AuditLog of a process shares its head and its queue.
 const repos = new WeakMap<object, AuditRepo>();
 
 export function auditRepo(db: Db, opts: { singleProcess?: boolean } = {}): AuditRepo {
   const existing = repos.get(db);
   if (existing) return existing;
-  // Rows are produced only after the lock's one row: nothing is inserted before the lock is held.
-  const lockJoin = opts.singleProcess ? sql`` : sql`, (select pg_advisory_xact_lock(${CHAIN_LOCK})) as chain_lock`;
   let head: ChainHead | undefined;
   let known = false;
   let tailOfQueue: Promise<unknown> = Promise.resolve();
 
   /** Inserts after the remembered head, in one statement; undefined when someone appended since. */
   async function appendAfterKnownHead(rows: NewAuditRow[]): Promise<AuditRow[] | undefined> {
-    const values = rows.map(
-      (r) =>
-        sql`(${r.seq}::bigint, ${r.at}::timestamptz, ${r.profile}::text, ${r.action}::text, ${r.decision}::text, ${r.reason}::text, ${r.subject}::text, ${r.data === null ? null : JSON.stringify(r.data)}::jsonb, ${r.prevHash}::text, ${r.hash}::text)`,
-    );
     try {
-      // Without the lock (one process), a plain VALUES insert: about half the cost on PGlite.
-      await db.execute(
-        opts.singleProcess
-          ? sql`insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash) values ${sql.join(values, sql`, `)}`
-          : sql`
-        insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash)
-        select v.* from (values ${sql.join(values, sql`, `)}) as v${lockJoin}`,
-      );
+      await db.execute(opts.singleProcess ? valuesInsert(rows) : lockedInsert(rows));
       return rows.map(toRow);
     } catch (err) {
       // Someone appended since: our first seq is taken (all or nothing, one statement).

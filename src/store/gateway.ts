@@ -15,7 +15,7 @@ export { sha256, type EventRow, type EventStatus, type HeldBack, type NewEvent, 
 export { heldBackOf, type TranscriptRow, type TranscriptRepo } from './transcripts.js';
 export type { SessionRepo } from './sessions.js';
 export type { WebhookRepo } from './webhooks.js';
-export type { HeldRow, HeldStatus, IntakeRepo } from './intake.js';
+export type { BriefEventRow, HeldRow, HeldStatus, IntakeRepo } from './intake.js';
 
 export type GatewayRepo = EventRepo & TranscriptRepo & SessionRepo & WebhookRepo & IntakeRepo;
 

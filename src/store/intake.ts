@@ -19,6 +19,15 @@ import type { EventRow, NewEvent } from './events.js';
 import type { Db } from './index.js';
 import { events, heldDeliveries, type heldDeliveryStatuses } from './schema.js';
 
+/** What the front door needs of a stored event (the payload is not read back). */
+export type BriefEventRow = Pick<EventRow, 'id' | 'profile' | 'conversation' | 'status'>;
+const brief = { id: events.id, profile: events.profile, conversation: events.conversation, status: events.status };
+
+/** Rows of a raw `execute`: postgres.js returns them as an array, PGlite as `{ rows }`. */
+function rowsOf<T>(result: unknown): T[] {
+  return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
+}
+
 export type HeldStatus = (typeof heldDeliveryStatuses)[number];
 export type HeldRow = typeof heldDeliveries.$inferSelect;
 
@@ -31,7 +40,7 @@ export interface IntakeRepo {
    * order, the stored row and whether this call inserted it. An id repeated within one call is
    * inserted once (the first occurrence); the others come back as not inserted.
    */
-  insertEvents(rows: NewEvent[]): Promise<Array<{ row: EventRow; inserted: boolean }>>;
+  insertEvents(rows: NewEvent[]): Promise<Array<{ row: BriefEventRow; inserted: boolean }>>;
   /** Stores a delivery under its platform id; `inserted: false` (and the stored status) when the id was held before. */
   holdDelivery(d: { id: string; platform: string; payload: unknown }): Promise<{ inserted: boolean; status: HeldStatus }>;
   getHeld(id: string): Promise<HeldRow | undefined>;
@@ -63,17 +72,29 @@ export function intakeRepo(db: Db): IntakeRepo {
         if (!firstIndex.has(v.id)) firstIndex.set(v.id, i);
       });
       const unique = [...firstIndex.values()].map((i) => values[i]!);
-      const inserted = await db.insert(events).values(unique).onConflictDoNothing({ target: events.id }).returning();
-      const byId = new Map(inserted.map((r) => [r.id, r]));
+      // One constant statement whatever the batch size: the batch travels as one JSON parameter
+      // (PostgreSQL prepares the statement once per connection, and nothing is built per row) and
+      // the new ids are inserted in arrival order, so `seq` follows arrival.
+      const result = await db.execute(sql`
+        insert into events (id, platform, profile, conversation, status, payload, error)
+        select id, platform, profile, conversation, status, payload, error
+          from jsonb_to_recordset(${JSON.stringify(unique.map((v, ord) => ({ ...v, ord })))}::jsonb)
+            as x(ord int, id text, platform text, profile text, conversation text, status text, payload jsonb, error text)
+          order by ord
+        on conflict (id) do nothing
+        returning id, profile, conversation, status`);
+      const byId = new Map(rowsOf<BriefEventRow>(result).map((r) => [r.id, { ...r, inserted: true }]));
+      // Ids seen before: their stored rows, by primary key (a redelivery; rare).
       const missing = unique.filter((v) => !byId.has(v.id)).map((v) => v.id);
-      const existing = missing.length > 0 ? await db.select().from(events).where(inArray(events.id, missing)) : [];
-      const stored = new Map(existing.map((r) => [r.id, r]));
+      if (missing.length > 0) {
+        const seen = await db.select(brief).from(events).where(inArray(events.id, missing));
+        for (const r of seen) byId.set(r.id, { ...r, inserted: false });
+      }
       return values.map((v, i) => {
-        const fresh = byId.get(v.id);
-        if (fresh) return { row: fresh, inserted: firstIndex.get(v.id) === i };
-        const row = stored.get(v.id);
-        if (!row) throw new Error(`event ${v.id} vanished after a conflicting insert`);
-        return { row, inserted: false };
+        const r = byId.get(v.id);
+        if (!r) throw new Error(`event ${v.id} vanished after a conflicting insert`);
+        const { inserted, ...row } = r;
+        return { row, inserted: inserted && firstIndex.get(v.id) === i };
       });
     },
 

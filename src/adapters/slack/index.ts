@@ -27,7 +27,7 @@ import type { RetryOptions } from '@slack/web-api';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from '../../body-limit.js';
 import { AgentVmError, describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { createLane, failureReporter } from '../delivery.js';
+import { createIngressGate, createLane, failureReporter } from '../delivery.js';
 import type {
   ApprovalDesk, ChannelAdapter, CredentialCheck, ThreadOpener, DeliveryFailure, FeedbackSink, InboundEvent, Intake, IntakeResult, OutboundFile,
   ThreadContextLimits, ThreadCursors, TurnContext,
@@ -172,8 +172,12 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
     },
   });
 
-  /** "is thinking…" and 👀 wait their turn: four at a time, behind the acknowledgements of a burst. */
-  const cosmetic = createLane(4);
+  /**
+   * "is thinking…" and 👀 wait their turn: four at a time, and only once no webhook has been in
+   * progress for a moment (at most a second later), behind the acknowledgements of a burst.
+   */
+  const ingress = createIngressGate();
+  const cosmetic = createLane(4, () => ingress.quiet());
 
   function followUp(event: InboundEvent, result: IntakeResult, retryNum: number | undefined): void {
     logger.info({ eventId: event.id, status: result.status, ...(retryNum !== undefined ? { retryNum } : {}) }, 'slack: event taken in');
@@ -269,6 +273,14 @@ export function createSlackAdapter(opts: SlackAdapterOptions): SlackAdapter {
   // Slack's payloads are a few KiB; the limit holds before the signature can be checked.
   const limit = limitBody(DEFAULT_MAX_BODY_BYTES);
   const routes = new Hono();
+  routes.use('/slack/*', async (_c, next) => {
+    const leave = ingress.enter();
+    try {
+      await next();
+    } finally {
+      leave();
+    }
+  });
   routes.post('/slack/interactivity', limit, async (c) => interaction(c, await verified(c)));
   routes.post('/slack/events', limit, async (c) => {
     const body = await verified(c);
