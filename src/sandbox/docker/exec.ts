@@ -63,11 +63,11 @@ export async function runExec(
   const watch = new AbortController();
   let ended = 'stream' as 'stream' | 'deadline' | 'sandbox';
   await new Promise<void>((resolve) => {
-    // Deliberately not "first reason wins": under runsc a sandbox dying under the command (OOM)
-    // can close the stream first (exit 128, "WaitPID failed: EOF"); the engine's report that the
-    // sandbox stopped, arriving a moment later, must still turn it into "no exit code", which is
-    // what makes the driver wait for the stop and report sandboxStopped (tried, and the memory-hog
-    // test failed).
+    // Deliberately not "first reason wins": a stop report from the engine that was already on its
+    // way when the stream closed still counts (the sandbox died under the command), so the exit
+    // code is not asked for. A report that comes later (the wait is aborted once the stream ends)
+    // is the driver's to find: it looks again when the command failed, including runsc's own 128
+    // ("WaitPID failed: EOF", docker/index.ts).
     const finish = (why: typeof ended) => {
       clearTimeout(timer);
       watch.abort();
