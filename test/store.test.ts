@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isAgentVmError } from '../src/errors.js';
 import { agents, migrationsFolder, openStore, type AgentWake, type OpenStoreOptions, type Store } from '../src/store/index.js';
@@ -160,6 +161,27 @@ describe('unreachable database', () => {
       expect(err.message).toMatch(/^cannot reach the database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/nope: \S/);
       expect(err.message).not.toContain('Sup3rSecret');
     } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a new embedded database', () => {
+  it('is created and migrated apart: its tables exist before migrate() runs here', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'agentvm-store-new-'));
+    const store = await openStore({ dataDir });
+    try {
+      expect(store.kind).toBe('pglite');
+      // No migrate() in this process yet: the child that created the database applied them all.
+      await store.agents.upsertAwake(wake('born-migrated'));
+      expect((await store.agents.get('born-migrated'))?.state).toBe('running');
+      const journal = JSON.parse(await readFile(path.join(migrationsFolder, 'meta', '_journal.json'), 'utf8')) as { entries: unknown[] };
+      const applied = async () => (await store.db.execute(sql`select count(*)::int as n from drizzle.__drizzle_migrations`)) as unknown as { rows: Array<{ n: number }> };
+      expect((await applied()).rows[0]?.n).toBe(journal.entries.length);
+      await store.migrate();
+      expect((await applied()).rows[0]?.n).toBe(journal.entries.length);
+    } finally {
+      await store.close();
       await rm(dataDir, { recursive: true, force: true });
     }
   });

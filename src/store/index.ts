@@ -27,6 +27,7 @@ import { jobRepo, type JobRepo } from './jobs.js';
 import { scheduleRunRepo, type ScheduleRunRepo } from './schedules.js';
 import { threadRepo, type ThreadRepo } from './threads.js';
 import { feedbackRepo, type FeedbackRepo } from './feedback.js';
+import type { RawQuery } from './raw.js';
 import { agentRuntimes, agentStates, agents } from './schema.js';
 
 export { agents };
@@ -106,7 +107,7 @@ export const migrationsFolder = fileURLToPath(new URL('../../migrations', import
 
 export async function openStore(opts: OpenStoreOptions): Promise<Store> {
   const log = opts.logger?.child({ component: 'store' });
-  const opened = opts.databaseUrl ? await openPostgres(opts.databaseUrl) : await openPglite(opts.dataDir);
+  const opened = opts.databaseUrl ? await openPostgres(opts.databaseUrl) : await openPglite(opts.dataDir, log);
   log?.info({ kind: opened.kind, target: opened.target }, 'store opened');
 
   let closing: Promise<void> | undefined;
@@ -114,8 +115,8 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     kind: opened.kind,
     db: opened.db,
     agents: agentRepo(opened.db),
-    gateway: gatewayRepo(opened.db),
-    audit: auditRepo(opened.db, { singleProcess: opened.kind === 'pglite' }),
+    gateway: gatewayRepo(opened.db, opened.raw),
+    audit: auditRepo(opened.db, { raw: opened.raw }),
     approvals: approvalRepo(opened.db),
     pins: pinRepo(opened.db),
     events: eventRepo(opened.db),
@@ -145,6 +146,8 @@ interface Opened {
   /** Where the data lives, safe to log and show. */
   target: string;
   db: Db;
+  /** PGlite only: its own client for the hot paths (raw.ts). */
+  raw?: RawQuery;
   migrate(): Promise<void>;
   cleanup: Array<() => Promise<void>>;
 }
@@ -184,33 +187,61 @@ async function openPostgres(url: string): Promise<Opened> {
  */
 const PGLITE_CONF = ['shared_buffers=8MB'];
 
-/** Runs PGlite's initdb on `dir` in a short-lived child process; falls back to doing it here. */
-async function initPgliteApart(dir: string): Promise<void> {
-  const script = `const { PGlite } = await import(process.argv[1]); const pg = new PGlite(process.argv[2], { postgresqlconf: JSON.parse(process.argv[3]) }); await pg.waitReady; await pg.close();`;
-  const ok = await new Promise<boolean>((resolve) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script, pathToFileURL(createRequire(import.meta.url).resolve('@electric-sql/pglite')).href, dir, JSON.stringify(PGLITE_CONF)], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    child.stderr.resume();
-    child.once('error', () => resolve(false));
-    child.once('exit', (code) => resolve(code === 0));
+/**
+ * Creates a new embedded database on `dir` in a short-lived child process: initdb, then the
+ * migrations. Both touch far more WebAssembly heap than the gateway's own work (initdb ~500 MB,
+ * the migrations ~60 MB), which would otherwise stay in this process's RSS for as long as it
+ * runs. Falls back to doing it here (it only costs memory): whatever the child left is cleared,
+ * and why the child failed is returned.
+ */
+async function createPgliteApart(dir: string): Promise<string | undefined> {
+  const script = [
+    'const [pgliteUrl, drizzleUrl, migratorUrl, dir, conf, folder] = process.argv.slice(1);',
+    'const { PGlite } = await import(pgliteUrl);',
+    'const { drizzle } = await import(drizzleUrl);',
+    'const { migrate } = await import(migratorUrl);',
+    'const pg = new PGlite(dir, { postgresqlconf: JSON.parse(conf) });',
+    'await pg.waitReady;',
+    'await migrate(drizzle({ client: pg }), { migrationsFolder: folder });',
+    'await pg.close();',
+  ].join(' ');
+  // Resolved from here, so the child loads the very packages this process uses (their CommonJS
+  // builds: `import.meta.resolve` is not available under every loader).
+  const resolve = (specifier: string) => pathToFileURL(createRequire(import.meta.url).resolve(specifier)).href;
+  const args = [
+    resolve('@electric-sql/pglite'),
+    resolve('drizzle-orm/pglite'),
+    resolve('drizzle-orm/pglite/migrator'),
+    dir,
+    JSON.stringify(PGLITE_CONF),
+    migrationsFolder,
+  ];
+  const failure = await new Promise<string | undefined>((resolve) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+    child.once('error', (err) => resolve(err.message));
+    child.once('close', (code, signal) => resolve(code === 0 ? undefined : `exit ${code ?? signal}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`));
   });
-  // Not fatal: whatever the child left is cleared and the open runs initdb in this process (it only costs memory).
-  if (!ok) {
+  if (failure !== undefined) {
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
   }
+  return failure;
 }
 
-async function openPglite(dataDir: string): Promise<Opened> {
+async function openPglite(dataDir: string, log: Logger | undefined): Promise<Opened> {
   const dir = path.join(dataDir, 'pglite');
   let client: PGlite | undefined;
   await mkdir(dir, { recursive: true });
   const releaseDirLock = await lockDataDir(dir);
   try {
-    // A new directory is initialised (initdb) in a child process: initdb's WebAssembly heap
-    // (~500 MB touched) would otherwise stay in this process's RSS for as long as it runs.
-    if (!existsSync(path.join(dir, 'PG_VERSION'))) await initPgliteApart(dir);
+    // A new directory is created and migrated in a child process (createPgliteApart says why);
+    // the migrate() that follows finds nothing left to apply.
+    if (!existsSync(path.join(dir, 'PG_VERSION'))) {
+      const failure = await createPgliteApart(dir);
+      if (failure) log?.warn({ dir, failure }, 'creating the embedded database in a child process failed; creating it here (costs memory until restart)');
+    }
     client = new PGlite(dir, { postgresqlconf: PGLITE_CONF });
     await client.waitReady;
   } catch (cause) {
@@ -227,6 +258,7 @@ async function openPglite(dataDir: string): Promise<Opened> {
     kind: 'pglite',
     target: dir,
     db,
+    raw: async <T>(text: string, params: unknown[]) => (await pg.query<T>(text, params)).rows,
     migrate: () => migratePglite(db, { migrationsFolder }),
     cleanup: [() => pg.close().finally(releaseDirLock)],
   };
