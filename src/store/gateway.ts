@@ -10,6 +10,7 @@ import { intakeRepo, type IntakeRepo } from './intake.js';
 import { sessionRepo, type SessionRepo } from './sessions.js';
 import { transcriptRepo, type TranscriptRepo } from './transcripts.js';
 import { webhookRepo, type WebhookRepo } from './webhooks.js';
+import type { RawQuery } from './raw.js';
 
 export { sha256, type EventRow, type EventStatus, type HeldBack, type NewEvent, type StoredFile, type TranscriptKind, type EventRepo } from './events.js';
 export { heldBackOf, type TranscriptRow, type TranscriptRepo } from './transcripts.js';
@@ -19,6 +20,7 @@ export type { BriefEventRow, HeldRow, HeldStatus, IntakeRepo } from './intake.js
 
 export type GatewayRepo = EventRepo & TranscriptRepo & SessionRepo & WebhookRepo & IntakeRepo;
 
-export function gatewayRepo(db: Db): GatewayRepo {
-  return { ...eventRepo(db), ...transcriptRepo(db), ...sessionRepo(db), ...webhookRepo(db), ...intakeRepo(db) };
+/** `raw`: the embedded database's client, for the intake's hot insert (raw.ts). */
+export function gatewayRepo(db: Db, raw?: RawQuery): GatewayRepo {
+  return { ...eventRepo(db), ...transcriptRepo(db), ...sessionRepo(db), ...webhookRepo(db), ...intakeRepo(db, raw) };
 }

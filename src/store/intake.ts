@@ -17,16 +17,29 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { storable, storableDeep } from '../text.js';
 import type { EventRow, NewEvent } from './events.js';
 import type { Db } from './index.js';
+import { rowsOf, type RawQuery } from './raw.js';
 import { events, heldDeliveries, type heldDeliveryStatuses } from './schema.js';
 
 /** What the front door needs of a stored event (the payload is not read back). */
 export type BriefEventRow = Pick<EventRow, 'id' | 'profile' | 'conversation' | 'status'>;
 const brief = { id: events.id, profile: events.profile, conversation: events.conversation, status: events.status };
 
-/** Rows of a raw `execute`: postgres.js returns them as an array, PGlite as `{ rows }`. */
-function rowsOf<T>(result: unknown): T[] {
-  return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
-}
+/**
+ * One constant statement whatever the batch size, around its one parameter: the batch travels as
+ * one JSON value (PostgreSQL prepares the statement once per connection, and nothing is built per
+ * row) and the new ids are inserted in arrival order, so `seq` follows arrival.
+ */
+const INSERT_EVENTS = [
+  `insert into events (id, platform, profile, conversation, status, payload, error)
+   select id, platform, profile, conversation, status, payload, error
+     from jsonb_to_recordset(`,
+  `::jsonb)
+       as x(ord int, id text, platform text, profile text, conversation text, status text, payload jsonb, error text)
+     order by ord
+   on conflict (id) do nothing
+   returning id, profile, conversation, status`,
+] as const;
+const INSERT_EVENTS_RAW = `${INSERT_EVENTS[0]}$1${INSERT_EVENTS[1]}`;
 
 export type HeldStatus = (typeof heldDeliveryStatuses)[number];
 export type HeldRow = typeof heldDeliveries.$inferSelect;
@@ -62,7 +75,8 @@ function eventValues(e: NewEvent) {
   };
 }
 
-export function intakeRepo(db: Db): IntakeRepo {
+/** `raw`: the embedded database's client (raw.ts); the event insert goes through it. */
+export function intakeRepo(db: Db, raw?: RawQuery): IntakeRepo {
   return {
     async insertEvents(rows) {
       if (rows.length === 0) return [];
@@ -72,18 +86,11 @@ export function intakeRepo(db: Db): IntakeRepo {
         if (!firstIndex.has(v.id)) firstIndex.set(v.id, i);
       });
       const unique = [...firstIndex.values()].map((i) => values[i]!);
-      // One constant statement whatever the batch size: the batch travels as one JSON parameter
-      // (PostgreSQL prepares the statement once per connection, and nothing is built per row) and
-      // the new ids are inserted in arrival order, so `seq` follows arrival.
-      const result = await db.execute(sql`
-        insert into events (id, platform, profile, conversation, status, payload, error)
-        select id, platform, profile, conversation, status, payload, error
-          from jsonb_to_recordset(${JSON.stringify(unique.map((v, ord) => ({ ...v, ord })))}::jsonb)
-            as x(ord int, id text, platform text, profile text, conversation text, status text, payload jsonb, error text)
-          order by ord
-        on conflict (id) do nothing
-        returning id, profile, conversation, status`);
-      const byId = new Map(rowsOf<BriefEventRow>(result).map((r) => [r.id, { ...r, inserted: true }]));
+      const batch = JSON.stringify(unique.map((v, ord) => ({ ...v, ord })));
+      const fresh = raw
+        ? await raw<BriefEventRow>(INSERT_EVENTS_RAW, [batch])
+        : rowsOf<BriefEventRow>(await db.execute(sql`${sql.raw(INSERT_EVENTS[0])}${batch}${sql.raw(INSERT_EVENTS[1])}`));
+      const byId = new Map(fresh.map((r) => [r.id, { ...r, inserted: true }]));
       // Ids seen before: their stored rows, by primary key (a redelivery; rare).
       const missing = unique.filter((v) => !byId.has(v.id)).map((v) => v.id);
       if (missing.length > 0) {

@@ -1,0 +1,33 @@
+/**
+ * Raw statements for the few hot paths where building the statement costs more than running it:
+ * on the embedded PGlite a statement is a function call in this process, so drizzle's builder
+ * (a template per row, then its serialisation) is most of an audit append or an intake batch.
+ * There a hot path sends a constant text (cached per shape) with flat parameters.
+ *
+ * Only PGlite's client is exposed this way. On PostgreSQL the same paths stay on drizzle: each
+ * statement is prepared once per connection and the network round trip dominates.
+ *
+ * Deliberately left out: anything but parameters in the text. A text is built from constants
+ * only, never from a value.
+ */
+
+/** Runs one parameterised statement and resolves with its rows. */
+export type RawQuery = <T>(text: string, params: unknown[]) => Promise<T[]>;
+
+/** Rows of a drizzle `execute`: postgres.js returns them as an array, PGlite as `{ rows }`. */
+export function rowsOf<T>(result: unknown): T[] {
+  return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
+}
+
+/**
+ * `($1, $2), ($3, $4)` for `rows` rows of `casts.length` columns, each placeholder followed by
+ * its cast (`::bigint`; empty for none). Memoised by the caller per row count.
+ */
+export function valuesList(rows: number, casts: readonly string[]): string {
+  const out: string[] = [];
+  for (let r = 0; r < rows; r++) {
+    const base = r * casts.length;
+    out.push(`(${casts.map((c, i) => `$${base + i + 1}${c}`).join(', ')})`);
+  }
+  return out.join(', ');
+}
