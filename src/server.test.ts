@@ -55,6 +55,18 @@ describe('createApp', () => {
     expect(body.checks.find((c) => c.name === 'docker')).toEqual({ name: 'docker', ok: true });
   });
 
+  it('GET /readyz answers in time when a check hangs: that check failed, with why', async () => {
+    const hangs: ReadinessCheck = { name: 'db', check: () => new Promise<void>(() => {}) };
+    const app = createApp({ logger, checks: [hangs, ok('docker')], readyTimeoutMs: 50 });
+    const res = await app.request('/readyz');
+    expect(res.status).toBe(503);
+    const body = (await res.json()) as ReadyBody;
+    expect(body.checks).toEqual([
+      { name: 'db', ok: false, error: 'no answer within 50 ms' },
+      { name: 'docker', ok: true },
+    ]);
+  });
+
   it('GET /readyz reports a non-Error throw as a string', async () => {
     const app = createApp({
       logger,

@@ -22,7 +22,14 @@ export interface AppDeps {
   registry?: Registry;
   /** Largest request body any endpoint reads (default 1 MiB); routes may set a lower one. */
   maxBodyBytes?: number;
+  /**
+   * How long `/readyz` waits for a check (default 3 s). A check that has not answered by then is
+   * reported as failed, so a probe gets an answer even while a dependency hangs.
+   */
+  readyTimeoutMs?: number;
 }
+
+const DEFAULT_READY_TIMEOUT_MS = 3000;
 
 export function createMetricsRegistry(): Registry {
   const registry = new Registry();
@@ -39,14 +46,21 @@ export function createApp(deps: AppDeps): Hono {
 
   app.get('/healthz', (c) => c.json({ ok: true }));
 
+  const readyTimeoutMs = deps.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
   app.get('/readyz', async (c) => {
     const results = await Promise.all(
       deps.checks.map(async (k) => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer within ${readyTimeoutMs} ms`)), readyTimeoutMs);
+        });
         try {
-          await k.check();
+          await Promise.race([k.check(), late]);
           return { name: k.name, ok: true as const };
         } catch (err) {
           return { name: k.name, ok: false as const, error: err instanceof Error ? err.message : String(err) };
+        } finally {
+          clearTimeout(timer);
         }
       }),
     );
