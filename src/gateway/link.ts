@@ -126,6 +126,8 @@ export function createAgentLink(o: {
   /** Frozen by the pause tier; the connection is kept and resumes on unpause. */
   let paused = false;
   let active = 0;
+  /** Counts hang-ups: a turn still waking when the gateway hung up must not start after it. */
+  let hangUps = 0;
   /** Acquirers waiting for the turns on a stuck connection to end. */
   let waiters: Array<() => void> = [];
   const notify = () => {
@@ -323,11 +325,18 @@ export function createAgentLink(o: {
         notify();
       };
       let c: AgentConnection;
+      const hangUpsBefore = hangUps;
       try {
         c = await connection();
       } catch (err) {
         release();
         throw err;
+      }
+      // The gateway hung up (stop, sleep, restart) while this turn waited for the agent: the
+      // turn does not start on the connection that came up after it, it runs again later.
+      if (hangUps !== hangUpsBefore) {
+        release();
+        throw new AgentVmError('agent_detached', 'the gateway hung up on the agent before the turn started (stop, restart or sleep); the turn runs again', { retryable: true });
       }
       return {
         conn: c,
@@ -363,6 +372,7 @@ export function createAgentLink(o: {
       await o.audit.record({ profile: o.profile, action: 'pause', decision: 'ok', subject: agentId, reason: 'idle' });
     },
     detach() {
+      hangUps++;
       hangUp();
       // The process may still be running a prompt we stopped listening to.
       restartPending = true;

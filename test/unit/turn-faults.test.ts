@@ -77,4 +77,28 @@ describe('graceful stop', () => {
     expect(replyText(await second.outcome(slow.eventId))).toBe('slept 3000');
     expect((await second.store.gateway.eventTranscript(slow.eventId)).filter((t) => t.kind === 'reply')).toHaveLength(1);
   });
+
+  it('a turn still waking its agent when the grace ends does not start after the hang-up: it stays open, untried, for the next unit', async () => {
+    const id = profileId('stopwake');
+    const first = await gateway({ manifests: [manifest(id)], unit: { stopGraceMs: 200 } });
+    // The agent takes 1.5 s to wake: the stop's grace ends while the turn is still waiting for it.
+    const ensure = first.driver.ensure.bind(first.driver);
+    first.driver.ensure = async (spec) => {
+      await new Promise((r) => setTimeout(r, 1500));
+      return ensure(spec);
+    };
+    const waking = await first.post({ profile: id, text: 'echo late', conversation: 'w' });
+    await new Promise((r) => setTimeout(r, 100));
+    await first.stop();
+    const left = await first.store.gateway.getEvent(waking.eventId);
+    expect(left?.status).toBe('queued');
+    expect(left?.attempts).toBe(0);
+    expect((await first.store.gateway.eventTranscript(waking.eventId)).filter((t) => t.kind === 'reply' || t.kind === 'notice')).toEqual([]);
+
+    first.driver.ensure = ensure;
+    gateways.release(first);
+    const second = await gateway({ manifests: [], reuse: { store: first.store, driver: first.driver, dataDir: first.dataDir, profilesDir: first.profilesDir } });
+    expect(replyText(await second.outcome(waking.eventId))).toBe('late');
+    expect((await second.store.gateway.eventTranscript(waking.eventId)).filter((t) => t.kind === 'reply')).toHaveLength(1);
+  });
 });
