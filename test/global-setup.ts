@@ -5,6 +5,7 @@
 import net from 'node:net';
 import { connectDocker } from '../src/sandbox/docker/engine.js';
 import { TEST_IMAGE, testConfig } from './helpers/env.js';
+import { useRunTmp } from './helpers/run-tmp.js';
 
 function tcpCheck(host: string, port: number, probe?: string, expect?: RegExp): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -30,7 +31,8 @@ function tcpCheck(host: string, port: number, probe?: string, expect?: RegExp): 
   });
 }
 
-export default async function setup(): Promise<void> {
+export default async function setup(): Promise<() => void> {
+  const removeRunTmp = useRunTmp();
   const problems: string[] = [];
   const cfg = testConfig();
   const docker = connectDocker(cfg.docker);
@@ -54,6 +56,8 @@ export default async function setup(): Promise<void> {
     problems.push(`Redis on 127.0.0.1:6379 unreachable (${e.message})`),
   );
   if (problems.length > 0) {
+    removeRunTmp();
     throw new Error(`integration prerequisites missing:\n - ${problems.join('\n - ')}`);
   }
+  return removeRunTmp;
 }

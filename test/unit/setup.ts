@@ -8,9 +8,14 @@ import type { TestProject } from 'vitest/node';
 import { bundleReferenceAgent } from '../../agents/reference/bundle.js';
 import { REFERENCE_AGENT_HOST_BUNDLE } from '../helpers/fake.js';
 import { makePgliteTemplate } from '../helpers/pglite-template.js';
+import { useRunTmp } from '../helpers/run-tmp.js';
 
 export default async function setup(project: TestProject): Promise<() => void> {
+  const removeRunTmp = useRunTmp();
   const [, template] = await Promise.all([bundleReferenceAgent(REFERENCE_AGENT_HOST_BUNDLE), makePgliteTemplate()]);
   project.provide('pgliteTemplate', template);
-  return () => rmSync(template, { recursive: true, force: true });
+  return () => {
+    rmSync(template, { recursive: true, force: true });
+    removeRunTmp();
+  };
 }
