@@ -27,6 +27,15 @@ export function isAgentVmError(err: unknown, code?: string): err is AgentVmError
 
 /** A short, single-line description of any thrown value, for logs and user-facing reports. */
 export function describeError(err: unknown): string {
-  if (err instanceof Error) return err.message;
+  if (err instanceof Error) {
+    // Drizzle's query error carries the SQL and its parameters (an agent's text, a person's
+    // message): only why the database refused it is said, never what was sent.
+    if (err.message.startsWith('Failed query: ') && err.cause !== undefined && err.cause !== null) {
+      const code = (err.cause as { code?: unknown }).code;
+      const why = (err.cause instanceof Error ? err.cause.message : String(err.cause)).split('\n')[0]!.slice(0, 300);
+      return `a database query failed (${typeof code === 'string' && !why.includes(code) ? `${code}: ` : ''}${why})`;
+    }
+    return err.message;
+  }
   return String(err);
 }

@@ -6,6 +6,7 @@
  */
 import type { ChannelAdapter, HeldBackFile, InboundEvent, OutboundFile } from '../adapters/types.js';
 import { describeError, isAgentVmError } from '../errors.js';
+import { isDbUnavailable } from '../store/errors.js';
 import type { EventRow, StoredFile, TranscriptKind } from '../store/gateway.js';
 import { converse } from './converse.js';
 import type { TurnDeps } from './turn-types.js';
@@ -56,7 +57,9 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
       lease.release(ok, why);
     }
   } catch (err) {
-    if (isAgentVmError(err) && err.retryable) throw err;
+    // Ours to retry, never the agent's failure: a retryable interruption, or the database out of
+    // reach mid-turn (the unit puts the event back and runs it again).
+    if ((isAgentVmError(err) && err.retryable) || isDbUnavailable(err)) throw err;
     end = { kind: 'notice', text: `${agentUp ? 'The agent failed during the turn' : 'The agent could not start'}: ${describeError(err)}` };
   } finally {
     models = d.models?.endTurn(ev.id) ?? models;

@@ -28,6 +28,7 @@ import type { SandboxSpec } from '../sandbox/types.js';
 import { createToolEndpoint, type ToolDeps } from './tools.js';
 import type { Store } from '../store/index.js';
 import type { EventRow } from '../store/gateway.js';
+import { isDbUnavailable } from '../store/errors.js';
 import type { TurnQueue } from './queue.js';
 import type { SandboxService } from './sandboxes.js';
 import { createAgentLink, type AgentLink } from './link.js';
@@ -236,7 +237,8 @@ export function createUnit(o: UnitOptions): Unit {
         return false;
       }
       if (isAgentVmError(err, 'agent_restarting')) log.info({ eventId: ev.id }, 'the agent stopped mid-turn; retrying once after a restart');
-      else log.error({ err, eventId: ev.id }, 'turn failed unexpectedly');
+      else if (isDbUnavailable(err)) log.warn({ eventId: ev.id, why: describeError(err) }, 'the database dropped out mid-turn; the turn runs again');
+      else log.error({ why: describeError(err), at: err instanceof Error ? err.stack?.split('\n').slice(1, 8).join('\n') : undefined, eventId: ev.id }, 'turn failed unexpectedly');
       if (isAgentVmError(err) && !err.retryable) {
         await fail(ev, `Something went wrong: ${describeError(err)}`);
         return true;
