@@ -10,7 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { manifest, profileId, writeProfiles } from './helpers/gateway.js';
 import { tempDir } from './helpers/env.js';
 import { createTestDatabase, type TestDatabase } from './helpers/pg.js';
@@ -84,6 +84,11 @@ beforeAll(async () => {
   const first = await message('echo ready', 'warm');
   expect(first.status).toBe(200);
 }, 120_000);
+
+// A failure here is about the gateway's side: show what it logged (the end of it).
+afterEach((ctx) => {
+  if (ctx.task.result?.state === 'fail') console.error(`agent-vm up (exit ${up?.exitCode ?? up?.signalCode ?? 'running'}) logged, last 6000 characters:\n${upOutput.slice(-6000)}`);
+});
 
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');

@@ -158,7 +158,7 @@ async function openPostgres(url: string): Promise<Opened> {
   let client: postgres.Sql | undefined;
   try {
     // application_name lets an operator (and the tests) tell agent-vm's backends apart.
-    client = postgres(url, { max: 5, onnotice: () => {}, connect_timeout: 10, connection: { application_name: 'agent-vm' } });
+    client = postgres(url, { max: 5, onnotice: () => {}, connect_timeout: 10, backoff: reconnectDelaySeconds, connection: { application_name: 'agent-vm' } });
     // postgres.js connects lazily; probe now so a bad URL fails at startup, not on first use.
     await client`select 1`;
   } catch (cause) {
@@ -178,6 +178,18 @@ async function openPostgres(url: string): Promise<Opened> {
     migrate: () => migratePostgres(db, { migrationsFolder }),
     cleanup: [() => sqlClient.end({ timeout: 5 })],
   };
+}
+
+/**
+ * Seconds postgres.js waits before reconnecting after `failures` failed attempts in a row (counted
+ * across the pool until a connection succeeds). Its default grows as 3^n / 100 up to 20 s, so a
+ * blip of a few seconds that failed a dozen attempts left the gateway waiting up to 20 s after
+ * the database was back (seen: the first request after an outage answered 503). This one doubles
+ * from 50 ms and stays at 1 s: a database that comes back is used within a second, and a pool of
+ * five tries at most five connections a second while it is down.
+ */
+export function reconnectDelaySeconds(failures: number): number {
+  return Math.min(0.05 * 2 ** failures, 1) * (0.5 + Math.random() / 2);
 }
 
 /**

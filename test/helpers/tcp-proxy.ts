@@ -9,7 +9,11 @@ export interface TcpProxy {
   port: number;
   /** Destroys every open connection (both sides). */
   dropAll(): void;
-  /** While blocked, new connections are closed at once. */
+  /**
+   * While blocked, new connections are reset at once, as a refused or failed connect would be.
+   * (Accepting and then closing them cleanly is not what a database outage looks like, and sends
+   * postgres.js into a reconnect loop without delay: porsager/postgres#1193.)
+   */
   block(): void;
   unblock(): void;
   close(): Promise<void>;
@@ -19,7 +23,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   const open = new Set<net.Socket>();
   let blocked = false;
   const server = net.createServer((client) => {
-    if (blocked) return void client.destroy();
+    if (blocked) return void client.resetAndDestroy();
     const upstream = net.connect(target);
     open.add(client);
     open.add(upstream);
