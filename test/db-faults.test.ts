@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { manifest, profileId, writeProfiles } from './helpers/gateway.js';
 import { tempDir } from './helpers/env.js';
 import { createTestDatabase, type TestDatabase } from './helpers/pg.js';
+import { makeDriver } from './helpers/sandbox.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { until } from './helpers/wait.js';
 
@@ -92,6 +93,11 @@ afterEach((ctx) => {
 
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await Promise.all([...children].map((c) => (c.exitCode === null && c.signalCode === null ? new Promise((r) => c.once('exit', r)) : undefined)));
+  // The gateway leaves its agent's sandbox asleep (or awake, when it was killed): remove it.
+  const driver = makeDriver();
+  await driver.destroy(p).catch(() => undefined);
+  await driver.close();
   await proxy?.close();
   await db?.drop();
 });
