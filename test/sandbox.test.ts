@@ -188,7 +188,9 @@ describe('a hostile agent inside its sandbox', () => {
     const bomber = id('forkbomb');
     await driver.ensure(spec(bomber, { limits: { cpus: 1, memoryMiB: 256, pids: 64 } }));
     const r = await sh(driver, bomber, 'bomb() { bomb | bomb & }; bomb; sleep 5', 20_000);
-    expect(r.exitCode).not.toBe(0);
+    // Contained inside (the guest's process limit refuses the bomb's forks): the command comes
+    // back in its time, whether its own `sleep` still found a process or not.
+    expect(r.timedOut, JSON.stringify(r)).toBe(false);
     // The neighbour answers, and so does this process (the gateway's stand-in).
     expect((await sh(driver, b, 'echo alive')).stdout).toBe('alive\n');
     // The bomber's sandbox can be recovered: containment, not permanent damage. Its
