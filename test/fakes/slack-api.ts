@@ -95,7 +95,10 @@ export interface FakeSlack {
   /** A message someone else wrote, visible to conversations.replies. Returns its ts. */
   addThreadMessage(m: { channel: string; threadTs?: string; ts?: string; user?: string; botId?: string; text: string; files?: string[] }): string;
   callsTo(method: string): FakeSlackCall[];
-  /** The next call of `method` fails (`upload`: the POST of a file's bytes to its pre-signed URL). */
+  /**
+   * The next call of `method` fails (`upload`: the POST of a file's bytes to its pre-signed URL).
+   * `a|b`: the next call of either (whichever the adapter uses first, e.g. a post or a stream).
+   */
   failNext(method: string, failure: FakeFailure): void;
   /** Serves `data` to holders of the bot token; returns the file's `url_private_download`. */
   addFile(name: string, data: Buffer | string, opts?: { mimetype?: string; omitLength?: boolean }): string;
@@ -313,9 +316,10 @@ export async function startFakeSlack(opts: { botToken?: string; appToken?: strin
     if (wait) await new Promise((r) => setTimeout(r, wait));
     if (hung) await hung;
 
-    const queued = failures.get(method);
+    const key = failures.has(method) ? method : [...failures.keys()].find((k) => k.split('|').includes(method));
+    const queued = key === undefined ? undefined : failures.get(key);
     const failure = queued?.shift();
-    if (queued && queued.length === 0) failures.delete(method);
+    if (key !== undefined && queued?.length === 0) failures.delete(key);
     if (failure) {
       if ('status' in failure) return void send(failure.status, { ok: false, error: 'ratelimited' }, { 'retry-after': String(failure.retryAfter) });
       return void send(200, { ok: false, error: failure.error, ...(failure.needed ? { needed: failure.needed, provided: 'chat:write' } : {}) });
