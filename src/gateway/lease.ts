@@ -64,6 +64,15 @@ function isDead(holder: string, singleProcess: boolean): boolean {
   }
 }
 
+/** `work`, or a rejection once `ms` have passed without an answer (the work itself is left running). */
+function within<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer from the database within ${Math.round(ms)} ms`)), ms);
+  });
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}
+
 export function createProfileLease(o: LeaseOptions): ProfileLease {
   const ttl = o.ttlMs ?? 15_000;
   const every = o.renewEveryMs ?? Math.max(200, Math.floor(ttl / 5));
@@ -90,7 +99,10 @@ export function createProfileLease(o: LeaseOptions): ProfileLease {
     if (released || lost || epoch === undefined) return;
     const sentAt = performance.now();
     try {
-      const ok = await o.repo.renew(o.key, holder, epoch, ttl);
+      // A renewal that never answers (a query stuck in the driver after a connection dropped)
+      // must not leave the unit neither serving nor knowing it lost the lease: it stops waiting
+      // when the lease would lapse, and the check below gives the lease up.
+      const ok = await within(o.repo.renew(o.key, holder, epoch, ttl), Math.max(0, validUntil - performance.now()), 'renewing the lease');
       if (!ok) return lose('another unit took the lease');
       validUntil = sentAt + ttl - margin;
     } catch (err) {
@@ -117,9 +129,9 @@ export function createProfileLease(o: LeaseOptions): ProfileLease {
       let lastNote = 0;
       while (!stopped()) {
         const sentAt = performance.now();
-        const current = await o.repo.get(o.key).catch(() => undefined);
+        const current = await within(o.repo.get(o.key), ttl, 'reading the lease').catch(() => undefined);
         const stale = current && current.holder !== holder && isDead(current.holder, o.singleProcess) ? [current.holder] : [];
-        const got = await o.repo.acquire(o.key, holder, ttl, stale).catch((err: unknown) => {
+        const got = await within(o.repo.acquire(o.key, holder, ttl, stale), ttl, 'taking the lease').catch((err: unknown) => {
           o.logger.warn({ key: o.key, err: err instanceof Error ? err.message.split('\n')[0] : String(err) }, 'taking the profile lease failed; retrying');
           return undefined;
         });
