@@ -177,7 +177,19 @@ export function createUnit(o: UnitOptions): Unit {
   /** Turns of one conversation run one at a time, in order. */
   function drainSerial(conversation: string): Promise<void> {
     const prev = chains.get(conversation) ?? Promise.resolve();
-    const next = prev.then(() => drain(conversation));
+    const next = prev
+      .then(() => drain(conversation))
+      .catch((err: unknown) => {
+        // The database out of reach while looking for the next turn: the events stay open, so
+        // look again shortly (the job that brought us here is done; nothing else would).
+        if (stopped || !isDbUnavailable(err)) throw err;
+        log.warn({ conversation, why: describeError(err) }, 'the database dropped out while taking the next turn; looking again in a second');
+        const t = setTimeout(() => {
+          retryTimers.delete(t);
+          kick(conversation, '');
+        }, 1000);
+        retryTimers.add(t);
+      });
     const tracked = next.catch(() => undefined);
     chains.set(conversation, tracked);
     void tracked.finally(() => {
