@@ -60,6 +60,7 @@ export interface AuditRepo {
 // Any constant works; it only has to be the same in every process appending to one database.
 const CHAIN_LOCK = 0x617564; // 'aud'
 const MAX_LOCKED_ATTEMPTS = 5;
+const APPEND_DEADLINE_MS = 10_000;
 
 function toRow(r: NewAuditRow): AuditRow {
   return { ...r, data: r.data ?? null };
@@ -117,6 +118,8 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
   if (existing) return existing;
   let head: ChainHead | undefined;
   let known = false;
+  /** Bumped when an append is given up on: a late completion of it must not move the head. */
+  let generation = 0;
   let tailOfQueue: Promise<unknown> = Promise.resolve();
 
   /** Inserts after the remembered head, in one statement; undefined when someone appended since. */
@@ -131,7 +134,7 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
     }
   }
 
-  async function appendLocked(build: (head: ChainHead | undefined) => NewAuditRow[]): Promise<AuditRow[]> {
+  async function appendLocked(build: (head: ChainHead | undefined) => NewAuditRow[], gen: number): Promise<AuditRow[]> {
     for (let attempt = 1; ; attempt++) {
       try {
         const { rows, last } = await db.transaction(async (tx) => {
@@ -142,8 +145,10 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
           const inserted = built.length === 0 ? [] : await tx.insert(audit).values(built).returning();
           return { rows: inserted, last: built.at(-1) ?? h };
         });
-        head = last ? { seq: last.seq, hash: last.hash } : undefined;
-        known = true;
+        if (gen === generation) {
+          head = last ? { seq: last.seq, hash: last.hash } : undefined;
+          known = true;
+        }
         return rows.sort((a, b) => a.seq - b.seq);
       } catch (err) {
         // Only a writer that skips the lock could take our seq first (none here); retry a little, then give up.
@@ -153,6 +158,7 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
   }
 
   async function append(build: (head: ChainHead | undefined) => NewAuditRow[]): Promise<AuditRow[]> {
+    const gen = generation;
     if (known) {
       const rows = build(head);
       if (rows.length === 0) return [];
@@ -160,7 +166,7 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
         const done = await appendAfterKnownHead(rows);
         if (done) {
           const last = rows.at(-1)!;
-          head = { seq: last.seq, hash: last.hash };
+          if (gen === generation) head = { seq: last.seq, hash: last.hash };
           return done;
         }
       } catch (err) {
@@ -168,12 +174,33 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
         throw err;
       }
     }
-    return appendLocked(build);
+    return appendLocked(build, gen);
+  }
+
+  /**
+   * PostgreSQL only: an append that gets no answer within APPEND_DEADLINE_MS is given up on, so
+   * one statement stuck on a dead connection (postgres.js can leave a transaction's query
+   * pending forever when its connection closes: porsager/postgres#1186) cannot hold every later
+   * append, and every turn waiting for one, for ever. It fails as the database being out of
+   * reach (callers retry); the next append re-reads the head under the chain lock. If the stuck
+   * one commits after all, its rows are in the chain and the next append continues after them.
+   */
+  function bounded(run: Promise<AuditRow[]>): Promise<AuditRow[]> {
+    if (opts.raw) return run; // PGlite runs in this process: nothing to wait for but itself
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        generation++;
+        known = false;
+        reject(Object.assign(new Error(`the audit append got no answer from the database within ${APPEND_DEADLINE_MS / 1000} s`), { code: 'ETIMEDOUT' }));
+      }, APPEND_DEADLINE_MS);
+    });
+    return Promise.race([run, late]).finally(() => clearTimeout(timer));
   }
 
   const repo: AuditRepo = {
     append(build) {
-      const run = tailOfQueue.then(() => append(build));
+      const run = tailOfQueue.then(() => bounded(append(build)));
       tailOfQueue = run.catch(() => undefined);
       return run;
     },
