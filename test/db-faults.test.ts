@@ -58,6 +58,17 @@ function message(text: string, conversation: string) {
   });
 }
 
+/** Events of the profile not yet at rest (queued, running, or replied but not delivered). */
+async function openEvents(): Promise<number> {
+  const admin = postgres(db.url, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await admin<Array<{ n: number }>>`select count(*)::int as n from events where profile = ${p} and status in ('queued', 'running', 'replied')`;
+    return row?.n ?? 0;
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
+}
+
 async function terminateBackends(): Promise<number> {
   const admin = postgres(db.url, { max: 1, onnotice: () => {} });
   try {
@@ -77,7 +88,8 @@ beforeAll(async () => {
   await writeProfiles(profilesDir, [manifest(p)]);
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
-  up = agentVm(['up'], { DATABASE_URL: proxiedUrl, AGENTVM_API_TOKEN: TOKEN, AGENTVM_PORT: String(port) });
+  // Debug: a failure prints the end of this log (afterEach), and it should say where a turn waited.
+  up = agentVm(['up'], { DATABASE_URL: proxiedUrl, AGENTVM_API_TOKEN: TOKEN, AGENTVM_PORT: String(port), AGENTVM_LOG_LEVEL: 'debug' });
   up.stdout!.on('data', (d: Buffer) => (upOutput += d.toString()));
   up.stderr!.on('data', (d: Buffer) => (upOutput += d.toString()));
   await until('agent-vm up to listen', () => (upOutput.includes('agent-vm listening') ? true : undefined), { timeoutMs: 60_000 });
@@ -88,7 +100,7 @@ beforeAll(async () => {
 
 // A failure here is about the gateway's side: show what it logged (the end of it).
 afterEach((ctx) => {
-  if (ctx.task.result?.state === 'fail') console.error(`agent-vm up (exit ${up?.exitCode ?? up?.signalCode ?? 'running'}) logged, last 6000 characters:\n${upOutput.slice(-6000)}`);
+  if (ctx.task.result?.state === 'fail') console.error(`agent-vm up (exit ${up?.exitCode ?? up?.signalCode ?? 'running'}) logged, last 12000 characters:\n${upOutput.slice(-12000)}`);
 });
 
 afterAll(async () => {
@@ -112,6 +124,8 @@ describe('the database drops out under a running gateway', () => {
       const body = (await res.json()) as { type?: string; text?: string; error?: string };
       expect({ status: res.status, type: body.type, text: body.text }).toEqual({ status: 200, type: 'reply', text: 'slept 1500' });
     }
+    // A drop can land while a reply is being delivered: it is delivered again, and every turn ends.
+    await until('every turn to end delivered', async () => (await openEvents()) === 0 || undefined, { timeoutMs: 45_000 });
   }, 120_000);
 
   it('while the database is unreachable, a request gets 503 with Retry-After naming the database, and /readyz says why', async () => {
