@@ -85,6 +85,13 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
   return deliver(ev, event, adapter, d, { text: end.text, files, heldBack: end.heldBack }, startedAt);
 }
 
+/** Logs why a turn did not end (it is left open to run again, or failed): never a query or its parameters. */
+export function logTurnFailure(log: TurnDeps['logger'], eventId: string, err: unknown): void {
+  if (isAgentVmError(err, 'agent_restarting')) log.info({ eventId }, 'the agent stopped mid-turn; retrying once after a restart');
+  else if (isDbUnavailable(err)) log.warn({ eventId, why: describeError(err) }, 'the database dropped out mid-turn; the turn runs again');
+  else log.error({ why: describeError(err), at: err instanceof Error ? err.stack?.split('\n').slice(1, 8).join('\n') : undefined, eventId }, 'turn failed unexpectedly');
+}
+
 /**
  * Ends an event without an answer: marked failed with `text` as the reason, recorded in the
  * transcript, and told to the user in the conversation (best effort: the record comes first).

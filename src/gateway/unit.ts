@@ -1,17 +1,16 @@
 /**
  * A gateway unit: everything one profile needs to answer, restartable on its own.
  *
- * The database is the source of truth. A queue job only says "look at this conversation"; the
- * unit then drains the conversation's open events in order, one at a time, while other
- * conversations run concurrently. A unit serves its profile only while it holds the profile's
- * lease (lease.ts: fenced, so two units never serve one profile at once), so after a crash (even
- * SIGKILL mid-turn) the next unit knows that every open event is orphaned and finishes it: a turn
- * that was running is run again, a reply that was stored is delivered. Each event's status moves
- * forward only, so the user gets exactly one answer.
+ * The database is the source of truth. A queue job only says "look at this conversation"; the unit then drains the
+ * conversation's open events in order, one at a time, while other conversations run concurrently. A unit serves its
+ * profile only while it holds the profile's lease (lease.ts: fenced, so two units never serve one profile at once), so
+ * after a crash (even SIGKILL mid-turn) the next unit knows that every open event is orphaned and finishes it: a turn
+ * that was running is run again, a reply that was stored is delivered. Each event's status moves forward only, so the
+ * user gets exactly one answer.
  *
- * Interruptions the gateway causes itself (a stop, a lost lease, a restart of a stuck agent) are
- * never failures: the event goes back to `queued` without counting the attempt, and nobody is
- * told anything until it has really been answered.
+ * Interruptions the gateway causes itself (a stop, a lost lease, a restart of a stuck agent) are never failures: the
+ * event goes back to `queued` without counting the attempt, and nobody is told anything until it has really been
+ * answered.
  */
 import type { ChannelAdapter, Platform } from '../adapters/types.js';
 import type { AuditLog } from '../governance/audit.js';
@@ -34,7 +33,7 @@ import type { SandboxService } from './sandboxes.js';
 import { createAgentLink, type AgentLink } from './link.js';
 import { connectAgent, type AgentConnection } from './acp.js';
 import { createProfileLease } from './lease.js';
-import { failTurn, runTurn, type TurnPolicy } from './turn.js';
+import { failTurn, logTurnFailure, runTurn, type TurnPolicy } from './turn.js';
 import type { TurnSignals } from './watch.js';
 import { AgentVmError, describeError, isAgentVmError } from '../errors.js';
 import { sandboxSpecFor } from './spec.js';
@@ -177,19 +176,12 @@ export function createUnit(o: UnitOptions): Unit {
   /** Turns of one conversation run one at a time, in order. */
   function drainSerial(conversation: string): Promise<void> {
     const prev = chains.get(conversation) ?? Promise.resolve();
-    const next = prev
-      .then(() => drain(conversation))
-      .catch((err: unknown) => {
-        // The database out of reach while looking for the next turn: the events stay open, so
-        // look again shortly (the job that brought us here is done; nothing else would).
-        if (stopped || !isDbUnavailable(err)) throw err;
-        log.warn({ conversation, why: describeError(err) }, 'the database dropped out while taking the next turn; looking again in a second');
-        const t = setTimeout(() => {
-          retryTimers.delete(t);
-          kick(conversation, '');
-        }, 1000);
-        retryTimers.add(t);
-      });
+    const next = prev.then(() => drain(conversation)).catch((err: unknown) => {
+      // The database out of reach while finding the next turn: its events stay open and nothing else would look again.
+      if (stopped || !isDbUnavailable(err)) throw err;
+      log.warn({ conversation, why: describeError(err) }, 'the database dropped out while taking the next turn; looking again in a second');
+      later(1000, () => kick(conversation, ''));
+    });
     const tracked = next.catch(() => undefined);
     chains.set(conversation, tracked);
     void tracked.finally(() => {
@@ -248,9 +240,7 @@ export function createUnit(o: UnitOptions): Unit {
         scheduleRetry(ev);
         return false;
       }
-      if (isAgentVmError(err, 'agent_restarting')) log.info({ eventId: ev.id }, 'the agent stopped mid-turn; retrying once after a restart');
-      else if (isDbUnavailable(err)) log.warn({ eventId: ev.id, why: describeError(err) }, 'the database dropped out mid-turn; the turn runs again');
-      else log.error({ why: describeError(err), at: err instanceof Error ? err.stack?.split('\n').slice(1, 8).join('\n') : undefined, eventId: ev.id }, 'turn failed unexpectedly');
+      logTurnFailure(log, ev.id, err);
       if (isAgentVmError(err) && !err.retryable) {
         await fail(ev, `Something went wrong: ${describeError(err)}`);
         return true;
@@ -278,12 +268,11 @@ export function createUnit(o: UnitOptions): Unit {
     retries.set(ev.id, n);
     if (retries.size > 10_000) retries.delete(retries.keys().next().value!);
     const delay = Math.min(30_000, 1000 * 2 ** Math.max(0, Math.max(n, ev.attempts) - 1));
-    const t = setTimeout(() => {
-      retryTimers.delete(t);
-      kick(ev.conversation, ev.id);
-    }, delay);
-    retryTimers.add(t);
+    later(delay, () => kick(ev.conversation, ev.id));
   }
+
+  /** Runs `fn` after `ms`; stop() clears what is still waiting. */
+  const later = (ms: number, fn: () => void) => void retryTimers.add(setTimeout(function run(this: NodeJS.Timeout) { retryTimers.delete(this); fn(); }, ms));
 
   /** Releases (src/releases): the slot the agent's slots row names serves each turn; the plain link before any release. */
   function agentLink(): AgentLink {
