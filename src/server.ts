@@ -7,6 +7,7 @@ import { Hono, type Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { Registry, collectDefaultMetrics, Gauge } from 'prom-client';
 import { DEFAULT_MAX_BODY_BYTES, limitBody } from './body-limit.js';
+import { withDeadline } from './deadline.js';
 import { dbFailure, isDbUnavailable } from './store/errors.js';
 import { AgentVmError } from './errors.js';
 import type { Logger } from './log.js';
@@ -50,17 +51,11 @@ export function createApp(deps: AppDeps): Hono {
   app.get('/readyz', async (c) => {
     const results = await Promise.all(
       deps.checks.map(async (k) => {
-        let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${readyTimeoutMs} ms`)), readyTimeoutMs);
-        });
         try {
-          await Promise.race([k.check(), late]);
+          await withDeadline(k.check(), readyTimeoutMs, () => new Error(`no answer within ${readyTimeoutMs} ms`));
           return { name: k.name, ok: true as const };
         } catch (err) {
           return { name: k.name, ok: false as const, error: err instanceof Error ? err.message : String(err) };
-        } finally {
-          clearTimeout(timer);
         }
       }),
     );

@@ -14,6 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
+import { withDeadline } from '../deadline.js';
 import type { Logger } from '../log.js';
 import type { LeaseRepo } from '../store/leases.js';
 
@@ -66,11 +67,7 @@ function isDead(holder: string, singleProcess: boolean): boolean {
 
 /** `work`, or a rejection once `ms` have passed without an answer (the work itself is left running). */
 function within<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer from the database within ${Math.round(ms)} ms`)), ms);
-  });
-  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+  return withDeadline(work, ms, () => new Error(`${what}: no answer from the database within ${Math.round(ms)} ms`));
 }
 
 export function createProfileLease(o: LeaseOptions): ProfileLease {

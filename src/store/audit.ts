@@ -17,6 +17,7 @@
  */
 import { asc, desc, gt, sql } from 'drizzle-orm';
 import type { Db } from './index.js';
+import { withDeadline } from '../deadline.js';
 import { dbFailure } from './errors.js';
 import { valuesList, type RawQuery } from './raw.js';
 import { audit } from './schema.js';
@@ -187,15 +188,11 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
    */
   function bounded(run: Promise<AuditRow[]>): Promise<AuditRow[]> {
     if (opts.raw) return run; // PGlite runs in this process: nothing to wait for but itself
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        generation++;
-        known = false;
-        reject(Object.assign(new Error(`the audit append got no answer from the database within ${APPEND_DEADLINE_MS / 1000} s`), { code: 'ETIMEDOUT' }));
-      }, APPEND_DEADLINE_MS);
+    return withDeadline(run, APPEND_DEADLINE_MS, () => {
+      generation++;
+      known = false;
+      return Object.assign(new Error(`the audit append got no answer from the database within ${APPEND_DEADLINE_MS / 1000} s`), { code: 'ETIMEDOUT' });
     });
-    return Promise.race([run, late]).finally(() => clearTimeout(timer));
   }
 
   const repo: AuditRepo = {
