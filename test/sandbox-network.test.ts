@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEgressRelay, forbiddenAddress, parseTarget, type EgressRelay } from '../src/governance/egress.js';
 import type { AuditEntry } from '../src/governance/audit.js';
 import { createLogger } from '../src/log.js';
-import { chainFor } from '../src/sandbox/docker/firewall.js';
+import { bridgeName, chainFor } from '../src/sandbox/docker/firewall.js';
 import type { SandboxDriver } from '../src/sandbox/types.js';
 import { agentId } from './helpers/env.js';
 import { makeDriver, sh, spec } from './helpers/sandbox.js';
@@ -137,10 +137,14 @@ describe('the host as seen from an internal network', () => {
     const other = agentId('netgone');
     await driver.ensure(spec(other, { network: { mode: 'internal', hostPorts: [OPEN_PORT] } }));
     const chains = () => execFileSync('iptables', ['-w', '5', '-S'], { encoding: 'utf8' });
+    // Its own chain, by name: other test files create and destroy networks at the same time, so
+    // a count of every AVM- chain on the host is not this network's.
+    const ours = `-N ${chainFor(bridgeName('agentvm', other))}`;
     const before = chains().split('\n').filter((l) => l.startsWith('-N AVM-'));
+    expect(before).toContain(ours);
     await driver.destroy(other);
     const after = chains().split('\n').filter((l) => l.startsWith('-N AVM-'));
-    expect(before.length - after.length).toBe(1);
+    expect(after).not.toContain(ours);
     expect(chainFor('x')).toMatch(/^AVM-[0-9a-f]{16}$/);
   });
 });
