@@ -89,7 +89,7 @@ function traced<T extends object>(target: T, label: string, after?: (method: str
       return (...args: unknown[]) => {
         const trace = cur;
         const s = now();
-        if (label === 'repo' && prop === 'nextOpenEvent') mark('pickup');
+        if (label === 'repo' && (prop === 'claimNext' || prop === 'nextOpenEvent')) mark('pickup');
         const r = fn.apply(t, args);
         if (r && typeof (r as Promise<unknown>).then === 'function') {
           return (r as Promise<unknown>).then((res) => {
@@ -299,7 +299,7 @@ async function main(): Promise<void> {
       let outcome: TurnOutcome | undefined;
       await withTimeout(
         (async () => {
-          for await (const o of watcher.watch(event.id)) {
+          for await (const o of watcher.watch(event.id, undefined, { justAccepted: true })) {  // as the local channel and `agent-vm send` do
             if (o.kind !== 'progress') {
               mark('watched');
               outcome = o;

@@ -59,6 +59,45 @@ describe.each(backends)('store on $kind', (backend) => {
     expect(store.kind).toBe(backend.kind);
   });
 
+  it('claimNext starts the oldest open event of a conversation in one statement, its prompt written once', async () => {
+    const g = store.gateway;
+    const conv = `claim-${backend.kind}-${Date.now()}`;
+    const ev = (id: string) => ({ id, platform: 'local', profile: 'p', conversation: conv, status: 'queued' as const, payload: { platform: 'local', user: { id: 'u1' }, text: `hello \u0000 ${id}` } });
+    await g.insertEvent(ev(`${conv}:1`));
+    await g.insertEvent(ev(`${conv}:2`));
+    const first = await g.claimNext('p', conv, 2);
+    expect(first?.started).toBe(true);
+    expect(first?.row).toMatchObject({ id: `${conv}:1`, status: 'running', attempts: 1, conversation: conv, payload: { text: `hello \u2400 ${conv}:1` } });
+    expect(typeof first?.row.seq).toBe('number');
+    expect(first?.row.createdAt).toBeInstanceOf(Date);
+    expect(first?.session).toBeNull();
+    await g.putSession('p', conv, 'sess-1');
+    const prompts = async () => (await g.eventTranscript(`${conv}:1`)).filter((t) => t.kind === 'prompt');
+    expect(await prompts()).toMatchObject([{ text: `hello \u2400 ${conv}:1`, profile: 'p', meta: { user: { id: 'u1' }, platform: 'local' } }]);
+    // Interrupted by the gateway: back to queued, the attempt not counted, and no second prompt entry.
+    expect(await g.interrupt(`${conv}:1`, 'stop')).toBe(true);
+    expect(await g.claimNext('p', conv, 2)).toMatchObject({ started: true, session: 'sess-1', row: { attempts: 1 } });
+    expect(await prompts()).toHaveLength(1);
+    // Out of attempts: returned as it is, not started.
+    expect(await g.setStatus(`${conv}:1`, 'queued', 'x')).toBe(true);
+    await g.startAttempt(`${conv}:1`);
+    const spent = await g.claimNext('p', conv, 2);
+    expect(spent).toMatchObject({ started: false, row: { id: `${conv}:1`, attempts: 2, status: 'running' } });
+    // Replied: returned for delivery, not started; done: the next event's turn.
+    expect(await g.storeReply(`${conv}:1`, { text: 'hi \u0000', files: [], transcript: [{ kind: 'reply', text: 'hi \u0000', meta: { a: 1 } }, { kind: 'notice', text: 'n' }] })).toBe(true);
+    expect(await g.storeReply(`${conv}:1`, { text: 'again', files: [], transcript: [{ kind: 'reply', text: 'again' }] })).toBe(false);
+    expect((await g.getEvent(`${conv}:1`))?.reply).toBe('hi \u2400');
+    expect((await g.eventTranscript(`${conv}:1`)).map((t) => [t.kind, t.text, t.meta, t.profile, t.conversation])).toEqual([
+      ['prompt', `hello \u2400 ${conv}:1`, { user: { id: 'u1' }, platform: 'local' }, 'p', conv],
+      ['reply', 'hi \u2400', { a: 1 }, 'p', conv],
+      ['notice', 'n', null, 'p', conv],
+    ]);
+    expect(await g.claimNext('p', conv, 2)).toMatchObject({ started: false, row: { status: 'replied' } });
+    expect(await g.setStatus(`${conv}:1`, 'delivered')).toBe(true);
+    expect(await g.claimNext('p', conv, 2)).toMatchObject({ started: true, row: { id: `${conv}:2`, attempts: 1 } });
+    expect(await g.claimNext('p', `${conv}-none`, 2)).toBeUndefined();
+  });
+
   it('migrate is idempotent', async () => {
     await store.migrate();
     await store.migrate();

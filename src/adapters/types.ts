@@ -227,8 +227,13 @@ export type TurnOutcome =
 
 /** Follows one event until its turn ends. Provided by the gateway to adapters that answer synchronously. */
 export interface TurnWatcher {
-  /** Yields progress, then exactly one `reply` or `notice`, then ends. Stops early on `signal`. */
-  watch(eventId: string, signal?: AbortSignal): AsyncIterable<TurnOutcome>;
+  /**
+   * Yields progress, then exactly one `reply` or `notice`, then ends. Stops early on `signal`.
+   * `justAccepted`: the caller has just stored the event (the intake answered `accepted`), so it
+   * has nothing to show yet; the first look waits for the turn's first signal (or the poll)
+   * instead of reading the database while the turn starts.
+   */
+  watch(eventId: string, signal?: AbortSignal, opts?: { justAccepted?: boolean }): AsyncIterable<TurnOutcome>;
 }
 
 /** A tool call waiting for a person, as the gateway asks the conversation's channel to show it. */

@@ -238,7 +238,7 @@ async function sendInProcess(config: Config, profile: string, text: string, o: S
       // A resent --id is the first sending's turn, in its conversation.
       const head = { eventId: event.id, conversation: result.status === 'duplicate' && result.conversation ? result.conversation : event.conversation };
       let code = 1;
-      for await (const outcome of running.gateway.watcher.watch(event.id)) code = await report(outcome, o, head);
+      for await (const outcome of running.gateway.watcher.watch(event.id, undefined, { justAccepted: result.status === 'accepted' })) code = await report(outcome, o, head);
       return code;
     } finally {
       await running.stop();

@@ -53,7 +53,7 @@ export async function converse(ev: EventRow, event: InboundEvent, adapter: Chann
   try {
     // The conversation's ACP session: continued when the agent can load it, else a new one.
     const mcpServers = [...tools.servers];
-    let sessionId = await d.repo.getSession(profile.id, ev.conversation);
+    let sessionId = d.session !== undefined ? (d.session ?? undefined) : await d.repo.getSession(profile.id, ev.conversation);
     const hadSession = sessionId !== undefined;
     let isNew = false;
     if (sessionId && !lease.loaded.has(sessionId)) {

@@ -54,6 +54,10 @@ export const DEFAULT_POLICY: TurnPolicy = {
 };
 
 export interface TurnDeps {
+  /** The event was started by the unit's claim (its attempt counted, its prompt in the transcript). */
+  started?: boolean;
+  /** The conversation's ACP session as the claim read it (null: none); undefined: not read yet. */
+  session?: string | null;
   profile: Profile;
   repo: GatewayRepo;
   audit: AuditLog;

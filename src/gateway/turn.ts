@@ -22,12 +22,15 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
   const adapter = d.adapters.get(event.platform);
   if (ev.status === 'replied') return deliver(ev, event, adapter, d);
 
-  const started = await d.repo.startAttempt(ev.id);
-  if (!started) return 'done'; // finished meanwhile (another worker, or a late duplicate job)
-  const startedAt = performance.now();
-  if (started.attempts === 1) {
-    await d.repo.addTranscript({ conversation: ev.conversation, profile: d.profile.id, eventId: ev.id, kind: 'prompt', text: event.text, meta: { user: event.user, platform: event.platform } });
+  // Started by the unit's claim (repo.claimNext: attempt counted, prompt in the transcript), or here.
+  if (!d.started) {
+    const started = await d.repo.startAttempt(ev.id);
+    if (!started) return 'done'; // finished meanwhile (another worker, or a late duplicate job)
+    if (started.attempts === 1) {
+      await d.repo.addTranscript({ conversation: ev.conversation, profile: d.profile.id, eventId: ev.id, kind: 'prompt', text: event.text, meta: { user: event.user, platform: event.platform } });
+    }
   }
+  const startedAt = performance.now();
   // No ping here: a watcher shows nothing for "running" (only progress and the outcome), and
   // waking it now would put its queries in front of this turn's session lookup and prompt.
 

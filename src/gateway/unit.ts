@@ -31,7 +31,7 @@ import { isDbUnavailable } from '../store/errors.js';
 import type { TurnQueue } from './queue.js';
 import type { SandboxService } from './sandboxes.js';
 import { createAgentLink, type AgentLink } from './link.js';
-import { connectAgent, type AgentConnection } from './acp.js';
+import { createUnitPool } from './unit-pool.js';
 import { createProfileLease } from './lease.js';
 import { failTurn, logTurnFailure, runTurn, type TurnPolicy } from './turn.js';
 import type { TurnSignals } from './watch.js';
@@ -192,26 +192,35 @@ export function createUnit(o: UnitOptions): Unit {
 
   async function drain(conversation: string): Promise<void> {
     while (serving()) {
-      const ev = await repo.nextOpenEvent(profile.id, conversation);
-      if (!ev || !serving()) return;
-      const done = await processEvent(ev);
+      // The next open event, already started when it is a turn to run (one round trip).
+      const next = await repo.claimNext(profile.id, conversation, maxAttempts);
+      if (!next) return;
+      if (!serving()) {
+        if (next.started) await repo.interrupt(next.row.id, 'the gateway stopped serving this profile').catch(() => undefined);
+        return;
+      }
+      // The turn sees the event as found: `attempts` counts the tries before this one.
+      const ev = next.started ? { ...next.row, attempts: next.row.attempts - 1 } : next.row;
+      const done = await processEvent(ev, next.started, next.session);
       if (!done) return; // left open for a later retry
       retries.delete(ev.id);
     }
   }
 
   /** Moves one event to a terminal status, or leaves it open (retry or recovery) and returns false. */
-  async function processEvent(ev: EventRow): Promise<boolean> {
+  async function processEvent(ev: EventRow, started: boolean, session: string | null): Promise<boolean> {
     active++;
     busySinceSnapshot = true;
     lastActivity = Date.now();
     try {
-      if (ev.status !== 'replied' && ev.attempts >= maxAttempts) {
+      if (!started && ev.status !== 'replied' && ev.attempts >= maxAttempts) {
         const why = ev.error ? ` The last attempt failed: ${ev.error}` : '';
         await fail(ev, `This message could not be answered: it was tried ${ev.attempts} times (the limit, AGENTVM_MAX_ATTEMPTS, is ${maxAttempts}).${why} Send it again to retry.`);
         return true;
       }
       const result = await runTurn(ev, {
+        started,
+        ...(started ? { session } : {}),
         profile,
         repo,
         audit: o.audit,
@@ -315,7 +324,7 @@ export function createUnit(o: UnitOptions): Unit {
   /** The idle tiers: paused after `idle.pauseAfterSeconds`, snapshot and stopped after `idle.sleepAfterSeconds`. */
   async function maybeSleep(): Promise<void> {
     if (!serving() || active > 0 || chains.size > 0) return;
-    if (prepared !== undefined) return; // kept warm on purpose by the pool
+    if (warm.prepared) return; // kept warm on purpose by the pool
     if (link && link.active > 0) return;
     const idleMs = Date.now() - lastActivity;
     const { pauseAfterSeconds, sleepAfterSeconds } = profile.idle;
@@ -354,32 +363,11 @@ export function createUnit(o: UnitOptions): Unit {
     }
   }
 
-  /** The sandbox the warm pool prepared and no turn has attached to yet, and its ACP connection (attached and initialized ahead). */
-  let prepared: string | undefined;
-  let preparedConn: AgentConnection | undefined;
-  let connectingAhead: Promise<unknown> | undefined;
-  const dropPreparedConn = () => {
-    preparedConn?.close();
-    preparedConn = undefined;
-  };
-  const pool = {
-    enabled: o.warmPool ?? false,
-    isPrepared: (containerId: string) => prepared === containerId,
-    /** Waits for an initialize still under way (a message right after the sandbox started). */
-    async take(containerId: string) {
-      await connectingAhead;
-      if (prepared !== containerId || !preparedConn) return undefined;
-      const c = preparedConn;
-      preparedConn = undefined;
-      return c.isClosed ? undefined : c;
-    },
-    claim(_containerId: string) {
-      dropPreparedConn(); // not taken: the wake found something else
-      if (prepared === undefined) return;
-      prepared = undefined;
-      o.onPoolClaimed?.();
-    },
-  };
+  const warm = createUnitPool({
+    profile, enabled: o.warmPool ?? false, ...(o.onPoolClaimed ? { onClaimed: o.onPoolClaimed } : {}), driver: o.driver, sandboxes: o.sandboxes,
+    audit: o.audit, logger: log, ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}), spec, stopped: () => stopped,
+  });
+  const pool = warm.link;
 
   /** Said to the person with the next answer: the agent was replaced or restored from a snapshot. */
   const healNotes: string[] = [];
@@ -417,26 +405,12 @@ export function createUnit(o: UnitOptions): Unit {
     },
     kick,
     get prepared() {
-      return prepared !== undefined;
+      return warm.prepared;
     },
     async prepare() {
-      if (!serving() || link?.awake || prepared) return false;
+      if (!serving() || link?.awake || warm.prepared) return false;
       if ((await o.driver.status(profile.id)).state !== 'missing') return false;
-      const started = performance.now();
-      const h = await o.sandboxes.wake(await spec(), profile.id);
-      prepared = h.containerId;
-      // Attach and initialize ahead too, so a hit starts at session/new. Failing here is no
-      // failure: the first wake attaches itself (and heals what it finds).
-      const ahead = (async () => {
-        const c = await connectAgent(await o.driver.attach(profile.id), { logger: log, ...(o.initTimeoutMs ? { initTimeoutMs: o.initTimeoutMs } : {}) });
-        if (prepared === h.containerId && !stopped) preparedConn = c;
-        else c.close();
-      })().catch((err: unknown) => log.warn({ err: describeError(err) }, 'warm pool: the prepared agent did not initialize; its first wake connects afresh'));
-      connectingAhead = ahead;
-      await ahead;
-      if (connectingAhead === ahead) connectingAhead = undefined;
-      await o.audit.record({ profile: profile.id, action: 'pool.prepare', decision: 'ok', subject: profile.id, data: { action: h.action, initialized: preparedConn !== undefined, ms: Math.round(performance.now() - started) } });
-      log.info({ action: h.action }, 'warm pool: sandbox prepared ahead of the first message');
+      await warm.prepare();
       return true;
     },
     async start() {
@@ -468,7 +442,7 @@ export function createUnit(o: UnitOptions): Unit {
     async stop() {
       if (stopped) return;
       stopped = true;
-      dropPreparedConn();
+      warm.drop();
       if (idleTimer) clearInterval(idleTimer);
       for (const t of retryTimers) clearTimeout(t);
       // Every running turn (queued, recovered or retried) gets the grace period to finish.

@@ -53,7 +53,7 @@ export function createTurnWatcher(opts: { repo: GatewayRepo; signals: TurnSignal
   }
 
   return {
-    async *watch(eventId, signal) {
+    async *watch(eventId, signal, how) {
       let lastId = 0;
       let wake: (() => void) | undefined;
       let dirty = false;
@@ -63,7 +63,18 @@ export function createTurnWatcher(opts: { repo: GatewayRepo; signals: TurnSignal
       });
       const onAbort = () => wake?.();
       signal?.addEventListener('abort', onAbort);
+      /** Until the next signal about this event, or the next poll. */
+      const pause = () =>
+        new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, pollMs);
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        }).finally(() => (wake = undefined));
       try {
+        // Just stored: nothing to read yet, and reading now would queue in front of the turn's start.
+        if (how?.justAccepted && !dirty) await pause();
         while (!signal?.aborted) {
           dirty = false;
           const ev = await read(() => opts.repo.getEvent(eventId), signal);
@@ -85,14 +96,7 @@ export function createTurnWatcher(opts: { repo: GatewayRepo; signals: TurnSignal
             return;
           }
           if (dirty) continue;
-          await new Promise<void>((resolve) => {
-            const t = setTimeout(resolve, pollMs);
-            wake = () => {
-              clearTimeout(t);
-              resolve();
-            };
-          });
-          wake = undefined;
+          await pause();
         }
       } finally {
         off();

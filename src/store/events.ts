@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import { and, asc, eq, inArray, notInArray, sql } from 'drizzle-orm';
 import { storable, storableDeep } from '../text.js';
 import type { Db } from './index.js';
+import { statement, type RawQuery } from './raw.js';
 import { eventStatuses, events, heldBackFiles, terminalEventStatuses, transcriptKinds, transcripts, turnFiles } from './schema.js';
 
 export type EventRow = typeof events.$inferSelect;
@@ -54,6 +55,15 @@ export interface EventRepo {
   getEvent(id: string): Promise<EventRow | undefined>;
   /** The oldest event of a profile's conversation that has not reached a terminal status. */
   nextOpenEvent(profile: string, conversation: string): Promise<EventRow | undefined>;
+  /**
+   * Takes the oldest open event of a conversation for a turn, in one statement: a `queued` or
+   * `running` event with fewer than `maxAttempts` attempts is marked running with its attempt
+   * counted (`started`), and on its first attempt its prompt goes into the transcript. Any other
+   * open event (`replied`, or out of attempts) comes back as it is, not started. undefined when
+   * nothing is open. `session`: the conversation's ACP session, as `getSession` reads it.
+   * (`nextOpenEvent`, `startAttempt`, `addTranscript` and `getSession` in one round trip.)
+   */
+  claimNext(profile: string, conversation: string, maxAttempts: number): Promise<{ row: EventRow; started: boolean; session: string | null } | undefined>;
   /** Events of a profile that are not finished (for recovery after a restart), oldest first. */
   openEvents(profile: string): Promise<EventRow[]>;
   /** Marks a queued (or re-run) event running and counts the attempt; undefined if it is finished or replied. */
@@ -93,8 +103,68 @@ const ALLOWED_FROM: Record<EventStatus, EventStatus[]> = {
   rejected: ['queued', 'rejected'],
 };
 
-export function eventRepo(db: Db): EventRepo {
+/** claimNext's statement; its prompt entry is the one runTurn wrote before (text, user, platform). */
+const CLAIM_NEXT = statement([
+  `with next as (
+     select id from events
+      where profile = `, ` and conversation = `, ` and status not in ('delivered', 'failed', 'rejected')
+      order by seq limit 1
+   ), started as (
+     update events e set status = 'running', attempts = e.attempts + 1, updated_at = now()
+       from next
+      where e.id = next.id and e.status in ('queued', 'running') and e.attempts < `, `
+     returning e.*
+   ), prompt as (
+     insert into transcripts (conversation, profile, event_id, kind, text, meta)
+     select s.conversation, s.profile, s.id, 'prompt', coalesce(s.payload->>'text', ''),
+            jsonb_build_object('user', s.payload->'user', 'platform', s.payload->'platform')
+       from started s
+      where s.attempts = 1 and not exists (select 1 from transcripts t where t.event_id = s.id and t.kind = 'prompt')
+   )
+   select c.*, (select session_id from sessions where profile = `, ` and conversation = `, `) as session_id
+     from (select s.*, true as started from started s
+           union all
+           select e.*, false from events e join next on e.id = next.id where not exists (select 1 from started)) c`,
+]);
+
+/** storeReply without files: the move to `replied` and the transcript entries (in order) in one statement. */
+const STORE_REPLY = statement([
+  `with moved as (
+     update events set status = 'replied', reply = `, `, updated_at = now()
+      where id = `, ` and status = 'running'
+     returning id, conversation, profile
+   ), entries as (
+     insert into transcripts (conversation, profile, event_id, kind, text, meta)
+     select m.conversation, coalesce(m.profile, ''), m.id, x.kind, x.text, x.meta
+       from moved m, jsonb_to_recordset(`, `::jsonb) as x(ord int, kind text, text text, meta jsonb)
+      order by x.ord
+   )
+   select count(*)::int as moved from moved`,
+]);
+
+interface RawEventRow {
+  id: string; seq: string | number | bigint; platform: string; profile: string | null; conversation: string;
+  status: EventStatus; payload: unknown; attempts: number; error: string | null; reply: string | null;
+  created_at: Date | string; updated_at: Date | string; started: boolean; session_id: string | null;
+}
+
+const dateOf = (v: Date | string): Date => (v instanceof Date ? v : new Date(v));
+
+function eventRowOf(r: RawEventRow): EventRow {
   return {
+    id: r.id, seq: Number(r.seq), platform: r.platform, profile: r.profile, conversation: r.conversation, status: r.status,
+    payload: typeof r.payload === 'string' ? (JSON.parse(r.payload) as unknown) : r.payload,
+    attempts: Number(r.attempts), error: r.error, reply: r.reply, createdAt: dateOf(r.created_at), updatedAt: dateOf(r.updated_at),
+  };
+}
+
+/** `raw`: the embedded database's client (raw.ts), for claimNext. */
+export function eventRepo(db: Db, raw?: RawQuery): EventRepo {
+  return {
+    async claimNext(profile, conversation, maxAttempts) {
+      const [r] = await CLAIM_NEXT.run<RawEventRow>(db, raw, [profile, conversation, maxAttempts, profile, conversation]);
+      return r ? { row: eventRowOf(r), started: r.started === true, session: r.session_id ?? null } : undefined;
+    },
     async insertEvent(e) {
       const inserted = await db
         .insert(events)
@@ -143,6 +213,12 @@ export function eventRepo(db: Db): EventRepo {
       return row;
     },
     async storeReply(id, reply) {
+      const transcript = reply.transcript.map((t, ord) => ({ ord, kind: t.kind, text: storable(t.text, MAX_STORED_TEXT), meta: t.meta === undefined ? null : storableDeep(t.meta) }));
+      if (reply.files.length === 0 && (reply.heldBack ?? []).length === 0) {
+        // The common case, a reply with no file: one statement.
+        const [r] = await STORE_REPLY.run<{ moved: number }>(db, raw, [storable(reply.text, MAX_STORED_TEXT), id, JSON.stringify(transcript)]);
+        return Number(r?.moved ?? 0) > 0;
+      }
       return db.transaction(async (tx) => {
         const moved = await tx
           .update(events)
@@ -166,17 +242,8 @@ export function eventRepo(db: Db): EventRepo {
             .values([...held].map(([name, reason]) => ({ eventId: id, name, reason })))
             .onConflictDoNothing();
         }
-        if (reply.transcript.length > 0) {
-          await tx.insert(transcripts).values(
-            reply.transcript.map((t) => ({
-              conversation: ev.conversation,
-              profile: ev.profile ?? '',
-              eventId: id,
-              kind: t.kind,
-              text: storable(t.text, MAX_STORED_TEXT),
-              meta: t.meta === undefined ? null : storableDeep(t.meta),
-            })),
-          );
+        if (transcript.length > 0) {
+          await tx.insert(transcripts).values(transcript.map((t) => ({ conversation: ev.conversation, profile: ev.profile ?? '', eventId: id, kind: t.kind, text: t.text, meta: t.meta })));
         }
         return true;
       });

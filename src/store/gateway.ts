@@ -22,5 +22,5 @@ export type GatewayRepo = EventRepo & TranscriptRepo & SessionRepo & WebhookRepo
 
 /** `raw`: the embedded database's client, for the intake's hot insert (raw.ts). */
 export function gatewayRepo(db: Db, raw?: RawQuery): GatewayRepo {
-  return { ...eventRepo(db), ...transcriptRepo(db), ...sessionRepo(db), ...webhookRepo(db), ...intakeRepo(db, raw) };
+  return { ...eventRepo(db, raw), ...transcriptRepo(db), ...sessionRepo(db), ...webhookRepo(db), ...intakeRepo(db, raw) };
 }

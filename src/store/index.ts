@@ -119,7 +119,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     audit: auditRepo(opened.db, { raw: opened.raw }),
     approvals: approvalRepo(opened.db),
     pins: pinRepo(opened.db),
-    events: eventRepo(opened.db),
+    events: eventRepo(opened.db, opened.raw),
     transcripts: transcriptRepo(opened.db),
     sessions: sessionRepo(opened.db),
     webhooks: webhookRepo(opened.db),

@@ -17,7 +17,7 @@ import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { storable, storableDeep } from '../text.js';
 import type { EventRow, NewEvent } from './events.js';
 import type { Db } from './index.js';
-import { rowsOf, type RawQuery } from './raw.js';
+import { statement, type RawQuery } from './raw.js';
 import { events, heldDeliveries, type heldDeliveryStatuses } from './schema.js';
 
 /** What the front door needs of a stored event (the payload is not read back). */
@@ -29,7 +29,7 @@ const brief = { id: events.id, profile: events.profile, conversation: events.con
  * one JSON value (PostgreSQL prepares the statement once per connection, and nothing is built per
  * row) and the new ids are inserted in arrival order, so `seq` follows arrival.
  */
-const INSERT_EVENTS = [
+const INSERT_EVENTS = statement([
   `insert into events (id, platform, profile, conversation, status, payload, error)
    select id, platform, profile, conversation, status, payload, error
      from jsonb_to_recordset(`,
@@ -38,8 +38,7 @@ const INSERT_EVENTS = [
      order by ord
    on conflict (id) do nothing
    returning id, profile, conversation, status`,
-] as const;
-const INSERT_EVENTS_RAW = `${INSERT_EVENTS[0]}$1${INSERT_EVENTS[1]}`;
+]);
 
 export type HeldStatus = (typeof heldDeliveryStatuses)[number];
 export type HeldRow = typeof heldDeliveries.$inferSelect;
@@ -87,9 +86,7 @@ export function intakeRepo(db: Db, raw?: RawQuery): IntakeRepo {
       });
       const unique = [...firstIndex.values()].map((i) => values[i]!);
       const batch = JSON.stringify(unique.map((v, ord) => ({ ...v, ord })));
-      const fresh = raw
-        ? await raw<BriefEventRow>(INSERT_EVENTS_RAW, [batch])
-        : rowsOf<BriefEventRow>(await db.execute(sql`${sql.raw(INSERT_EVENTS[0])}${batch}${sql.raw(INSERT_EVENTS[1])}`));
+      const fresh = await INSERT_EVENTS.run<BriefEventRow>(db, raw, [batch]);
       const byId = new Map(fresh.map((r) => [r.id, { ...r, inserted: true }]));
       // Ids seen before: their stored rows, by primary key (a redelivery; rare).
       const missing = unique.filter((v) => !byId.has(v.id)).map((v) => v.id);

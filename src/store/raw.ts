@@ -11,8 +11,30 @@
  * only, never from a value.
  */
 
+import { sql, type SQL } from 'drizzle-orm';
+import type { Db } from './index.js';
+
 /** Runs one parameterised statement and resolves with its rows. */
 export type RawQuery = <T>(text: string, params: unknown[]) => Promise<T[]>;
+
+/**
+ * A constant statement written as the texts between its parameters (`parts.length ===
+ * params.length + 1`): through PGlite's own client with `$n` placeholders when there is one,
+ * else through drizzle with the parameters bound.
+ */
+export function statement(parts: readonly string[]): { text: string; run<T>(db: Db, raw: RawQuery | undefined, params: unknown[]): Promise<T[]> } {
+  const text = parts.map((p, i) => (i === 0 ? p : `$${i}${p}`)).join('');
+  return {
+    text,
+    async run<T>(db: Db, raw: RawQuery | undefined, params: unknown[]): Promise<T[]> {
+      if (params.length !== parts.length - 1) throw new Error(`statement: ${parts.length - 1} parameters expected, got ${params.length}`);
+      if (raw) return raw<T>(text, params);
+      const chunks: SQL[] = [sql.raw(parts[0]!)];
+      params.forEach((v, i) => chunks.push(sql`${v}`, sql.raw(parts[i + 1]!)));
+      return rowsOf<T>(await db.execute(sql.join(chunks)));
+    },
+  };
+}
 
 /** Rows of a drizzle `execute`: postgres.js returns them as an array, PGlite as `{ rows }`. */
 export function rowsOf<T>(result: unknown): T[] {

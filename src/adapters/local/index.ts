@@ -92,12 +92,12 @@ export function createLocalAdapter(o: { intake: Intake; watcher: TurnWatcher; ap
       return stream(c, async (s) => {
         s.onAbort(() => ac.abort());
         await s.write(line({ type: 'accepted', ...head }));
-        for await (const out of o.watcher.watch(event.id, ac.signal)) await s.write(line(outcomeToWire(out)));
+        for await (const out of o.watcher.watch(event.id, ac.signal, { justAccepted: result.status === 'accepted' })) await s.write(line(outcomeToWire(out)));
       });
     }
     const progress: string[] = [];
     let final: TurnOutcome | undefined;
-    for await (const out of o.watcher.watch(event.id, ac.signal)) {
+    for await (const out of o.watcher.watch(event.id, ac.signal, { justAccepted: result.status === 'accepted' })) {
       if (out.kind === 'progress') progress.push(out.text);
       else final = out;
     }

@@ -37,6 +37,13 @@ export function createOutboxIo(o: {
   const empty = new Set<string>();
   /** The workspace volume's directory on this machine, per container (null: not reachable here). */
   const hostRoots = new Map<string, string | null>();
+  /**
+   * The same, per agent, once found: every slot a view reads through mounts the one workspace
+   * volume, whose directory is fixed by its name, so the common case needs no engine call at all
+   * (finding the current slot costs two inspects). Forgotten with the sandbox; a volume gone
+   * since fails the lstat and the read goes the engine's way.
+   */
+  const agentRoots = new Map<string, string>();
 
   async function hostRoot(container: string): Promise<string | null> {
     const known = hostRoots.get(container);
@@ -53,8 +60,7 @@ export function createOutboxIo(o: {
   }
 
   /** True only when `rel` under the volume is a real directory (no symlink on the way) with no entry. */
-  async function emptyOnHost(container: string, rel: string): Promise<boolean> {
-    const root = await hostRoot(container);
+  async function emptyOnHost(root: string | null, rel: string): Promise<boolean> {
     if (!root) return false;
     let at = root;
     for (const part of rel.split('/')) {
@@ -89,15 +95,20 @@ export function createOutboxIo(o: {
     forget(agentId: string): void {
       for (const k of empty) if (k.startsWith(`${agentId}\u0000`)) empty.delete(k);
       hostRoots.clear();
+      agentRoots.delete(agentId);
     },
 
     async *read(agentId: string, dir: string, limits?: Partial<OutboxLimits>, opts?: { unchangedSince?: Date }): AsyncGenerator<OutboxEntry> {
       assertAgentId(agentId);
       const rel = workspaceDir(dir);
+      const known = agentRoots.get(agentId);
+      if (known !== undefined && (await emptyOnHost(known, rel))) return;
       const name = await o.container(agentId);
       const key = `${agentId}\u0000${name}\u0000${rel}`;
       const inside = `${WORKSPACE}/${rel}`;
-      if (await emptyOnHost(name, rel)) return;
+      const root = await hostRoot(name);
+      if (root) agentRoots.set(agentId, root);
+      if (root !== known && (await emptyOnHost(root, rel))) return;
       if (opts?.unchangedSince && empty.has(key)) {
         const mtime = await pathMtime(name, inside);
         if (mtime !== undefined && mtime < opts.unchangedSince.getTime() - MTIME_MARGIN_MS) return;
