@@ -14,6 +14,7 @@
 import { createHash } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { createUpstreamFetch } from './mcp-fetch.js';
 import { ErrorCode, McpError, ToolListChangedNotificationSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { AgentVmError, describeError, isAgentVmError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -73,6 +74,8 @@ export interface UpstreamContext {
   /** Every secret value used for this server, so the proxy can redact it from what flows back. */
   onSecret: (s: NamedSecret) => void;
   redact: (text: string) => string;
+  /** Longest answer read from a remote tool server (mcp-fetch.ts). Default 16 MiB. */
+  maxResponseBytes?: number;
 }
 
 const MAX_LIST_PAGES = 20;
@@ -108,6 +111,8 @@ export function createUpstream(ctx: UpstreamContext): Upstream {
   let sandboxId: string | undefined;
 
   const base = { profile: profile.id, subject: server.name };
+  // A remote server's answers come through a bounded fetch on keep-alive connections (mcp-fetch.ts).
+  const http = server.url !== undefined ? createUpstreamFetch({ maxBytes: ctx.maxResponseBytes ?? 16 * 1024 * 1024 }) : undefined;
 
   async function resolveAll(values: Record<string, string> | undefined): Promise<Record<string, string>> {
     const out: Record<string, string> = {};
@@ -136,7 +141,7 @@ export function createUpstream(ctx: UpstreamContext): Upstream {
     }
     const c = new Client(CLIENT_INFO, { capabilities: {} });
     if (server.url !== undefined) {
-      const transport = new StreamableHTTPClientTransport(new URL(server.url), { requestInit: { headers } });
+      const transport = new StreamableHTTPClientTransport(new URL(server.url), { requestInit: { headers }, ...(http ? { fetch: http.fetch } : {}) });
       await c.connect(transport, { timeout: ctx.timeoutMs });
       return c;
     }
@@ -279,6 +284,7 @@ export function createUpstream(ctx: UpstreamContext): Upstream {
       const c = client;
       client = undefined;
       await c?.close().catch(() => undefined);
+      http?.close();
       if (sandboxId && ctx.sandbox) await ctx.sandbox.driver.sleep(sandboxId).catch(() => undefined);
     },
   };
