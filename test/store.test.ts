@@ -225,3 +225,40 @@ describe('a new embedded database', () => {
     }
   });
 });
+
+describe('prepared statements on the embedded database', () => {
+  it('answer as query() does, report errors with their code, and keep out of another transaction', async () => {
+    const { PGlite } = await import('@electric-sql/pglite');
+    const { preparedQuery } = await import('../src/store/pglite-prepared.js');
+    const pg = new PGlite();
+    try {
+      await pg.exec('create table p (id bigint primary key, at timestamptz not null, doc jsonb, ok boolean, note text)');
+      const run = preparedQuery(pg);
+      const insert = 'insert into p (id, at, doc, ok, note) values ($1::bigint, $2::timestamptz, $3::jsonb, $4, $5) returning *';
+      const at = '2026-12-07T03:00:00.000Z';
+      const mine = await run<Record<string, unknown>>(insert, ['1', at, JSON.stringify({ a: [1, 'x'] }), true, null]);
+      const theirs = (await pg.query<Record<string, unknown>>('select * from p where id = 1')).rows;
+      expect(mine).toEqual(theirs);
+      expect(mine[0]).toMatchObject({ doc: { a: [1, 'x'] }, ok: true, note: null });
+      expect(mine[0]!.at).toBeInstanceOf(Date);
+      // A refused row: the database's error, with its code; the statement runs again afterwards.
+      await expect(run(insert, ['1', at, '{}', false, 'dup'])).rejects.toMatchObject({ code: '23505' });
+      expect(await run(insert, ['2', at, '{}', false, 'two'])).toHaveLength(1);
+      // Another caller's transaction is not entered: the statement waits for it to end.
+      let inside = -1;
+      const tx = pg.transaction(async (t) => {
+        await t.query("insert into p (id, at, note) values (3, now(), 'tx')");
+        await new Promise((r) => setTimeout(r, 50));
+        inside = (await t.query<{ n: number }>('select count(*)::int as n from p')).rows[0]!.n;
+        await t.rollback();
+      });
+      await new Promise((r) => setTimeout(r, 10));
+      await run(insert, ['4', at, '{}', true, 'after']);
+      await tx;
+      expect(inside).toBe(3);
+      expect((await pg.query<{ id: number }>('select id from p order by id')).rows.map((r) => Number(r.id))).toEqual([1, 2, 4]);
+    } finally {
+      await pg.close();
+    }
+  });
+});

@@ -28,6 +28,7 @@ import { scheduleRunRepo, type ScheduleRunRepo } from './schedules.js';
 import { threadRepo, type ThreadRepo } from './threads.js';
 import { feedbackRepo, type FeedbackRepo } from './feedback.js';
 import type { RawQuery } from './raw.js';
+import { preparedQuery } from './pglite-prepared.js';
 import { agentRuntimes, agentStates, agents } from './schema.js';
 
 export { agents };
@@ -270,7 +271,7 @@ async function openPglite(dataDir: string, log: Logger | undefined): Promise<Ope
     kind: 'pglite',
     target: dir,
     db,
-    raw: async <T>(text: string, params: unknown[]) => (await pg.query<T>(text, params)).rows,
+    raw: preparedQuery(pg),
     migrate: () => migratePglite(db, { migrationsFolder }),
     cleanup: [() => pg.close().finally(releaseDirLock)],
   };
