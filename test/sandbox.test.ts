@@ -208,19 +208,21 @@ describe('a hostile agent inside its sandbox', () => {
     await driver.ensure(spec(busy, { limits: { cpus: 1, memoryMiB: 256, pids: 128 } }));
     const runs = await Promise.all([1, 2, 3, 4].map(() => sh(driver, busy, 'for i in 1 2 3 4 5 6 7 8; do sleep 1 & done; ls / >/dev/null; wait; echo ok')));
     expect(runs.map((r) => [r.exitCode, r.stdout])).toEqual(runs.map(() => [0, 'ok\n']));
-    const flood = await sh(driver, busy, 'n=0; while [ $n -lt 300 ]; do sleep 3 & n=$((n+1)); done; echo spawned', 30_000);
+    // The sleepers outlive the loop however slowly a loaded machine forks (a 3 s sleeper let a
+    // loop at 50 ms a fork stay under the limit: 300 spawned, nothing refused).
+    const flood = await sh(driver, busy, 'n=0; while [ $n -lt 300 ]; do sleep 12 & n=$((n+1)); done; echo spawned', 30_000);
     expect(flood.exitCode, JSON.stringify(flood)).not.toBe(0);
     expect(flood.sandboxStopped, JSON.stringify(flood)).toBeUndefined();
     expect((await driver.status(busy)).state).toBe('running');
-    // Once the flood's sleepers are gone (3 s), the same sandbox runs commands again; until then a
-    // new command may itself be refused a process.
+    // Once the flood's sleepers are gone (12 s), the same sandbox runs commands again; until then
+    // a new command may itself be refused a process.
     const after = await until('a command after the flood', async () => {
       const r = await sh(driver, busy, 'echo still here');
       return r.stdout === 'still here\n' ? r : undefined;
-    }, { timeoutMs: 20_000, everyMs: 500 });
+    }, { timeoutMs: 40_000, everyMs: 500 });
     expect(after.sandboxStopped).toBeUndefined();
     expect((await driver.status(busy)).state).toBe('running');
-  });
+  }, 120_000);
 
   it('is stopped by the memory limit on a memory hog; others keep working', async () => {
     const hog = id('memhog');

@@ -114,6 +114,24 @@ export function createScheduler(o: SchedulerOptions): Scheduler {
     }
   }
 
+  /**
+   * Two gateway processes starting together both upsert each scheduler; BullMQ then refuses one
+   * of them ("Cannot create job scheduler iteration - job ID already exists": the other process
+   * created the next tick's job a moment before). Trying again finds that job and succeeds.
+   */
+  async function upsertRacing(upsert: () => Promise<unknown>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await upsert();
+        return;
+      } catch (err) {
+        if (attempt >= 5 || !/job ID already exists/i.test(describeError(err))) throw err;
+        log.info({ attempt }, 'another process created this schedule\'s next tick at the same moment; upserting again');
+        await new Promise((r) => setTimeout(r, 50 + Math.random() * 150));
+      }
+    }
+  }
+
   async function startBull(redisUrl: string): Promise<void> {
     const connection = { url: redisUrl, maxRetriesPerRequest: null };
     const name = o.queueName ?? 'agent-schedules';
@@ -123,7 +141,8 @@ export function createScheduler(o: SchedulerOptions): Scheduler {
     for (const { profile, schedule } of all()) {
       const id = `${profile.id}/${schedule.name}`;
       wanted.add(id);
-      await queue.upsertJobScheduler(id, { pattern: schedule.cron, tz: schedule.timezone }, { name: 'tick', data: { profile: profile.id, schedule: schedule.name }, opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } });
+      const q = queue;
+      await upsertRacing(() => q.upsertJobScheduler(id, { pattern: schedule.cron, tz: schedule.timezone }, { name: 'tick', data: { profile: profile.id, schedule: schedule.name }, opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } } }));
     }
     // Schedules removed from the manifests stop ticking.
     for (const js of await queue.getJobSchedulers(0, -1)) {
