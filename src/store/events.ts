@@ -16,6 +16,7 @@ import { and, asc, eq, inArray, notInArray, sql } from 'drizzle-orm';
 import { storable, storableDeep } from '../text.js';
 import type { Db } from './index.js';
 import { statement, type RawQuery } from './raw.js';
+import { withDeadline } from '../deadline.js';
 import { eventStatuses, events, heldBackFiles, terminalEventStatuses, transcriptKinds, transcripts, turnFiles } from './schema.js';
 
 export type EventRow = typeof events.$inferSelect;
@@ -103,6 +104,8 @@ const ALLOWED_FROM: Record<EventStatus, EventStatus[]> = {
   rejected: ['queued', 'rejected'],
 };
 
+const CLAIM_DEADLINE_MS = 15_000;
+
 /** claimNext's statement; its prompt entry is the one runTurn wrote before (text, user, platform). */
 const CLAIM_NEXT = statement([
   `with next as (
@@ -162,7 +165,11 @@ function eventRowOf(r: RawEventRow): EventRow {
 export function eventRepo(db: Db, raw?: RawQuery): EventRepo {
   return {
     async claimNext(profile, conversation, maxAttempts) {
-      const [r] = await CLAIM_NEXT.run<RawEventRow>(db, raw, [profile, conversation, maxAttempts, profile, conversation]);
+      const run = CLAIM_NEXT.run<RawEventRow>(db, raw, [profile, conversation, maxAttempts, profile, conversation]);
+      // On PostgreSQL a statement that never answers (porsager/postgres#1186) must not hold the
+      // conversation: it fails as "database unavailable" and the unit looks again. Should it still
+      // land later, the event is running with an attempt counted, and the next look starts it again.
+      const [r] = raw ? await run : await withDeadline(run, CLAIM_DEADLINE_MS, () => Object.assign(new Error(`taking the next turn got no answer from the database within ${CLAIM_DEADLINE_MS / 1000} s`), { code: 'ETIMEDOUT' }));
       return r ? { row: eventRowOf(r), started: r.started === true, session: r.session_id ?? null } : undefined;
     },
     async insertEvent(e) {
