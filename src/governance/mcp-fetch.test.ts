@@ -40,6 +40,13 @@ beforeAll(async () => {
       if (path === '/hang') return; // never answers
       if (path === '/moved') return res.writeHead(307, { location: '/json' }).end();
       if (path === '/accepted') return res.writeHead(202).end();
+      if (path === '/cut') {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+        res.write('{"partial":');
+        return setTimeout(() => res.socket?.destroy(), 20);
+      }
+      if (path === '/odd-status') return res.writeHead(999, 'Not a real status').end('{}');
+      if (path === '/odd-reason') return res.writeHead(200, 'caf\u00e9 \u00ff', { 'content-type': 'application/json', 'x-odd': 'caf\u00e9' }).end('{"ok":1}');
       res.writeHead(404).end('nope');
     });
   });
@@ -89,6 +96,16 @@ describe('upstream fetch (bounded, keep-alive)', () => {
     const p = f(`${base}/hang`, { method: 'POST', body: '{}', signal: ac.signal });
     setTimeout(() => ac.abort(new Error('cancelled by the client')), 20);
     await expect(p).rejects.toThrow();
+  });
+
+  it('fails the call, and throws nothing out of its event handlers, on a status a Response cannot hold', async () => {
+    await expect(f(`${base}/odd-status`, { method: 'POST', body: '{}' })).rejects.toThrow(RangeError);
+    const r = await f(`${base}/odd-reason`, { method: 'POST', body: '{}' });
+    expect([r.status, await r.json()]).toEqual([200, { ok: 1 }]);
+  });
+
+  it('fails, rather than waits, when the server hangs up in the middle of an answer', async () => {
+    await expect(f(`${base}/cut`, { method: 'POST', body: '{}' })).rejects.toThrow();
   });
 
   it('hands a redirect to the global fetch, which follows it', async () => {

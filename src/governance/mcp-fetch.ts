@@ -50,6 +50,17 @@ export function createUpstreamFetch(o: UpstreamFetchOptions): { fetch: FetchLike
       if (signal?.aborted) return reject(signal.reason ?? new DOMException('aborted', 'AbortError'));
       const lib = url.protocol === 'https:' ? https : http;
       const req = lib.request(url, { method: init.method ?? 'GET', headers, agent, ...(signal ? { signal } : {}) }, (res) => {
+        try {
+          answer(res);
+        } catch (err) {
+          // What the server sent cannot be made a Response (a status or header the WHATWG classes
+          // refuse): the call fails, nothing is thrown out of this event handler.
+          res.destroy();
+          reject(err);
+        }
+      });
+      /** Hands the response over as a Response; throws (synchronously) on what cannot be one. */
+      const answer = (res: http.IncomingMessage): void => {
         const status = res.statusCode ?? 502;
         if (status >= 300 && status < 400 && res.headers.location) {
           res.resume();
@@ -60,7 +71,7 @@ export function createUpstreamFetch(o: UpstreamFetchOptions): { fetch: FetchLike
         const noBody = status === 204 || status === 304 || init.method === 'HEAD';
         if (noBody) {
           res.resume();
-          return resolve(new Response(null, { status, statusText: res.statusMessage ?? '', headers: out }));
+          return resolve(new Response(null, { status, headers: out }));
         }
         const declared = Number(res.headers['content-length']);
         if (Number.isFinite(declared) && declared > o.maxBytes) {
@@ -81,7 +92,13 @@ export function createUpstreamFetch(o: UpstreamFetchOptions): { fetch: FetchLike
             }
             chunks.push(c);
           });
-          res.once('end', () => resolve(new Response(Buffer.concat(chunks, size), { status, statusText: res.statusMessage ?? '', headers: out })));
+          res.once('end', () => {
+            try {
+              resolve(new Response(Buffer.concat(chunks, size), { status, headers: out }));
+            } catch (err) {
+              reject(err);
+            }
+          });
           res.once('error', reject);
           return;
         }
@@ -96,8 +113,8 @@ export function createUpstreamFetch(o: UpstreamFetchOptions): { fetch: FetchLike
         res.once('error', (err) => bounded.destroy(err));
         bounded.once('error', () => res.destroy());
         res.pipe(bounded);
-        resolve(new Response(Readable.toWeb(bounded) as ReadableStream<Uint8Array>, { status, statusText: res.statusMessage ?? '', headers: out }));
-      });
+        resolve(new Response(Readable.toWeb(bounded) as ReadableStream<Uint8Array>, { status, headers: out }));
+      };
       req.once('error', reject);
       req.end(body);
     });
