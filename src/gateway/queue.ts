@@ -117,8 +117,9 @@ function bullQueue(name: string, redisUrl: string, logger: Logger): TurnQueue {
     const batch = pending;
     pending = [];
     const opts = { removeOnComplete: { age: 24 * 3600, count: 10_000 }, removeOnFail: { age: 7 * 24 * 3600 } };
-    producer()
-      .addBulk(batch.map(({ job }) => ({ name: 'turn', data: job, opts: { ...opts, jobId: job.eventId.replace(/:/g, '_') } })))
+    // Run from a timer: whatever fails, synchronously or not, is each caller's rejection.
+    Promise.resolve()
+      .then(() => producer().addBulk(batch.map(({ job }) => ({ name: 'turn', data: job, opts: { ...opts, jobId: job.eventId.replace(/:/g, '_') } }))))
       .then(
         () => batch.forEach((b) => b.resolve()),
         (err: unknown) => batch.forEach((b) => b.reject(err)),
