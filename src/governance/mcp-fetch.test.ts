@@ -1,19 +1,20 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fetchWithinOrigin } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUpstreamFetch, ResponseTooLargeError } from './mcp-fetch.js';
 
 /** A hostile tool server: each path answers differently. */
 let server: http.Server;
 let base: string;
-const seen: Array<{ method: string; headers: http.IncomingHttpHeaders; body: string }> = [];
+const seen: Array<{ method: string; url: string; headers: http.IncomingHttpHeaders; body: string }> = [];
 
 beforeAll(async () => {
   server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('end', () => {
-      seen.push({ method: req.method ?? '', headers: req.headers, body });
+      seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
       const path = req.url ?? '';
       if (path === '/json') return res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's1' }).end('{"ok":true}');
       if (path === '/big-declared') return res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(10_000_000) }).end();
@@ -108,8 +109,13 @@ describe('upstream fetch (bounded, keep-alive)', () => {
     await expect(f(`${base}/cut`, { method: 'POST', body: '{}' })).rejects.toThrow();
   });
 
-  it('hands a redirect to the global fetch, which follows it', async () => {
-    const r = await f(`${base}/moved`, { method: 'POST', body: '{"y":2}', headers: { 'content-type': 'application/json' } });
+  it('returns a redirect as it is; the SDK follows it within the origin, and the request is sent once', async () => {
+    const before = seen.length;
+    const r = await fetchWithinOrigin(f)(`${base}/moved`, { method: 'POST', body: '{"y":2}', headers: { 'content-type': 'application/json' } });
     expect(await r.json()).toEqual({ ok: true });
+    expect(seen.slice(before).map((x) => `${x.method} ${x.url}`)).toEqual(['POST /moved', 'POST /json']);
+    const raw = await f(`${base}/moved`, { method: 'POST', body: '{}', redirect: 'manual' });
+    expect([raw.status, raw.headers.get('location')]).toEqual([307, '/json']);
+    await expect(f(`${base}/moved`, { method: 'POST', body: '{}', redirect: 'error' })).rejects.toThrow(/redirect/);
   });
 });

@@ -9,9 +9,10 @@
  * as a third of what the proxy adds to a call.
  *
  * What it keeps of fetch: the status, the headers, a streamed body (an SSE answer is read as it
- * arrives, bounded in total), abort through `init.signal`. What it leaves out: redirects are not
- * followed here; a 3xx is handed to the global fetch, which follows it as before (the SDK keeps
- * it within the origin). Only string bodies are sent (the SDK sends JSON text).
+ * arrives, bounded in total), abort through `init.signal`. What it leaves out: redirects are never
+ * followed here. A 3xx comes back as it is, as with `redirect: 'manual'`, which is what the SDK
+ * asks for: its transport follows a redirect itself, within the origin, by calling this again
+ * (`redirect: 'error'` fails instead). Only string bodies are sent (the SDK sends JSON text).
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -62,9 +63,9 @@ export function createUpstreamFetch(o: UpstreamFetchOptions): { fetch: FetchLike
       /** Hands the response over as a Response; throws (synchronously) on what cannot be one. */
       const answer = (res: http.IncomingMessage): void => {
         const status = res.statusCode ?? 502;
-        if (status >= 300 && status < 400 && res.headers.location) {
+        if (init.redirect === 'error' && status >= 300 && status < 400 && res.headers.location) {
           res.resume();
-          return resolve(fetch(input, init));
+          return reject(new TypeError(`the tool server redirected (${status}) and redirects were refused`));
         }
         const out = new Headers();
         for (let i = 0; i < res.rawHeaders.length; i += 2) out.append(res.rawHeaders[i]!, res.rawHeaders[i + 1]!);
