@@ -10,7 +10,7 @@
  *     only way out is an egress relay for exactly those targets;
  *   - nothing of the caller's workspace but copies of the `inputs`, read through the engine with
  *     the outbox rules; no environment, no secrets;
- *   - a hard deadline (`timeout -s KILL` inside, the driver's own outside), then results copied
+ *   - a hard deadline (every process of the command killed inside the sandbox, then the driver stops waiting), then results copied
  *     into the caller's `/workspace/jobs/<id>/` with the outbox rules (no symlinks, hard links,
  *     devices, unsafe names; size caps), exit code and capped stdout/stderr;
  *   - verified teardown before the result is returned (teardown.ts), recorded and audited; a

@@ -11,7 +11,7 @@ export function runProcess(cmd: string, args: string[], o: { cwd: string; env: N
   const max = o.maxOutputBytes ?? 1024 * 1024;
   const started = performance.now();
   return new Promise<ExecResult>((resolve) => {
-    // Its own process group, so a timeout kills everything it started (as `timeout -s KILL` does).
+    // Its own process group, so a timeout kills everything it started (as the Docker driver kills an exec's group at its deadline).
     const child = spawn(cmd, args, { cwd: o.cwd, env: o.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
