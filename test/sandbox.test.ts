@@ -243,13 +243,17 @@ describe('exec', () => {
   it('kills a command past its timeout and reports a timeout', async () => {
     const a = id('exec');
     await driver.ensure(spec(a));
-    const r = await driver.exec(a, ['sh', '-c', 'echo started; sleep 30; echo never'], { timeoutMs: 1000 });
+    const r = await driver.exec(a, ['sh', '-c', 'setsid sleep 31 & echo started; sleep 30; echo never'], { timeoutMs: 1000 });
     expect(r.timedOut).toBe(true);
+    expect(r.exitCode).toBe(137);
     expect(r.stdout).toBe('started\n');
     expect(r.durationMs).toBeLessThan(5000);
-    // The whole process group went: no sleeper left behind.
+    // The whole process group went, and so did the child that left it: no sleeper left behind.
     const ps = await sh(driver, a, 'for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr "\\0" " "; echo; done');
     expect(ps.stdout).not.toContain('sleep 30');
+    expect(ps.stdout).not.toContain('sleep 31');
+    // The main process is never the deadline's target, whatever its environment says.
+    expect((await sh(driver, a, 'echo alive')).stdout).toBe('alive\n');
     const quick = await driver.exec(a, ['sh', '-c', 'exit 3'], { timeoutMs: 5000 });
     expect(quick, JSON.stringify(quick)).toMatchObject({ exitCode: 3, timedOut: false });
   });
