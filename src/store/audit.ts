@@ -19,7 +19,7 @@ import { asc, desc, gt, sql } from 'drizzle-orm';
 import type { Db } from './index.js';
 import { withDeadline } from '../deadline.js';
 import { dbFailure } from './errors.js';
-import { valuesList, type RawQuery } from './raw.js';
+import { statement, valuesList, type RawQuery } from './raw.js';
 import { audit } from './schema.js';
 
 export type AuditRow = typeof audit.$inferSelect;
@@ -91,28 +91,32 @@ function valuesInsert(raw: RawQuery, rows: NewAuditRow[]): Promise<unknown> {
 /**
  * Many processes (PostgreSQL): rows are produced only after the chain lock's one row, so nothing
  * is inserted before the lock is held. One constant statement whatever the number of rows: they
- * travel as one JSON parameter, so PostgreSQL prepares it once per connection and nothing is
- * built per row. `data` goes in as the JSON value it is (the same jsonb as a JSON string cast).
+ * travel as one JSON parameter, so it is prepared once per connection and nothing is built per
+ * row. `data` goes in as the JSON value it is (the same jsonb as a JSON string cast).
  */
-function lockedInsert(rows: NewAuditRow[]) {
+const LOCKED_INSERT = statement([
+  `insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash)
+    select x.seq, x.at, x.profile, x.action, x.decision, x.reason, x.subject, x.data, x.prev_hash, x.hash
+      from jsonb_to_recordset(`,
+  `::jsonb)
+        as x(seq bigint, at timestamptz, profile text, action text, decision text, reason text, subject text, data jsonb, prev_hash text, hash text),
+        (select pg_advisory_xact_lock(${CHAIN_LOCK})) as chain_lock
+      order by x.seq`,
+]);
+
+function lockedInsert(db: Db, raw: RawQuery | undefined, rows: NewAuditRow[]): Promise<unknown> {
   const batch = JSON.stringify(
     rows.map((r) => ({ seq: r.seq, at: r.at, profile: r.profile, action: r.action, decision: r.decision, reason: r.reason, subject: r.subject, data: r.data ?? null, prev_hash: r.prevHash, hash: r.hash })),
   );
-  return sql`
-    insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash)
-    select x.seq, x.at, x.profile, x.action, x.decision, x.reason, x.subject, x.data, x.prev_hash, x.hash
-      from jsonb_to_recordset(${batch}::jsonb)
-        as x(seq bigint, at timestamptz, profile text, action text, decision text, reason text, subject text, data jsonb, prev_hash text, hash text),
-        (select pg_advisory_xact_lock(${CHAIN_LOCK})) as chain_lock
-      order by x.seq`;
+  return LOCKED_INSERT.run(db, raw, [batch]);
 }
 
 // One repository per database handle, so every AuditLog of a process shares its head and its queue.
 const repos = new WeakMap<object, AuditRepo>();
 
 /**
- * `raw`: this process is the database's only writer (PGlite), so appends skip the cross-process
- * lock and go through the raw client.
+ * `raw`: the hot-path client (raw.ts). When it is the embedded database's (`raw.embedded`), this
+ * process is the database's only writer, so appends skip the cross-process lock.
  */
 export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
   const existing = repos.get(db);
@@ -126,7 +130,8 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
   /** Inserts after the remembered head, in one statement; undefined when someone appended since. */
   async function appendAfterKnownHead(rows: NewAuditRow[]): Promise<AuditRow[] | undefined> {
     try {
-      await (opts.raw ? valuesInsert(opts.raw, rows) : db.execute(lockedInsert(rows)));
+      const raw = opts.raw;
+      await (raw?.embedded ? valuesInsert(raw, rows) : lockedInsert(db, raw, rows));
       return rows.map(toRow);
     } catch (err) {
       // Someone appended since: our first seq is taken (all or nothing, one statement).
@@ -187,7 +192,7 @@ export function auditRepo(db: Db, opts: { raw?: RawQuery } = {}): AuditRepo {
    * one commits after all, its rows are in the chain and the next append continues after them.
    */
   function bounded(run: Promise<AuditRow[]>): Promise<AuditRow[]> {
-    if (opts.raw) return run; // PGlite runs in this process: nothing to wait for but itself
+    if (opts.raw?.embedded) return run; // PGlite runs in this process: nothing to wait for but itself
     return withDeadline(run, APPEND_DEADLINE_MS, () => {
       generation++;
       known = false;

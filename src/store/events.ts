@@ -161,7 +161,7 @@ function eventRowOf(r: RawEventRow): EventRow {
   };
 }
 
-/** `raw`: the embedded database's client (raw.ts), for claimNext. */
+/** `raw`: the hot-path client (raw.ts), for claimNext and storeReply. */
 export function eventRepo(db: Db, raw?: RawQuery): EventRepo {
   return {
     async claimNext(profile, conversation, maxAttempts) {
@@ -169,7 +169,7 @@ export function eventRepo(db: Db, raw?: RawQuery): EventRepo {
       // On PostgreSQL a statement that never answers (porsager/postgres#1186) must not hold the
       // conversation: it fails as "database unavailable" and the unit looks again. Should it still
       // land later, the event is running with an attempt counted, and the next look starts it again.
-      const [r] = raw ? await run : await withDeadline(run, CLAIM_DEADLINE_MS, () => Object.assign(new Error(`taking the next turn got no answer from the database within ${CLAIM_DEADLINE_MS / 1000} s`), { code: 'ETIMEDOUT' }));
+      const [r] = raw?.embedded ? await run : await withDeadline(run, CLAIM_DEADLINE_MS, () => Object.assign(new Error(`taking the next turn got no answer from the database within ${CLAIM_DEADLINE_MS / 1000} s`), { code: 'ETIMEDOUT' }));
       return r ? { row: eventRowOf(r), started: r.started === true, session: r.session_id ?? null } : undefined;
     },
     async insertEvent(e) {

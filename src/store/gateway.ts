@@ -20,7 +20,7 @@ export type { BriefEventRow, HeldRow, HeldStatus, IntakeRepo } from './intake.js
 
 export type GatewayRepo = EventRepo & TranscriptRepo & SessionRepo & WebhookRepo & IntakeRepo;
 
-/** `raw`: the embedded database's client, for the intake's hot insert (raw.ts). */
+/** `raw`: the hot-path client (raw.ts), for the intake's insert and taking a turn. */
 export function gatewayRepo(db: Db, raw?: RawQuery): GatewayRepo {
   return { ...eventRepo(db, raw), ...transcriptRepo(db), ...sessionRepo(db), ...webhookRepo(db), ...intakeRepo(db, raw) };
 }

@@ -27,7 +27,7 @@ import { jobRepo, type JobRepo } from './jobs.js';
 import { scheduleRunRepo, type ScheduleRunRepo } from './schedules.js';
 import { threadRepo, type ThreadRepo } from './threads.js';
 import { feedbackRepo, type FeedbackRepo } from './feedback.js';
-import type { RawQuery } from './raw.js';
+import { rawQuery, type RawQuery } from './raw.js';
 import { preparedQuery } from './pglite-prepared.js';
 import { agentRuntimes, agentStates, agents } from './schema.js';
 
@@ -147,8 +147,8 @@ interface Opened {
   /** Where the data lives, safe to log and show. */
   target: string;
   db: Db;
-  /** PGlite only: its own client for the hot paths (raw.ts). */
-  raw?: RawQuery;
+  /** The client for the hot paths (raw.ts): prepared statements on both databases. */
+  raw: RawQuery;
   migrate(): Promise<void>;
   cleanup: Array<() => Promise<void>>;
 }
@@ -176,6 +176,8 @@ async function openPostgres(url: string): Promise<Opened> {
     kind: 'postgres',
     target,
     db,
+    // The same client and type parsers drizzle uses (it set them on the client), prepared per connection.
+    raw: rawQuery(<T>(text: string, params: unknown[]) => sqlClient.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true }) as unknown as Promise<T[]>, false),
     migrate: () => migratePostgres(db, { migrationsFolder }),
     cleanup: [() => sqlClient.end({ timeout: 5 })],
   };

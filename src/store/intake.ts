@@ -74,7 +74,7 @@ function eventValues(e: NewEvent) {
   };
 }
 
-/** `raw`: the embedded database's client (raw.ts); the event insert goes through it. */
+/** `raw`: the hot-path client (raw.ts); the event insert goes through it. */
 export function intakeRepo(db: Db, raw?: RawQuery): IntakeRepo {
   return {
     async insertEvents(rows) {

@@ -19,7 +19,7 @@
  * migration cannot stick.
  */
 import { protocol, type PGlite } from '@electric-sql/pglite';
-import type { RawQuery } from './raw.js';
+import { rawQuery, type RawQuery } from './raw.js';
 
 const MAX_PREPARED = 256;
 
@@ -61,7 +61,7 @@ export function preparedQuery(pg: PGlite): RawQuery {
     return { name, paramTypes, fields };
   }
 
-  return async <T>(text: string, params: unknown[]): Promise<T[]> => {
+  return rawQuery(async <T>(text: string, params: unknown[]): Promise<T[]> => {
     if (!prepared.has(text) && prepared.size >= MAX_PREPARED) return (await pg.query<T>(text, params)).rows;
     await ex._checkReady();
     return ex._runExclusiveTransaction(() =>
@@ -99,5 +99,5 @@ export function preparedQuery(pg: PGlite): RawQuery {
         return rows;
       }),
     );
-  };
+  }, true);
 }
