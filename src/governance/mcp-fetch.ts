@@ -32,55 +32,62 @@ export class ResponseTooLargeError extends Error {
   }
 }
 
+/** A tool server's answer as node:http gave it: a whole body, or (an event stream) a bounded stream. */
+export interface RawAnswer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  /** A whole answer (anything but text/event-stream), read in full within the bound. */
+  body?: Buffer;
+  /** An event stream, passed on as it arrives; it fails (ResponseTooLargeError) past the bound. */
+  stream?: Readable;
+}
+
+export interface RawRequest {
+  method: string;
+  headers: Record<string, string>;
+  body?: Buffer;
+  signal?: AbortSignal;
+  /** A redirect fails the request instead of coming back as it is. */
+  refuseRedirects?: boolean;
+}
+
+export interface UpstreamFetch {
+  fetch: FetchLike;
+  /** The same request without the WHATWG wrapping (the proxy's lean tools/call, mcp-call.ts). */
+  request(url: URL, init: RawRequest): Promise<RawAnswer>;
+  close(): void;
+}
+
 /** One fetch per upstream: its own keep-alive agents, closed with `close()`. */
-export function createUpstreamFetch(o: UpstreamFetchOptions): { fetch: FetchLike; close(): void } {
+export function createUpstreamFetch(o: UpstreamFetchOptions): UpstreamFetch {
   const agents = { 'http:': new http.Agent({ keepAlive: true, maxSockets: 16 }), 'https:': new https.Agent({ keepAlive: true, maxSockets: 16 }) };
 
-  const fetchLike: FetchLike = (input, init = {}) => {
-    if (input instanceof Request || (init.body !== undefined && init.body !== null && typeof init.body !== 'string')) return fetch(input, init);
-    const url = new URL(String(input));
+  function request(url: URL, init: RawRequest): Promise<RawAnswer> {
     const agent = agents[url.protocol as keyof typeof agents];
-    if (!agent) return fetch(input, init);
-    const headers: Record<string, string> = {};
-    new Headers(init.headers).forEach((v, k) => (headers[k] = v));
-    const body = typeof init.body === 'string' ? Buffer.from(init.body) : undefined;
-    if (body) headers['content-length'] = String(body.length);
-    const signal = init.signal ?? undefined;
-
-    return new Promise<Response>((resolve, reject) => {
+    if (!agent) return Promise.reject(new TypeError(`unsupported protocol ${url.protocol}`));
+    const headers = init.body ? { ...init.headers, 'content-length': String(init.body.length) } : init.headers;
+    const signal = init.signal;
+    return new Promise<RawAnswer>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason ?? new DOMException('aborted', 'AbortError'));
       const lib = url.protocol === 'https:' ? https : http;
-      const req = lib.request(url, { method: init.method ?? 'GET', headers, agent, ...(signal ? { signal } : {}) }, (res) => {
-        try {
-          answer(res);
-        } catch (err) {
-          // What the server sent cannot be made a Response (a status or header the WHATWG classes
-          // refuse): the call fails, nothing is thrown out of this event handler.
-          res.destroy();
-          reject(err);
-        }
-      });
-      /** Hands the response over as a Response; throws (synchronously) on what cannot be one. */
-      const answer = (res: http.IncomingMessage): void => {
+      const req = lib.request(url, { method: init.method, headers, agent, ...(signal ? { signal } : {}) }, (res) => {
         const status = res.statusCode ?? 502;
-        if (init.redirect === 'error' && status >= 300 && status < 400 && res.headers.location) {
+        if (init.refuseRedirects && status >= 300 && status < 400 && res.headers.location) {
           res.resume();
           return reject(new TypeError(`the tool server redirected (${status}) and redirects were refused`));
         }
-        const out = new Headers();
-        for (let i = 0; i < res.rawHeaders.length; i += 2) out.append(res.rawHeaders[i]!, res.rawHeaders[i + 1]!);
-        const noBody = status === 204 || status === 304 || init.method === 'HEAD';
-        if (noBody) {
+        const base = { status, headers: res.headers, rawHeaders: res.rawHeaders };
+        if (status === 204 || status === 304 || init.method === 'HEAD') {
           res.resume();
-          return resolve(new Response(null, { status, headers: out }));
+          return resolve({ ...base, body: Buffer.alloc(0) });
         }
         const declared = Number(res.headers['content-length']);
         if (Number.isFinite(declared) && declared > o.maxBytes) {
           res.destroy();
           return reject(new ResponseTooLargeError(o.maxBytes));
         }
-        const type = String(res.headers['content-type'] ?? '');
-        if (!type.includes('text/event-stream')) {
+        if (!String(res.headers['content-type'] ?? '').includes('text/event-stream')) {
           // A whole answer (JSON): read it, bounded, then hand it over in one piece.
           const chunks: Buffer[] = [];
           let size = 0;
@@ -93,13 +100,7 @@ export function createUpstreamFetch(o: UpstreamFetchOptions): { fetch: FetchLike
             }
             chunks.push(c);
           });
-          res.once('end', () => {
-            try {
-              resolve(new Response(Buffer.concat(chunks, size), { status, headers: out }));
-            } catch (err) {
-              reject(err);
-            }
-          });
+          res.once('end', () => resolve({ ...base, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) }));
           res.once('error', reject);
           return;
         }
@@ -114,15 +115,46 @@ export function createUpstreamFetch(o: UpstreamFetchOptions): { fetch: FetchLike
         res.once('error', (err) => bounded.destroy(err));
         bounded.once('error', () => res.destroy());
         res.pipe(bounded);
-        resolve(new Response(Readable.toWeb(bounded) as ReadableStream<Uint8Array>, { status, headers: out }));
-      };
+        resolve({ ...base, stream: bounded });
+      });
       req.once('error', reject);
-      req.end(body);
+      req.end(init.body);
     });
+  }
+
+  const fetchLike: FetchLike = async (input, init = {}) => {
+    if (input instanceof Request || (init.body !== undefined && init.body !== null && typeof init.body !== 'string')) return fetch(input, init);
+    const url = new URL(String(input));
+    if (!(url.protocol in agents)) return fetch(input, init);
+    const headers: Record<string, string> = {};
+    new Headers(init.headers).forEach((v, k) => (headers[k] = v));
+    const answer = await request(url, {
+      method: init.method ?? 'GET',
+      headers,
+      ...(typeof init.body === 'string' ? { body: Buffer.from(init.body) } : {}),
+      ...(init.signal ? { signal: init.signal } : {}),
+      refuseRedirects: init.redirect === 'error',
+    });
+    // What the server sent may not fit a Response (a status or header the WHATWG classes refuse):
+    // that throws here, inside this promise, so the call fails and nothing escapes an event handler.
+    const out = new Headers();
+    for (let i = 0; i < answer.rawHeaders.length; i += 2) out.append(answer.rawHeaders[i]!, answer.rawHeaders[i + 1]!);
+    const noBody = answer.status === 204 || answer.status === 304 || init.method === 'HEAD';
+    if (answer.stream) {
+      const stream = answer.stream;
+      try {
+        return new Response(Readable.toWeb(stream) as ReadableStream<Uint8Array>, { status: answer.status, headers: out });
+      } catch (err) {
+        stream.destroy(err as Error); // and with it the connection
+        throw err;
+      }
+    }
+    return new Response(noBody ? null : answer.body!, { status: answer.status, headers: out });
   };
 
   return {
     fetch: fetchLike,
+    request,
     close() {
       agents['http:'].destroy();
       agents['https:'].destroy();

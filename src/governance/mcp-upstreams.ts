@@ -14,13 +14,14 @@
 import { createHash } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { createUpstreamFetch } from './mcp-fetch.js';
 import { ErrorCode, McpError, ToolListChangedNotificationSchema, type CallToolResult, type Tool } from '@modelcontextprotocol/sdk/types.js';
 import { AgentVmError, describeError, isAgentVmError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { AGENT_ID_PATTERN, DEFAULT_LIMITS } from '../sandbox/spec.js';
 import type { RuntimeSetting, SandboxDriver, SandboxLimits } from '../sandbox/types.js';
 import type { AuditEntry } from './audit.js';
+import { leanToolCall, type LeanCallTarget } from './mcp-call.js';
+import { createUpstreamFetch } from './mcp-fetch.js';
 import { SandboxStdioTransport } from './mcp-stdio.js';
 import { definitionHash } from './mcp-pins.js';
 import type { Profile, ToolServer } from './profile.js';
@@ -109,6 +110,8 @@ export function createUpstream(ctx: UpstreamContext): Upstream {
   let connecting: Promise<Client> | undefined;
   let refreshing: Promise<void> | undefined;
   let sandboxId: string | undefined;
+  /** A remote server's session, for calls sent without the SDK client (mcp-call.ts). */
+  let lean: LeanCallTarget | undefined;
 
   const base = { profile: profile.id, subject: server.name };
   // A remote server's answers come through a bounded fetch on keep-alive connections (mcp-fetch.ts).
@@ -141,8 +144,16 @@ export function createUpstream(ctx: UpstreamContext): Upstream {
     }
     const c = new Client(CLIENT_INFO, { capabilities: {} });
     if (server.url !== undefined) {
-      const transport = new StreamableHTTPClientTransport(new URL(server.url), { requestInit: { headers }, ...(http ? { fetch: http.fetch } : {}) });
+      const url = new URL(server.url);
+      const transport = new StreamableHTTPClientTransport(url, { requestInit: { headers }, ...(http ? { fetch: http.fetch } : {}) });
       await c.connect(transport, { timeout: ctx.timeoutMs });
+      if (http) {
+        lean = {
+          url, headers, http, timeoutMs: ctx.timeoutMs,
+          session: () => ({ sessionId: transport.sessionId, protocolVersion: transport.protocolVersion }),
+          onListChanged: () => (listedAt = -Infinity),
+        };
+      }
       return c;
     }
     const sb = ctx.sandbox;
@@ -198,6 +209,7 @@ export function createUpstream(ctx: UpstreamContext): Upstream {
         c.onclose = () => {
           if (client !== c) return;
           client = undefined;
+          lean = undefined;
           if (state !== 'closed') {
             state = 'failed';
             reason = 'the connection closed';
@@ -273,6 +285,9 @@ export function createUpstream(ctx: UpstreamContext): Upstream {
     },
     async call(tool, args, signal) {
       const c = await connect();
+      // Tools with an output schema or task support go through the SDK client, which checks them.
+      const def = tools?.get(tool)?.def;
+      if (lean && def && def.outputSchema === undefined && (def.execution?.taskSupport ?? 'forbidden') === 'forbidden') return leanToolCall(lean, tool, args, signal);
       const r = await c.callTool({ name: tool, arguments: args }, undefined, {
         timeout: ctx.timeoutMs,
         ...(signal ? { signal } : {}),
@@ -283,6 +298,7 @@ export function createUpstream(ctx: UpstreamContext): Upstream {
       state = 'closed';
       const c = client;
       client = undefined;
+      lean = undefined;
       await c?.close().catch(() => undefined);
       http?.close();
       if (sandboxId && ctx.sandbox) await ctx.sandbox.driver.sleep(sandboxId).catch(() => undefined);
