@@ -54,7 +54,7 @@ export const DEFAULT_POLICY: TurnPolicy = {
 };
 
 export interface TurnDeps {
-  /** The event was started by the unit's claim (its attempt counted, its prompt in the transcript). */
+  /** The event was started by the unit's claim (its attempt counted, its prompt in the transcript); a turn runs only then. */
   started?: boolean;
   /** The conversation's ACP session as the claim read it (null: none); undefined: not read yet. */
   session?: string | null;

@@ -22,13 +22,11 @@ export async function runTurn(ev: EventRow, d: TurnDeps): Promise<'done' | 'retr
   const adapter = d.adapters.get(event.platform);
   if (ev.status === 'replied') return deliver(ev, event, adapter, d);
 
-  // Started by the unit's claim (repo.claimNext: attempt counted, prompt in the transcript), or here.
+  // A turn runs only once the unit's claim started it (repo.claimNext: attempt counted, prompt in
+  // the transcript, once). An open event the claim did not start changed under it: look again later.
   if (!d.started) {
-    const started = await d.repo.startAttempt(ev.id);
-    if (!started) return 'done'; // finished meanwhile (another worker, or a late duplicate job)
-    if (started.attempts === 1) {
-      await d.repo.addTranscript({ conversation: ev.conversation, profile: d.profile.id, eventId: ev.id, kind: 'prompt', text: event.text, meta: { user: event.user, platform: event.platform } });
-    }
+    d.logger.warn({ eventId: ev.id, status: ev.status, attempts: ev.attempts }, 'an open event was not started by its claim; looking again later');
+    return 'retry';
   }
   const startedAt = performance.now();
   // No ping here: a watcher shows nothing for "running" (only progress and the outcome), and
