@@ -6,7 +6,8 @@
  * conversation and its status live in the database. So a lost or duplicated job costs nothing:
  * a unit drains its conversations from the database, and recovers open events when it starts.
  */
-import { Queue, Worker } from 'bullmq';
+import type { Queue, Worker } from 'bullmq';
+import { bullmq } from '../bullmq.js';
 import type { Logger } from '../log.js';
 
 export interface TurnJob {
@@ -106,7 +107,9 @@ function bullQueue(name: string, redisUrl: string, logger: Logger): TurnQueue {
   let queue: Queue | undefined;
   let worker: Worker | undefined;
   let closing: Promise<void> | undefined;
-  const producer = () => (queue ??= new Queue(name, { connection }));
+  const producer = async () => (queue ??= new (await bullmq()).Queue(name, { connection }));
+  /** The worker, once BullMQ is loaded (consume starts it). */
+  let starting: Promise<void> | undefined;
   /**
    * Jobs added in one turn of the event loop (the events of one intake batch) go to Redis in one
    * addBulk: one round trip and one socket write instead of one each. Each caller still waits
@@ -119,7 +122,7 @@ function bullQueue(name: string, redisUrl: string, logger: Logger): TurnQueue {
     const opts = { removeOnComplete: { age: 24 * 3600, count: 10_000 }, removeOnFail: { age: 7 * 24 * 3600 } };
     // Run from a timer: whatever fails, synchronously or not, is each caller's rejection.
     Promise.resolve()
-      .then(() => producer().addBulk(batch.map(({ job }) => ({ name: 'turn', data: job, opts: { ...opts, jobId: job.eventId.replace(/:/g, '_') } }))))
+      .then(async () => (await producer()).addBulk(batch.map(({ job }) => ({ name: 'turn', data: job, opts: { ...opts, jobId: job.eventId.replace(/:/g, '_') } }))))
       .then(
         () => batch.forEach((b) => b.resolve()),
         (err: unknown) => batch.forEach((b) => b.reject(err)),
@@ -133,18 +136,24 @@ function bullQueue(name: string, redisUrl: string, logger: Logger): TurnQueue {
       });
     },
     consume(handler, o) {
-      worker = new Worker(name, async (job) => handler(job.data as TurnJob), {
-        connection,
-        concurrency: Math.max(1, o.concurrency),
-        // The unit recovers open events from the database on start, so a stalled job only has
-        // to come back eventually; keep Redis chatter low.
-        lockDuration: 30_000,
-        maxStalledCount: 5,
-      });
-      worker.on('error', (err) => logger.warn({ err, queue: name }, 'queue worker error'));
+      starting = bullmq().then(
+        ({ Worker }) => {
+          if (closing) return;
+          worker = new Worker(name, async (job) => handler(job.data as TurnJob), {
+            connection,
+            concurrency: Math.max(1, o.concurrency),
+            // The unit recovers open events from the database on start, so a stalled job only has
+            // to come back eventually; keep Redis chatter low.
+            lockDuration: 30_000,
+            maxStalledCount: 5,
+          });
+          worker.on('error', (err) => logger.warn({ err, queue: name }, 'queue worker error'));
+        },
+        (err: unknown) => logger.error({ err, queue: name }, 'BullMQ could not be loaded; this queue delivers nothing'),
+      );
     },
     close() {
-      closing ??= Promise.allSettled([worker?.close(), queue?.close()]).then((rs) => {
+      closing ??= Promise.allSettled([starting]).then(() => Promise.allSettled([worker?.close(), queue?.close()])).then((rs) => {
         for (const r of rs) if (r.status === 'rejected') logger.warn({ err: r.reason, queue: name }, 'closing queue failed');
       });
       return closing;

@@ -11,7 +11,8 @@
  * Deliberately left out: retries. A job is not assumed idempotent; one whose worker died is
  * finished as an error by the next worker that sees it (runner.ts), never run twice.
  */
-import { Queue, Worker } from 'bullmq';
+import type { Queue, Worker } from 'bullmq';
+import { bullmq } from '../bullmq.js';
 import type { Logger } from '../log.js';
 
 export type JobHandler = (id: string) => Promise<void>;
@@ -82,7 +83,8 @@ function bullJobQueue(redisUrl: string, logger: Logger, prefix: string | undefin
   const queues = new Map<string, Queue>();
   const workers = new Map<string, Worker>();
   let closing: Promise<void> | undefined;
-  const queue = (profile: string) => {
+  const queue = async (profile: string) => {
+    const { Queue } = await bullmq();
     let q = queues.get(profile);
     if (!q) queues.set(profile, (q = new Queue(jobQueueName(profile), { connection, ...(prefix ? { prefix } : {}) })));
     return q;
@@ -90,11 +92,13 @@ function bullJobQueue(redisUrl: string, logger: Logger, prefix: string | undefin
   return {
     kind: 'bullmq',
     async add(profile, id) {
-      await queue(profile).add('job', { id }, { jobId: id, attempts: 1, removeOnComplete: { age: 24 * 3600, count: 10_000 }, removeOnFail: { age: 7 * 24 * 3600 } });
+      await (await queue(profile)).add('job', { id }, { jobId: id, attempts: 1, removeOnComplete: { age: 24 * 3600, count: 10_000 }, removeOnFail: { age: 7 * 24 * 3600 } });
     },
     async consume(profile, max, handler) {
       if (workers.has(profile) || closing) return;
-      await queue(profile).setGlobalConcurrency(Math.max(1, max));
+      await (await queue(profile)).setGlobalConcurrency(Math.max(1, max));
+      const { Worker } = await bullmq();
+      if (workers.has(profile) || closing) return;
       const w = new Worker(jobQueueName(profile), async (job) => handler((job.data as { id: string }).id), {
         connection,
         ...(prefix ? { prefix } : {}),

@@ -12,8 +12,9 @@
  * Deliberately left out: seconds-exact timing (ticks start within about a second), and editing
  * schedules at run time (they come from the manifests loaded at start).
  */
-import { Queue, Worker } from 'bullmq';
+import type { Queue, Worker } from 'bullmq';
 import { Cron } from 'croner';
+import { bullmq } from '../bullmq.js';
 import { describeError } from '../errors.js';
 import type { AuditLog } from '../governance/audit.js';
 import type { Profile } from '../governance/profile.js';
@@ -136,6 +137,7 @@ export function createScheduler(o: SchedulerOptions): Scheduler {
     const connection = { url: redisUrl, maxRetriesPerRequest: null };
     const name = o.queueName ?? 'agent-schedules';
     const opts = { connection, ...(o.prefix ? { prefix: o.prefix } : {}) };
+    const { Queue, Worker } = await bullmq();
     queue = new Queue(name, opts);
     const wanted = new Set<string>();
     for (const { profile, schedule } of all()) {
