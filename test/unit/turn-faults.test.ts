@@ -64,7 +64,12 @@ describe('graceful stop', () => {
     const first = await gateway({ manifests: [manifest(id)], unit: { stopGraceMs: 300 } });
     const quick = await first.post({ profile: id, text: 'slow 100', conversation: 'q' });
     const slow = await first.post({ profile: id, text: 'slow 3000', conversation: 's' });
-    await new Promise((r) => setTimeout(r, 400));
+    // Stop while the slow turn runs, once it has (a loaded machine can take a while to start it).
+    for (let waited = 0; (await first.store.gateway.getEvent(slow.eventId))?.status !== 'running'; waited += 20) {
+      if (waited > 10_000) throw new Error('the slow turn never started');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await first.outcome(quick.eventId);
     await first.stop();
     expect((await first.store.gateway.getEvent(quick.eventId))?.status).toBe('delivered');
     const left = await first.store.gateway.getEvent(slow.eventId);
