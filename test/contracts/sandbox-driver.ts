@@ -105,6 +105,10 @@ export function describeSandboxDriver(h: SandboxDriverHarness): void {
       const big = await driver.exec(a, ['sh', '-c', 'head -c 100000 /dev/zero'], { timeoutMs: 20_000, maxOutputBytes: 1000 });
       expect(big.truncated).toBe(true);
       expect(big.stdout.length).toBeLessThanOrEqual(1000);
+      // A command that does not exist exits 127, as in a shell, with the reason on stderr.
+      const missing = await driver.exec(a, ['no-such-command-here', 'x'], { timeoutMs: 20_000 });
+      expect(missing, JSON.stringify(missing)).toMatchObject({ exitCode: 127, stdout: '', timedOut: false });
+      expect(missing.stderr).toMatch(/no-such-command-here/);
       expect(await code(sh(agentId('nobody'), 'true'))).toBe('sandbox_missing');
     }, h.timeoutMs);
 

@@ -122,15 +122,26 @@ export async function runExec(
   const exitCode = ended === 'stream' ? await settledExitCode(exec, container) : null;
   // The deadline's kill makes the command exit 137; a 137 before it is some other kill.
   const timedOut = gaveUp || (killed && (exitCode === 137 || exitCode === null));
+  const out = { exitCode, stdout: stdout.text(), stderr: stderr.text() };
+  const notStarted = exitCode === 126 && ENGINE_EXEC_FAILED.exec(out.stdout);
+  if (notStarted) {
+    // The runtime could not start the command: the engine says so in the command's stdout, with
+    // 126 for every reason. Report it as a shell would: 127 when there is no such file, 126
+    // otherwise, and the reason on stderr.
+    const reason = notStarted[1]!.trim();
+    Object.assign(out, { exitCode: NO_SUCH_FILE.test(reason) ? 127 : 126, stdout: '', stderr: `${command[0]}: cannot run it: ${reason}\n` });
+  }
   return {
-    exitCode,
-    stdout: stdout.text(),
-    stderr: stderr.text(),
+    ...out,
     timedOut,
     truncated: stdout.truncated || stderr.truncated,
     durationMs: Math.round(durationMs),
   };
 }
+
+/** The engine's own message when the runtime cannot start an exec's command (runc and runsc alike). */
+const ENGINE_EXEC_FAILED = /^OCI runtime exec failed: ([^]*)$/;
+const NO_SUCH_FILE = /no such file or directory|not found/i;
 
 /** Starts the deadline's kill (KILL_MARKED) and does not wait for it: the exec's stream tells. */
 async function killMarked(container: Container, mark: string): Promise<void> {
