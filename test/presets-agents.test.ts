@@ -82,6 +82,7 @@ describe('preset agents under runsc', () => {
       expect(labels[PRESET_LABELS.version]).toBe(recipe.packages[recipe.install[0]!]!.version);
 
       const run = await runPresetTurn({ preset: c.preset, models: c.models, env: c.env, prompt: PROMPT, script: (p) => [c.write(p), { text: DONE }] });
+      const turnEndedAt = Date.now();
       runs.add(run);
       console.log(JSON.stringify({ preset: c.preset, version: labels[PRESET_LABELS.version], ...run.timings, rssMiB: run.rssMiB }));
 
@@ -105,8 +106,9 @@ describe('preset agents under runsc', () => {
         // session/load first starts a fresh recording of the same session id: in the same minute
         // that lands in the very file being loaded, wipes its history, and the load fails with
         // "No previous sessions found for this project". Load in the next minute, as a wake
-        // after an idle sleep always does.
-        const minute = Math.floor(run.sessionStartedAt / 60_000);
+        // after an idle sleep always does. The minute is the turn's last, not the session's first:
+        // on a loaded machine the session started at :58 and its messages were recorded at :01.
+        const minute = Math.floor(turnEndedAt / 60_000);
         while (Math.floor((Date.now() - 1000) / 60_000) <= minute) await new Promise((r) => setTimeout(r, 250));
       }
       const before = run.fake.requests.length;
