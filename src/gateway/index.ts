@@ -44,7 +44,7 @@ export interface GatewayOptions {
   /** Which profiles get a unit in this process. */
   units: 'all' | 'none' | string[];
   policy?: Partial<TurnPolicy>;
-  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs' | 'initTimeoutMs' | 'keepAwake'>;
+  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs' | 'initTimeoutMs' | 'keepAwake' | 'sweepMs'>;
   /** Runs `agentvm.run_job` for profiles with `jobs.enabled` (src/jobs). */
   jobs?: JobToolHost;
   /** Where turns, wakes, tool calls, egress, approvals and delivery failures are counted. Default: nowhere. */

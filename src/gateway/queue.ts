@@ -3,8 +3,9 @@
  * the front door and each unit can be separate processes), an in-process queue otherwise.
  *
  * A job is only a wake-up call naming an event; the event itself, its order within the
- * conversation and its status live in the database. So a lost or duplicated job costs nothing:
- * a unit drains its conversations from the database, and recovers open events when it starts.
+ * conversation and its status live in the database. So a lost or duplicated job costs little:
+ * a unit drains its conversations from the database, recovers open events when it starts, and
+ * looks for open events nobody works on every minute (unit.ts `sweepMs`).
  */
 import type { Queue, Worker } from 'bullmq';
 import { bullmq } from '../bullmq.js';

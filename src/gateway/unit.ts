@@ -67,6 +67,12 @@ export interface UnitOptions {
   stopGraceMs?: number;
   /** The profile lease's length (see lease.ts). Default 15 s. */
   leaseTtlMs?: number;
+  /**
+   * How often the unit looks in the database for open events nobody is working on: their
+   * wake-up job was lost (a Redis that restarted without its data, a front door that died
+   * between storing an event and queueing it). Default 60 s; 0 turns it off.
+   */
+  sweepMs?: number;
   /** How long the agent may take to answer ACP initialize before a restart. Default 30 s. */
   initTimeoutMs?: number;
   /** Leave the agent awake when the unit stops (`up --keep-awake`); default: snapshot and stop what this unit woke. */
@@ -127,6 +133,7 @@ export function createUnit(o: UnitOptions): Unit {
   let consuming = false;
   let link: AgentLink | undefined;
   let idleTimer: NodeJS.Timeout | undefined;
+  let sweepTimer: NodeJS.Timeout | undefined;
   let lastActivity = Date.now();
   let active = 0;
 
@@ -277,7 +284,31 @@ export function createUnit(o: UnitOptions): Unit {
     retries.set(ev.id, n);
     if (retries.size > 10_000) retries.delete(retries.keys().next().value!);
     const delay = Math.min(30_000, 1000 * 2 ** Math.max(0, Math.max(n, ev.attempts) - 1));
-    later(delay, () => kick(ev.conversation, ev.id));
+    backingOff.add(ev.conversation);
+    later(delay, () => {
+      backingOff.delete(ev.conversation);
+      kick(ev.conversation, ev.id);
+    });
+  }
+  /** Conversations waiting out a retry's delay: the sweep leaves them alone. */
+  const backingOff = new Set<string>();
+
+  /**
+   * Kicks every conversation with an open event that no chain is working on and no retry waits
+   * for, once the event is older than a sweep: its wake-up was lost. A kick is harmless when it
+   * was not (the chain finds nothing to start).
+   */
+  async function sweep(): Promise<void> {
+    if (!serving()) return;
+    const before = Date.now() - (o.sweepMs ?? 60_000);
+    const open = await repo.openEvents(profile.id);
+    const lost = new Map<string, string>();
+    for (const e of open) {
+      if (e.createdAt.getTime() > before || chains.has(e.conversation) || backingOff.has(e.conversation) || lost.has(e.conversation)) continue;
+      lost.set(e.conversation, e.id);
+    }
+    if (lost.size > 0) log.warn({ conversations: lost.size, events: [...lost.values()].slice(0, 10) }, 'open events nobody was working on (their wake-up was lost): taking them up');
+    for (const [conversation, id] of lost) kick(conversation, id);
   }
 
   /** Runs `fn` after `ms`; stop() clears what is still waiting. */
@@ -424,6 +455,11 @@ export function createUnit(o: UnitOptions): Unit {
         void maybeSnapshot();
       }, every);
       idleTimer.unref();
+      const sweepMs = o.sweepMs ?? 60_000;
+      if (sweepMs > 0) {
+        sweepTimer = setInterval(() => void sweep().catch((err: unknown) => log.warn({ err: describeError(err) }, 'looking for lost wake-ups failed')), sweepMs);
+        sweepTimer.unref();
+      }
       log.info({ queue: o.queue.name }, 'unit started');
     },
     async idle() {
@@ -444,6 +480,7 @@ export function createUnit(o: UnitOptions): Unit {
       stopped = true;
       warm.drop();
       if (idleTimer) clearInterval(idleTimer);
+      if (sweepTimer) clearInterval(sweepTimer);
       for (const t of retryTimers) clearTimeout(t);
       // Every running turn (queued, recovered or retried) gets the grace period to finish.
       const grace = o.stopGraceMs ?? 30_000;

@@ -36,7 +36,7 @@ export interface FakeGatewayOptions {
   manifests: Array<Record<string, unknown>>;
   env?: Record<string, string>;
   policy?: Partial<TurnPolicy>;
-  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs' | 'initTimeoutMs' | 'keepAwake'>;
+  unit?: Pick<UnitOptions, 'maxAttempts' | 'lockWaitMs' | 'concurrency' | 'stopGraceMs' | 'leaseTtlMs' | 'initTimeoutMs' | 'keepAwake' | 'sweepMs'>;
   /** Reuse a store and driver (a restarted gateway); default: fresh ones. */
   reuse?: { store: Store; driver: FakeDriver; dataDir: string; profilesDir: string };
 }

@@ -3,6 +3,7 @@
  * (issue 10), through the real gateway with the fake sandbox driver.
  */
 import { describe, expect, it } from 'vitest';
+import { localEvent, localMessageSchema } from '../../src/adapters/local/index.js';
 import { profileId, manifest, replyText } from '../helpers/gateway.js';
 import { fakeGatewaysClosedAfterEach } from '../helpers/unit-gateway.js';
 
@@ -105,5 +106,20 @@ describe('graceful stop', () => {
     const second = await gateway({ manifests: [], reuse: { store: first.store, driver: first.driver, dataDir: first.dataDir, profilesDir: first.profilesDir } });
     expect(replyText(await second.outcome(waking.eventId))).toBe('late');
     expect((await second.store.gateway.eventTranscript(waking.eventId)).filter((t) => t.kind === 'reply')).toHaveLength(1);
+  });
+});
+
+describe('lost wake-ups', () => {
+  it('an event stored but never queued (the job lost: a Redis restarted empty, a front door that died) is answered once, by the sweep', async () => {
+    const id = profileId('lost');
+    const g = await gateway({ manifests: [manifest(id)], unit: { sweepMs: 300 } });
+    // Stored as the intake stores it, with no wake-up job.
+    const event = localEvent(localMessageSchema.parse({ profile: id, text: 'echo found', conversation: 'lost' }), 'test');
+    await g.store.gateway.insertEvents([{ id: event.id, platform: 'local', profile: id, conversation: event.conversation, status: 'queued', payload: event }]);
+    expect(replyText(await g.outcome(event.id))).toBe('found');
+    // Later sweeps find nothing left to do: still one reply.
+    await new Promise((r) => setTimeout(r, 800));
+    expect((await g.store.gateway.eventTranscript(event.id)).filter((t) => t.kind === 'reply')).toHaveLength(1);
+    expect((await g.store.gateway.getEvent(event.id))?.attempts).toBe(1);
   });
 });
