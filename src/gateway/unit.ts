@@ -294,16 +294,19 @@ export function createUnit(o: UnitOptions): Unit {
   const backingOff = new Set<string>();
 
   /**
-   * Kicks every conversation with an open event that no chain is working on and no retry waits
-   * for, once the event is older than a sweep: its wake-up was lost. A kick is harmless when it
-   * was not (the chain finds nothing to start).
+   * Kicks conversations with an open event that no chain is working on and no retry waits for,
+   * once the event is older than a sweep: its wake-up was lost. A kick is harmless when it was
+   * not (the chain finds nothing to start). At most as many as the unit has room for.
    */
   async function sweep(): Promise<void> {
-    if (!serving()) return;
+    // Never past the unit's concurrency: under load a job waiting for a slot is late, not lost.
+    const room = (o.concurrency ?? 8) - chains.size;
+    if (!serving() || room <= 0) return;
     const before = Date.now() - (o.sweepMs ?? 60_000);
     const open = await repo.openEvents(profile.id);
     const lost = new Map<string, string>();
     for (const e of open) {
+      if (lost.size >= room) break;
       if (e.createdAt.getTime() > before || chains.has(e.conversation) || backingOff.has(e.conversation) || lost.has(e.conversation)) continue;
       lost.set(e.conversation, e.id);
     }
