@@ -31,6 +31,7 @@ import { isDbUnavailable } from '../store/errors.js';
 import type { TurnQueue } from './queue.js';
 import type { SandboxService } from './sandboxes.js';
 import { createAgentLink, type AgentLink } from './link.js';
+import { startSweep } from './unit-sweep.js';
 import { createUnitPool } from './unit-pool.js';
 import { createProfileLease } from './lease.js';
 import { failTurn, logTurnFailure, runTurn, type TurnPolicy } from './turn.js';
@@ -67,11 +68,7 @@ export interface UnitOptions {
   stopGraceMs?: number;
   /** The profile lease's length (see lease.ts). Default 15 s. */
   leaseTtlMs?: number;
-  /**
-   * How often the unit looks in the database for open events nobody is working on: their
-   * wake-up job was lost (a Redis that restarted without its data, a front door that died
-   * between storing an event and queueing it). Default 60 s; 0 turns it off.
-   */
+  /** How often the unit looks for open events whose wake-up was lost (unit-sweep.ts). Default 60 s; 0: never. */
   sweepMs?: number;
   /** How long the agent may take to answer ACP initialize before a restart. Default 30 s. */
   initTimeoutMs?: number;
@@ -133,7 +130,7 @@ export function createUnit(o: UnitOptions): Unit {
   let consuming = false;
   let link: AgentLink | undefined;
   let idleTimer: NodeJS.Timeout | undefined;
-  let sweepTimer: NodeJS.Timeout | undefined;
+  let sweeper: { stop(): void } | undefined;
   let lastActivity = Date.now();
   let active = 0;
 
@@ -293,26 +290,6 @@ export function createUnit(o: UnitOptions): Unit {
   /** Conversations waiting out a retry's delay: the sweep leaves them alone. */
   const backingOff = new Set<string>();
 
-  /**
-   * Kicks conversations with an open event that no chain is working on and no retry waits for,
-   * once the event is older than a sweep: its wake-up was lost. A kick is harmless when it was
-   * not (the chain finds nothing to start). At most as many as the unit has room for.
-   */
-  async function sweep(): Promise<void> {
-    // Never past the unit's concurrency: under load a job waiting for a slot is late, not lost.
-    const room = (o.concurrency ?? 8) - chains.size;
-    if (!serving() || room <= 0) return;
-    const before = Date.now() - (o.sweepMs ?? 60_000);
-    const open = await repo.openEvents(profile.id);
-    const lost = new Map<string, string>();
-    for (const e of open) {
-      if (lost.size >= room) break;
-      if (e.createdAt.getTime() > before || chains.has(e.conversation) || backingOff.has(e.conversation) || lost.has(e.conversation)) continue;
-      lost.set(e.conversation, e.id);
-    }
-    if (lost.size > 0) log.warn({ conversations: lost.size, events: [...lost.values()].slice(0, 10) }, 'open events nobody was working on (their wake-up was lost): taking them up');
-    for (const [conversation, id] of lost) kick(conversation, id);
-  }
 
   /** Runs `fn` after `ms`; stop() clears what is still waiting. */
   const later = (ms: number, fn: () => void) => void retryTimers.add(setTimeout(function run(this: NodeJS.Timeout) { retryTimers.delete(this); fn(); }, ms));
@@ -458,11 +435,10 @@ export function createUnit(o: UnitOptions): Unit {
         void maybeSnapshot();
       }, every);
       idleTimer.unref();
-      const sweepMs = o.sweepMs ?? 60_000;
-      if (sweepMs > 0) {
-        sweepTimer = setInterval(() => void sweep().catch((err: unknown) => log.warn({ err: describeError(err) }, 'looking for lost wake-ups failed')), sweepMs);
-        sweepTimer.unref();
-      }
+      sweeper = startSweep({
+        everyMs: o.sweepMs ?? 60_000, serving, room: () => (o.concurrency ?? 8) - chains.size,
+        busy: (c) => chains.has(c) || backingOff.has(c), openEvents: () => repo.openEvents(profile.id), kick, log,
+      });
       log.info({ queue: o.queue.name }, 'unit started');
     },
     async idle() {
@@ -483,7 +459,7 @@ export function createUnit(o: UnitOptions): Unit {
       stopped = true;
       warm.drop();
       if (idleTimer) clearInterval(idleTimer);
-      if (sweepTimer) clearInterval(sweepTimer);
+      sweeper?.stop();
       for (const t of retryTimers) clearTimeout(t);
       // Every running turn (queued, recovered or retried) gets the grace period to finish.
       const grace = o.stopGraceMs ?? 30_000;
