@@ -117,7 +117,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     db: opened.db,
     agents: agentRepo(opened.db),
     gateway: gatewayRepo(opened.db, opened.raw),
-    audit: auditRepo(opened.db, { raw: opened.raw }),
+    audit: auditRepo(opened.db, { raw: opened.auditRaw ?? opened.raw }),
     approvals: approvalRepo(opened.db),
     pins: pinRepo(opened.db),
     events: eventRepo(opened.db, opened.raw),
@@ -149,6 +149,8 @@ interface Opened {
   db: Db;
   /** The client for the hot paths (raw.ts): prepared statements on both databases. */
   raw: RawQuery;
+  /** PostgreSQL: the audit chain's own connection (see openPostgres); else the audit uses `raw`. */
+  auditRaw?: RawQuery;
   migrate(): Promise<void>;
   cleanup: Array<() => Promise<void>>;
 }
@@ -172,14 +174,24 @@ async function openPostgres(url: string): Promise<Opened> {
   }
   const sqlClient = client;
   const db = drizzlePostgres({ client: sqlClient, schema });
+  // The audit chain's appends are one at a time in this process (store/audit.ts), so they get a
+  // connection of their own: always the same backend, warm, instead of whichever of the pool's
+  // five was idle longest (postgres.js hands out the least recently used), and never queued
+  // behind a slow statement of the pool. Measured on this project's machines: 0.03 ms of a
+  // 0.4 ms append. It connects on first use; drizzle sets its type parsers on it, as on the pool.
+  const auditClient = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10, backoff: reconnectDelaySeconds, connection: { application_name: 'agent-vm' } });
+  drizzlePostgres({ client: auditClient, schema });
+  const prepared = (c: postgres.Sql) =>
+    <T>(text: string, params: unknown[]) => c.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true }) as unknown as Promise<T[]>;
   return {
     kind: 'postgres',
     target,
     db,
     // The same client and type parsers drizzle uses (it set them on the client), prepared per connection.
-    raw: rawQuery(<T>(text: string, params: unknown[]) => sqlClient.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true }) as unknown as Promise<T[]>, false),
+    raw: rawQuery(prepared(sqlClient), false),
+    auditRaw: rawQuery(prepared(auditClient), false),
     migrate: () => migratePostgres(db, { migrationsFolder }),
-    cleanup: [() => sqlClient.end({ timeout: 5 })],
+    cleanup: [() => sqlClient.end({ timeout: 5 }), () => auditClient.end({ timeout: 5 })],
   };
 }
 
