@@ -45,15 +45,23 @@ let nextId = 1_000_000_000;
 
 const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
+/** A target's own headers, lower-cased once (a target's headers never change). */
+const configured = new WeakMap<LeanCallTarget, Record<string, string>>();
+
 function headersOf(t: LeanCallTarget): Record<string, string> {
   const { sessionId, protocolVersion } = t.session();
-  return {
-    ...(sessionId ? { 'mcp-session-id': sessionId } : {}),
-    ...(protocolVersion ? { 'mcp-protocol-version': protocolVersion } : {}),
-    ...Object.fromEntries(Object.entries(t.headers).map(([k, v]) => [k.toLowerCase(), v])),
-    'content-type': 'application/json',
-    accept: 'application/json, text/event-stream',
-  };
+  let own = configured.get(t);
+  if (!own) {
+    own = Object.fromEntries(Object.entries(t.headers).map(([k, v]) => [k.toLowerCase(), v]));
+    configured.set(t, own);
+  }
+  const out: Record<string, string> = {};
+  if (sessionId) out['mcp-session-id'] = sessionId;
+  if (protocolVersion) out['mcp-protocol-version'] = protocolVersion;
+  Object.assign(out, own);
+  out['content-type'] = 'application/json';
+  out.accept = 'application/json, text/event-stream';
+  return out;
 }
 
 function post(t: LeanCallTarget, message: object, signal?: AbortSignal): Promise<RawAnswer> {

@@ -99,6 +99,20 @@ describe('upstream fetch (bounded, keep-alive)', () => {
     await expect(p).rejects.toThrow();
   });
 
+  it('an abort while an event stream is read ends the stream; a long-lived signal keeps no listener per request', async () => {
+    const { getEventListeners } = await import('node:events');
+    const session = new AbortController(); // as the SDK's transport passes one signal for all its requests
+    for (let i = 0; i < 30; i++) await (await f(`${base}/json`, { method: 'POST', body: '{}', signal: session.signal })).json();
+    await (await f(`${base}/sse`, { method: 'POST', body: '{}', signal: session.signal })).text();
+    await new Promise((r) => setImmediate(r));
+    expect(getEventListeners(session.signal, 'abort')).toHaveLength(0);
+    const ac = new AbortController();
+    const r = await f(`${base}/sse-endless`, { method: 'GET', signal: ac.signal });
+    const reading = r.text();
+    setTimeout(() => ac.abort(new Error('cancelled by the client')), 20);
+    await expect(reading).rejects.toThrow(/cancelled by the client|aborted/);
+  });
+
   it('fails the call, and throws nothing out of its event handlers, on a status a Response cannot hold', async () => {
     await expect(f(`${base}/odd-status`, { method: 'POST', body: '{}' })).rejects.toThrow(RangeError);
     const r = await f(`${base}/odd-reason`, { method: 'POST', body: '{}' });
