@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fetchWithinOrigin } from '@modelcontextprotocol/sdk/shared/transport.js';
@@ -100,12 +101,11 @@ describe('upstream fetch (bounded, keep-alive)', () => {
   });
 
   it('an abort while an event stream is read ends the stream; a long-lived signal keeps no listener per request', async () => {
-    const { getEventListeners } = await import('node:events');
     const session = new AbortController(); // as the SDK's transport passes one signal for all its requests
     for (let i = 0; i < 30; i++) await (await f(`${base}/json`, { method: 'POST', body: '{}', signal: session.signal })).json();
     await (await f(`${base}/sse`, { method: 'POST', body: '{}', signal: session.signal })).text();
     await new Promise((r) => setImmediate(r));
-    expect(getEventListeners(session.signal, 'abort')).toHaveLength(0);
+    expect(EventEmitter.getEventListeners(session.signal, 'abort')).toHaveLength(0);
     const ac = new AbortController();
     const r = await f(`${base}/sse-endless`, { method: 'GET', signal: ac.signal });
     const reading = r.text();
