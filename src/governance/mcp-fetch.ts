@@ -17,6 +17,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { Readable, Transform } from 'node:stream';
+import { urlToHttpOptions } from 'node:url';
 
 export interface UpstreamFetchOptions {
   /** Longest response body accepted; a longer one fails the request. */
@@ -63,20 +64,11 @@ export interface UpstreamFetch {
 export function createUpstreamFetch(o: UpstreamFetchOptions): UpstreamFetch {
   const agents = { 'http:': new http.Agent({ keepAlive: true, maxSockets: 16 }), 'https:': new https.Agent({ keepAlive: true, maxSockets: 16 }) };
 
-  /** http.request's options for a URL, worked out once per URL object (an upstream keeps its own). */
+  /** http.request's options for a URL (what it derives from a URL itself), worked out once per URL object: an upstream keeps its own. */
   const targets = new WeakMap<URL, http.RequestOptions>();
   function target(url: URL): http.RequestOptions {
     let t = targets.get(url);
-    if (!t) {
-      t = {
-        protocol: url.protocol,
-        hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
-        path: `${url.pathname}${url.search}`,
-        ...(url.port ? { port: Number(url.port) } : {}),
-        ...(url.username || url.password ? { auth: `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` } : {}),
-      };
-      targets.set(url, t);
-    }
+    if (!t) targets.set(url, (t = urlToHttpOptions(url)));
     return t;
   }
 

@@ -67,8 +67,15 @@ function toRow(r: NewAuditRow): AuditRow {
   return { ...r, data: r.data ?? null };
 }
 
+const AUDIT_COLUMNS = 'seq, at, profile, action, decision, reason, subject, data, prev_hash, hash';
+/** The casts of AUDIT_COLUMNS, in order, for a row sent as flat parameters (`rowParams`). */
 const AUDIT_CASTS = ['::bigint', '::timestamptz', '::text', '::text', '::text', '::text', '::text', '::jsonb', '::text', '::text'] as const;
 const valuesTexts = new Map<number, string>();
+
+/** A row's parameters, in the order of AUDIT_COLUMNS; `data` as JSON text (the same jsonb as a JSON string cast). */
+function rowParams(r: NewAuditRow): unknown[] {
+  return [r.seq, r.at, r.profile, r.action, r.decision, r.reason, r.subject, r.data === null || r.data === undefined ? null : JSON.stringify(r.data), r.prevHash, r.hash];
+}
 
 /**
  * One process (PGlite): a plain VALUES insert, sent raw (raw.ts). PGlite parses every statement
@@ -78,14 +85,10 @@ const valuesTexts = new Map<number, string>();
 function valuesInsert(raw: RawQuery, rows: NewAuditRow[]): Promise<unknown> {
   let text = valuesTexts.get(rows.length);
   if (text === undefined) {
-    text = `insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash) values ${valuesList(rows.length, AUDIT_CASTS)}`;
+    text = `insert into audit (${AUDIT_COLUMNS}) values ${valuesList(rows.length, AUDIT_CASTS)}`;
     if (valuesTexts.size < 64) valuesTexts.set(rows.length, text);
   }
-  const params: unknown[] = [];
-  for (const r of rows) {
-    params.push(r.seq, r.at, r.profile, r.action, r.decision, r.reason, r.subject, r.data === null || r.data === undefined ? null : JSON.stringify(r.data), r.prevHash, r.hash);
-  }
-  return raw(text, params);
+  return raw(text, rows.flatMap(rowParams));
 }
 
 /**
@@ -95,7 +98,7 @@ function valuesInsert(raw: RawQuery, rows: NewAuditRow[]): Promise<unknown> {
  * row. `data` goes in as the JSON value it is (the same jsonb as a JSON string cast).
  */
 const LOCKED_INSERT = statement([
-  `insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash)
+  `insert into audit (${AUDIT_COLUMNS})
     select x.seq, x.at, x.profile, x.action, x.decision, x.reason, x.subject, x.data, x.prev_hash, x.hash
       from jsonb_to_recordset(`,
   `::jsonb)
@@ -110,27 +113,12 @@ const LOCKED_INSERT = statement([
  * the recordset, measured on this project's machines).
  */
 const LOCKED_INSERT_ONE = statement([
-  `insert into audit (seq, at, profile, action, decision, reason, subject, data, prev_hash, hash)
-    select `,
-  `::bigint, `,
-  `::timestamptz, `,
-  `::text, `,
-  `::text, `,
-  `::text, `,
-  `::text, `,
-  `::text, `,
-  `::jsonb, `,
-  `::text, `,
-  `::text
-      from (select pg_advisory_xact_lock(${CHAIN_LOCK})) as chain_lock`,
+  `insert into audit (${AUDIT_COLUMNS}) select `,
+  ...AUDIT_CASTS.map((cast, i) => (i < AUDIT_CASTS.length - 1 ? `${cast}, ` : `${cast} from (select pg_advisory_xact_lock(${CHAIN_LOCK})) as chain_lock`)),
 ]);
 
 function lockedInsert(db: Db, raw: RawQuery | undefined, rows: NewAuditRow[]): Promise<unknown> {
-  if (rows.length === 1) {
-    const r = rows[0]!;
-    const data = r.data === null || r.data === undefined ? null : JSON.stringify(r.data);
-    return LOCKED_INSERT_ONE.run(db, raw, [r.seq, r.at, r.profile, r.action, r.decision, r.reason, r.subject, data, r.prevHash, r.hash]);
-  }
+  if (rows.length === 1) return LOCKED_INSERT_ONE.run(db, raw, rowParams(rows[0]!));
   const batch = JSON.stringify(
     rows.map((r) => ({ seq: r.seq, at: r.at, profile: r.profile, action: r.action, decision: r.decision, reason: r.reason, subject: r.subject, data: r.data ?? null, prev_hash: r.prevHash, hash: r.hash })),
   );

@@ -159,9 +159,10 @@ async function openPostgres(url: string): Promise<Opened> {
   const target = redactUrl(url);
   const secrets = passwordsIn(url);
   let client: postgres.Sql | undefined;
+  // application_name lets an operator (and the tests) tell agent-vm's backends apart.
+  const options = { onnotice: () => {}, connect_timeout: 10, backoff: reconnectDelaySeconds, connection: { application_name: 'agent-vm' } };
   try {
-    // application_name lets an operator (and the tests) tell agent-vm's backends apart.
-    client = postgres(url, { max: 5, onnotice: () => {}, connect_timeout: 10, backoff: reconnectDelaySeconds, connection: { application_name: 'agent-vm' } });
+    client = postgres(url, { ...options, max: 5 });
     // postgres.js connects lazily; probe now so a bad URL fails at startup, not on first use.
     await client`select 1`;
   } catch (cause) {
@@ -179,7 +180,7 @@ async function openPostgres(url: string): Promise<Opened> {
   // five was idle longest (postgres.js hands out the least recently used), and never queued
   // behind a slow statement of the pool. Measured on this project's machines: 0.03 ms of a
   // 0.4 ms append. It connects on first use; drizzle sets its type parsers on it, as on the pool.
-  const auditClient = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10, backoff: reconnectDelaySeconds, connection: { application_name: 'agent-vm' } });
+  const auditClient = postgres(url, { ...options, max: 1 });
   drizzlePostgres({ client: auditClient, schema });
   const prepared = (c: postgres.Sql) =>
     <T>(text: string, params: unknown[]) => c.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true }) as unknown as Promise<T[]>;
